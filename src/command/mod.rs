@@ -1,0 +1,340 @@
+//! Commands: the table of what the server supports, and parsing argument vectors into typed
+//! [`Command`]s with Redis's exact error replies.
+//!
+//! Parsing follows Redis's order: unknown command, then arity, then (in the connection)
+//! authentication, then the command's own argument checks. Nothing here executes a command.
+
+pub mod glob;
+pub mod table;
+
+use bytes::Bytes;
+
+use crate::resp::Reply;
+use crate::store::state_machine::parse_redis_i64;
+
+/// The error text Redis uses for a malformed integer argument.
+pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+/// The error text of a syntax error.
+pub const SYNTAX_ERROR: &str = "ERR syntax error";
+
+/// A parsed client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `GET key`.
+    Get(Bytes),
+    /// `SET key value`.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// `INCRBY`/`INCR`/`DECR`/`DECRBY`.
+    IncrBy {
+        /// The key.
+        key: Bytes,
+        /// The signed increment.
+        delta: i64,
+    },
+    /// `DEL key...`.
+    Del(Vec<Bytes>),
+    /// `EXISTS key...`.
+    Exists(Vec<Bytes>),
+    /// `DBSIZE`.
+    DbSize,
+    /// `FLUSHDB`/`FLUSHALL`.
+    FlushAll,
+    /// `PING [message]`.
+    Ping(Option<Bytes>),
+    /// `ECHO message`.
+    Echo(Bytes),
+    /// `SELECT index`.
+    Select(i64),
+    /// `QUIT`.
+    Quit,
+    /// `RESET`.
+    Reset,
+    /// `AUTH [username] password`.
+    Auth {
+        /// The user, `default` when omitted.
+        username: Option<Bytes>,
+        /// The password.
+        password: Bytes,
+    },
+    /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
+    Hello {
+        /// Requested protocol version, if any.
+        protover: Option<i64>,
+        /// Credentials to authenticate with.
+        auth: Option<(Bytes, Bytes)>,
+        /// Name to set on the connection.
+        setname: Option<Bytes>,
+    },
+    /// `CLIENT <subcommand> ...`, arguments after the subcommand name.
+    Client {
+        /// Lowercase subcommand name.
+        subcommand: String,
+        /// The arguments after the subcommand.
+        args: Vec<Bytes>,
+    },
+    /// `CONFIG <subcommand> ...`.
+    Config {
+        /// Lowercase subcommand name.
+        subcommand: String,
+        /// The arguments after the subcommand.
+        args: Vec<Bytes>,
+    },
+    /// `COMMAND ...`, the whole argument vector (answered by the table).
+    CommandInfo(Vec<Bytes>),
+    /// `INFO [section ...]`.
+    Info(Vec<Bytes>),
+    /// `TIME`.
+    Time,
+}
+
+/// How a command touches the keyspace, which decides ordering within a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Goes through the raft log.
+    Write,
+    /// A linearizable read of the state machine.
+    Read,
+    /// Answered by the connection or the server without touching the keyspace.
+    Local,
+}
+
+impl Command {
+    /// How this command touches the keyspace.
+    pub fn access(&self) -> Access {
+        match self {
+            Command::Set { .. } | Command::IncrBy { .. } | Command::Del(_) | Command::FlushAll => {
+                Access::Write
+            }
+            Command::Get(_) | Command::Exists(_) | Command::DbSize => Access::Read,
+            _ => Access::Local,
+        }
+    }
+
+    /// Whether Redis lets this command run before authentication.
+    pub fn allowed_before_auth(&self) -> bool {
+        matches!(
+            self,
+            Command::Auth { .. } | Command::Hello { .. } | Command::Quit | Command::Reset
+        )
+    }
+}
+
+/// Parses a positive client id as CLIENT KILL ID takes it.
+pub fn parse_id(arg: &[u8]) -> Option<u64> {
+    parse_redis_i64(arg).filter(|&n| n > 0).map(|n| n as u64)
+}
+
+fn integer_arg(arg: &[u8]) -> Result<i64, Reply> {
+    parse_redis_i64(arg).ok_or_else(|| Reply::error(NOT_AN_INTEGER))
+}
+
+/// Parses one argument vector (command name first). `Err` is the error reply to send.
+pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
+    let Some(name) = args.first() else {
+        return Err(table::unknown_command_error(&args));
+    };
+    let Some(spec) = table::lookup(name) else {
+        return Err(table::unknown_command_error(&args));
+    };
+    if !table::arity_ok(spec, args.len()) {
+        return Err(table::wrong_arity_error(spec));
+    }
+    let mut args = args;
+    let command = match spec.name {
+        "get" => Command::Get(args.swap_remove(1)),
+        "set" => {
+            if args.len() > 3 {
+                return Err(Reply::error(SYNTAX_ERROR));
+            }
+            let value = args.pop().expect("arity checked");
+            let key = args.pop().expect("arity checked");
+            Command::Set { key, value }
+        }
+        "incr" => Command::IncrBy {
+            key: args.swap_remove(1),
+            delta: 1,
+        },
+        "decr" => Command::IncrBy {
+            key: args.swap_remove(1),
+            delta: -1,
+        },
+        "incrby" => Command::IncrBy {
+            delta: integer_arg(&args[2])?,
+            key: args.swap_remove(1),
+        },
+        "decrby" => {
+            let delta = integer_arg(&args[2])?;
+            let delta = delta
+                .checked_neg()
+                .ok_or_else(|| Reply::error("ERR decrement would overflow"))?;
+            Command::IncrBy {
+                key: args.swap_remove(1),
+                delta,
+            }
+        }
+        "del" => Command::Del(args.split_off(1)),
+        "exists" => Command::Exists(args.split_off(1)),
+        "dbsize" => Command::DbSize,
+        "flushdb" | "flushall" => {
+            if let Some(mode) = args.get(1) {
+                let ok = mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async");
+                if !ok || args.len() > 2 {
+                    return Err(Reply::error(SYNTAX_ERROR));
+                }
+            }
+            Command::FlushAll
+        }
+        "ping" => {
+            if args.len() > 2 {
+                return Err(table::wrong_arity_error(spec));
+            }
+            Command::Ping(args.get(1).cloned())
+        }
+        "echo" => Command::Echo(args.swap_remove(1)),
+        "select" => Command::Select(integer_arg(&args[1])?),
+        "quit" => Command::Quit,
+        "reset" => Command::Reset,
+        "auth" => match args.len() {
+            2 => Command::Auth {
+                username: None,
+                password: args.swap_remove(1),
+            },
+            3 => {
+                let password = args.pop().expect("arity checked");
+                let username = args.pop();
+                Command::Auth { username, password }
+            }
+            _ => return Err(Reply::error(SYNTAX_ERROR)),
+        },
+        "hello" => parse_hello(&args)?,
+        "client" | "config" => {
+            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
+                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
+            };
+            if !table::arity_ok(sub, args.len()) {
+                return Err(table::wrong_arity_error(sub));
+            }
+            let subcommand = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+            let rest = args.split_off(2);
+            if spec.name == "client" {
+                Command::Client {
+                    subcommand,
+                    args: rest,
+                }
+            } else {
+                Command::Config {
+                    subcommand,
+                    args: rest,
+                }
+            }
+        }
+        "command" => Command::CommandInfo(args),
+        "info" => Command::Info(args.split_off(1)),
+        "time" => Command::Time,
+        _ => return Err(table::unknown_command_error(&args)),
+    };
+    Ok(command)
+}
+
+fn parse_hello(args: &[Bytes]) -> Result<Command, Reply> {
+    let mut protover = None;
+    let mut auth = None;
+    let mut setname = None;
+    if let Some(version) = args.get(1) {
+        let version = parse_redis_i64(version).ok_or_else(|| {
+            Reply::error("ERR Protocol version is not an integer or out of range")
+        })?;
+        protover = Some(version);
+        let mut i = 2;
+        while i < args.len() {
+            let more = args.len() - i - 1;
+            let option = &args[i];
+            if option.eq_ignore_ascii_case(b"auth") && more >= 2 {
+                auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+                i += 3;
+            } else if option.eq_ignore_ascii_case(b"setname") && more >= 1 {
+                setname = Some(args[i + 1].clone());
+                i += 2;
+            } else {
+                return Err(Reply::error(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                )));
+            }
+        }
+    }
+    Ok(Command::Hello {
+        protover,
+        auth,
+        setname,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn command_parse_maps_counters_onto_incrby() {
+        assert_eq!(
+            parse(args(&["DECRBY", "k", "5"])),
+            Ok(Command::IncrBy {
+                key: Bytes::from_static(b"k"),
+                delta: -5
+            })
+        );
+        assert_eq!(
+            parse(args(&["incr", "k"])),
+            Ok(Command::IncrBy {
+                key: Bytes::from_static(b"k"),
+                delta: 1
+            })
+        );
+    }
+
+    #[test]
+    fn command_parse_rejects_bad_integers_and_arity() {
+        assert_eq!(
+            parse(args(&["INCRBY", "k", "1.5"])),
+            Err(Reply::error(NOT_AN_INTEGER))
+        );
+        assert_eq!(
+            parse(args(&["GET"])),
+            Err(Reply::error(
+                "ERR wrong number of arguments for 'get' command"
+            ))
+        );
+        assert_eq!(
+            parse(args(&["SET", "k", "v", "bogus"])),
+            Err(Reply::error(SYNTAX_ERROR))
+        );
+    }
+
+    #[test]
+    fn command_parse_hello_options() {
+        assert_eq!(
+            parse(args(&["HELLO", "3", "SETNAME", "x"])),
+            Ok(Command::Hello {
+                protover: Some(3),
+                auth: None,
+                setname: Some(Bytes::from_static(b"x"))
+            })
+        );
+        assert_eq!(
+            parse(args(&["HELLO", "3", "AUTH", "u"])),
+            Err(Reply::error("ERR Syntax error in HELLO option 'AUTH'"))
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! Consensus: openraft's type configuration, the redb log store and the peer network.
+//!
+//! This module carries [`Request`]s opaquely: it never interprets them and never sees a RESP
+//! frame. Everything openraft-specific lives here so that an openraft alpha bump touches one
+//! place.
+
+pub mod log_store;
+pub mod network;
+
+use crate::store::{Request, Response, SnapshotFile};
+
+/// Raft node identifier.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The raft type configuration of redraft.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+);
+
+/// The raft handle type.
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;
+/// A log entry.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// A log id (leader term and index).
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A vote.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// Membership with the log id that introduced it.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// Snapshot metadata.
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot as openraft passes it around.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;

@@ -1,0 +1,602 @@
+//! One client connection: read bytes, parse commands, dispatch them, write replies in order.
+//!
+//! # Pipelining and order
+//! Every parsed command is dispatched at once and its reply future joins an ordered queue, so a
+//! connection has many requests in flight and its replies leave in request order. Writes are
+//! queued to the node in request order, and raft applies them in that order. A read must not
+//! overtake an earlier write of the same connection, nor a write an earlier read, so dispatch
+//! pauses at such a switch until the in-flight commands of the other kind have answered: runs of
+//! reads, and runs of writes, stay fully pipelined.
+//!
+//! # Errors
+//! A protocol error is answered (after the replies of the commands before it) with Redis's text,
+//! and then the connection closes, as Redis does. Every other error is a reply and the
+//! connection stays open.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
+use crate::error::Error;
+use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
+use crate::server::Server;
+use crate::server::clients::ClientHandle;
+use crate::store::{Read, Request, Response};
+
+/// Most commands in flight on one connection before it stops reading.
+const IN_FLIGHT_MAX: usize = 16 * 1024;
+/// Size of each socket read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Flush the output buffer once it holds this much, even if more replies are ready.
+const OUTPUT_FLUSH_BYTES: usize = 256 * 1024;
+
+/// Whether replies are sent (CLIENT REPLY).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// Set by CLIENT REPLY SKIP: that command's own reply is not sent.
+    Skip,
+    /// The command after CLIENT REPLY SKIP: its reply is not sent.
+    SkipNext,
+}
+
+/// One reply waiting for its turn: its kind (for ordering), whether it is sent, the reply.
+type InFlight = BoxFuture<'static, (Access, bool, Reply)>;
+
+/// Per-connection state.
+struct Session {
+    server: Arc<Server>,
+    client: Arc<ClientHandle>,
+    protocol: Protocol,
+    authenticated: bool,
+    reply_mode: ReplyMode,
+}
+
+/// What dispatching one command produced.
+enum Outcome {
+    /// Answered already.
+    Ready(Reply),
+    /// Answered when the node answers.
+    Pending(BoxFuture<'static, Reply>),
+    /// Answer, then close the connection.
+    Close(Reply),
+}
+
+fn response_to_reply(result: Result<Response, Error>) -> Reply {
+    match result {
+        Ok(Response::Ok) => Reply::ok(),
+        Ok(Response::Value(Some(value))) => Reply::Bulk(value),
+        Ok(Response::Value(None)) => Reply::Nil,
+        Ok(Response::Integer(n)) => Reply::Integer(n),
+        Ok(Response::Error(err)) => Error::Apply(err).to_resp(),
+        Ok(Response::Batch(_)) => Error::Internal("unexpected batch response".into()).to_resp(),
+        Err(err) => err.to_resp(),
+    }
+}
+
+fn pending(receiver: crate::node::Pending) -> Outcome {
+    Outcome::Pending(
+        async move {
+            match receiver.await {
+                Ok(result) => response_to_reply(result),
+                Err(_) => Error::Internal("request dropped".into()).to_resp(),
+            }
+        }
+        .boxed(),
+    )
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<ClientHandle>) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session {
+        authenticated: server.config.requirepass.is_none(),
+        server,
+        client,
+        protocol: Protocol::Resp2,
+        reply_mode: ReplyMode::On,
+    };
+    if let Err(err) = session.run(&mut stream).await {
+        tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
+    }
+    let _ = stream.shutdown().await;
+}
+
+impl Session {
+    async fn run(&mut self, stream: &mut TcpStream) -> std::io::Result<()> {
+        let (mut reader, mut writer) = stream.split();
+        let mut parser = RequestParser::new(ParserLimits::default());
+        let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        let mut output = BytesMut::with_capacity(16 * 1024);
+        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+        let mut reads_in_flight = 0usize;
+        let mut writes_in_flight = 0usize;
+        let mut stalled: Option<Command> = None;
+        let mut closing: Option<Reply> = None;
+        let mut eof = false;
+        let client = self.client.clone();
+
+        loop {
+            // Dispatch whatever complete commands the input holds.
+            while closing.is_none() && in_flight.len() < IN_FLIGHT_MAX {
+                let command = match stalled.take() {
+                    Some(command) => command,
+                    None => match parser.next_command(&mut input, self.authenticated) {
+                        Ok(Some(args)) => {
+                            self.server.stats.commands_processed.fetch_add(1, Relaxed);
+                            match command::parse(args) {
+                                Ok(command) => command,
+                                Err(reply) => {
+                                    self.push(
+                                        &mut in_flight,
+                                        Access::Local,
+                                        Outcome::Ready(reply),
+                                        &mut closing,
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(err) => {
+                            closing = Some(Reply::error(format!("ERR {err}")));
+                            break;
+                        }
+                    },
+                };
+                let access = command.access();
+                let must_wait = match access {
+                    Access::Read => writes_in_flight > 0,
+                    Access::Write => reads_in_flight > 0,
+                    Access::Local => false,
+                };
+                if must_wait {
+                    stalled = Some(command);
+                    break;
+                }
+                match access {
+                    Access::Read => reads_in_flight += 1,
+                    Access::Write => writes_in_flight += 1,
+                    Access::Local => {}
+                }
+                let outcome = self.dispatch(command);
+                self.push(&mut in_flight, access, outcome, &mut closing);
+            }
+
+            if in_flight.is_empty() {
+                if let Some(reply) = closing.take() {
+                    self.encode(&reply, &mut output);
+                    writer.write_all(&output).await?;
+                    return Ok(());
+                }
+                if eof {
+                    return Ok(());
+                }
+            }
+
+            let can_read =
+                !eof && closing.is_none() && stalled.is_none() && in_flight.len() < IN_FLIGHT_MAX;
+            tokio::select! {
+                Some((access, send, reply)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let mut finished = vec![(access, send, reply)];
+                    while output.len() < OUTPUT_FLUSH_BYTES {
+                        match in_flight.next().now_or_never() {
+                            Some(Some(done)) => finished.push(done),
+                            _ => break,
+                        }
+                    }
+                    for (access, send, reply) in finished {
+                        match access {
+                            Access::Read => reads_in_flight -= 1,
+                            Access::Write => writes_in_flight -= 1,
+                            Access::Local => {}
+                        }
+                        if reply.is_error() {
+                            self.server.stats.error_replies.fetch_add(1, Relaxed);
+                        }
+                        if send {
+                            self.encode(&reply, &mut output);
+                        }
+                    }
+                    if !output.is_empty() {
+                        writer.write_all(&output).await?;
+                        self.server.stats.net_output_bytes.fetch_add(output.len() as u64, Relaxed);
+                        output.clear();
+                    }
+                }
+                read = reader.read_buf(&mut input), if can_read => {
+                    let n = read?;
+                    if n == 0 {
+                        eof = true;
+                    } else {
+                        self.server.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                        if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
+                            input.reserve(READ_CHUNK_BYTES);
+                        }
+                    }
+                }
+                _ = client.killed.notified() => return Ok(()),
+            }
+        }
+    }
+
+    fn encode(&self, reply: &Reply, output: &mut BytesMut) {
+        reply.encode(self.protocol, output);
+    }
+
+    /// Queues an outcome's reply behind the earlier ones.
+    fn push(
+        &mut self,
+        in_flight: &mut FuturesOrdered<InFlight>,
+        access: Access,
+        outcome: Outcome,
+        closing: &mut Option<Reply>,
+    ) {
+        let send = match self.reply_mode {
+            ReplyMode::On => true,
+            ReplyMode::Off => false,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::SkipNext;
+                false
+            }
+            ReplyMode::SkipNext => {
+                self.reply_mode = ReplyMode::On;
+                false
+            }
+        };
+        let reply = match outcome {
+            Outcome::Ready(reply) => futures::future::ready(reply).boxed(),
+            Outcome::Pending(future) => future,
+            Outcome::Close(reply) => {
+                *closing = Some(reply);
+                return;
+            }
+        };
+        in_flight.push_back(async move { (access, send, reply.await) }.boxed());
+    }
+
+    /// Executes or queues one command.
+    fn dispatch(&mut self, command: Command) -> Outcome {
+        if !self.authenticated && !command.allowed_before_auth() {
+            return Outcome::Ready(Error::NoAuth.to_resp());
+        }
+        let node = &self.server.node;
+        match command {
+            Command::Get(key) => pending(node.read(Read::Get(key))),
+            Command::Exists(keys) => pending(node.read(Read::Exists(keys))),
+            Command::DbSize => pending(node.read(Read::KeyCount)),
+            Command::Set { key, value } => pending(node.write(Request::Set { key, value })),
+            Command::IncrBy { key, delta } => pending(node.write(Request::IncrBy { key, delta })),
+            Command::Del(keys) => pending(node.write(Request::Del { keys })),
+            Command::FlushAll => pending(node.write(Request::FlushAll)),
+            Command::Ping(None) => Outcome::Ready(Reply::simple("PONG")),
+            Command::Ping(Some(message)) | Command::Echo(message) => {
+                Outcome::Ready(Reply::Bulk(message))
+            }
+            Command::Select(0) => Outcome::Ready(Reply::ok()),
+            Command::Select(_) => Outcome::Ready(Reply::error("ERR DB index is out of range")),
+            Command::Quit => Outcome::Close(Reply::ok()),
+            Command::Reset => {
+                self.protocol = Protocol::Resp2;
+                self.client.set_resp(2);
+                self.client.set_name(None);
+                self.reply_mode = ReplyMode::On;
+                self.authenticated = self.server.config.requirepass.is_none();
+                Outcome::Ready(Reply::simple("RESET"))
+            }
+            Command::Auth { username, password } => {
+                Outcome::Ready(self.auth(username.as_deref(), &password))
+            }
+            Command::Hello {
+                protover,
+                auth,
+                setname,
+            } => Outcome::Ready(self.hello(protover, auth, setname)),
+            Command::Client { subcommand, args } => {
+                Outcome::Ready(self.client_command(&subcommand, &args))
+            }
+            Command::Config { subcommand, args } => {
+                Outcome::Ready(self.server.config_command(&subcommand, &args))
+            }
+            Command::CommandInfo(args) => Outcome::Ready(table::command_reply(&args)),
+            Command::Info(sections) => {
+                let text = self.server.info(&sections);
+                Outcome::Ready(match self.protocol {
+                    Protocol::Resp2 => Reply::Bulk(Bytes::from(text)),
+                    Protocol::Resp3 => Reply::Verbatim(Bytes::from(text)),
+                })
+            }
+            Command::Time => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                Outcome::Ready(Reply::Array(vec![
+                    Reply::bulk_str(&now.as_secs().to_string()),
+                    Reply::bulk_str(&now.subsec_micros().to_string()),
+                ]))
+            }
+        }
+    }
+
+    /// AUTH: checks the password of the `default` user.
+    fn auth(&mut self, username: Option<&[u8]>, password: &[u8]) -> Reply {
+        match (&self.server.config.requirepass, username) {
+            (None, None) => Reply::error(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ),
+            (None, Some(b"default")) => {
+                self.authenticated = true;
+                Reply::ok()
+            }
+            (Some(required), None | Some(b"default")) if required.as_bytes() == password => {
+                self.authenticated = true;
+                Reply::ok()
+            }
+            _ => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
+        }
+    }
+
+    fn hello(
+        &mut self,
+        protover: Option<i64>,
+        auth: Option<(Bytes, Bytes)>,
+        setname: Option<Bytes>,
+    ) -> Reply {
+        let protocol = match protover {
+            None => self.protocol,
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Error::NoProto.to_resp(),
+        };
+        if let Some((username, password)) = auth {
+            let reply = self.auth(Some(&username), &password);
+            if reply.is_error() {
+                return reply;
+            }
+        }
+        if !self.authenticated {
+            return Reply::error(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+                 HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client \
+                 and select the RESP protocol version at the same time",
+            );
+        }
+        if let Some(name) = setname {
+            if let Err(reply) = validate_client_name(&name) {
+                return reply;
+            }
+            self.client.set_name((!name.is_empty()).then_some(name));
+        }
+        self.protocol = protocol;
+        let version = match protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        self.client.set_resp(version);
+        Reply::Map(vec![
+            (Reply::bulk_str("server"), Reply::bulk_str("redis")),
+            (
+                Reply::bulk_str("version"),
+                Reply::bulk_str(super::REDIS_VERSION),
+            ),
+            (Reply::bulk_str("proto"), Reply::Integer(i64::from(version))),
+            (Reply::bulk_str("id"), Reply::Integer(self.client.id as i64)),
+            (Reply::bulk_str("mode"), Reply::bulk_str("standalone")),
+            (Reply::bulk_str("role"), Reply::bulk_str("master")),
+            (Reply::bulk_str("modules"), Reply::Array(vec![])),
+        ])
+    }
+
+    fn client_command(&mut self, subcommand: &str, args: &[Bytes]) -> Reply {
+        let clients = &self.server.clients;
+        match subcommand {
+            "id" => Reply::Integer(self.client.id as i64),
+            "getname" => self.client.name().map_or(Reply::Nil, Reply::Bulk),
+            "setname" => match validate_client_name(&args[0]) {
+                Ok(()) => {
+                    let name = args[0].clone();
+                    self.client.set_name((!name.is_empty()).then_some(name));
+                    Reply::ok()
+                }
+                Err(reply) => reply,
+            },
+            "setinfo" => {
+                let value = &args[1];
+                if value.iter().any(|c| !(b'!'..=b'~').contains(c)) {
+                    return Reply::error(format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(&args[0])
+                    ));
+                }
+                if args[0].eq_ignore_ascii_case(b"lib-name") {
+                    self.client.set_lib_info(Some(value.clone()), None);
+                } else if args[0].eq_ignore_ascii_case(b"lib-ver") {
+                    self.client.set_lib_info(None, Some(value.clone()));
+                } else {
+                    return Reply::error(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(&args[0])
+                    ));
+                }
+                Reply::ok()
+            }
+            "info" => Reply::Verbatim(Bytes::from(format!("{}\n", self.client.info_line())))
+                .for_protocol(self.protocol),
+            "list" => {
+                if !args.is_empty() {
+                    let type_normal = args.len() == 2
+                        && args[0].eq_ignore_ascii_case(b"type")
+                        && args[1].eq_ignore_ascii_case(b"normal");
+                    if !type_normal {
+                        return Reply::error(SYNTAX_ERROR);
+                    }
+                }
+                Reply::Verbatim(Bytes::from(clients.list())).for_protocol(self.protocol)
+            }
+            "kill" => client_kill(clients, self.client.id, args),
+            "reply" => {
+                let mode = &args[0];
+                if mode.eq_ignore_ascii_case(b"on") {
+                    self.reply_mode = ReplyMode::On;
+                    Reply::ok()
+                } else if mode.eq_ignore_ascii_case(b"off") {
+                    self.reply_mode = ReplyMode::Off;
+                    Reply::ok()
+                } else if mode.eq_ignore_ascii_case(b"skip") {
+                    // The SKIP itself is not answered; the next command is skipped too.
+                    self.reply_mode = ReplyMode::Skip;
+                    Reply::ok()
+                } else {
+                    Reply::error(SYNTAX_ERROR)
+                }
+            }
+            "no-evict" | "no-touch" => {
+                let mode = &args[0];
+                if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") {
+                    Reply::ok()
+                } else {
+                    Reply::error(SYNTAX_ERROR)
+                }
+            }
+            "tracking" => {
+                if args[0].eq_ignore_ascii_case(b"off") {
+                    Reply::ok()
+                } else {
+                    Reply::error(
+                        "ERR client-side caching (CLIENT TRACKING) is not supported by redraft",
+                    )
+                }
+            }
+            "help" => Reply::Array(
+                CLIENT_HELP
+                    .iter()
+                    .map(|line| Reply::Simple(Bytes::from_static(line.as_bytes())))
+                    .collect(),
+            ),
+            _ => table::unknown_subcommand_error("client", subcommand.as_bytes()),
+        }
+    }
+}
+
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Reply {
+    /// A verbatim reply as Redis sends CLIENT LIST: verbatim in RESP3, bulk in RESP2.
+    fn for_protocol(self, protocol: Protocol) -> Reply {
+        match (self, protocol) {
+            (Reply::Verbatim(text), Protocol::Resp2) => Reply::Bulk(text),
+            (reply, _) => reply,
+        }
+    }
+}
+
+const CLIENT_HELP: &[&str] = &[
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * ID <client-id>",
+    "      Kill connections by client id.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
+    "NO-TOUCH (ON|OFF)",
+    "    Will not touch LRU/LFU stats when this mode is on.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <LIB-NAME|LIB-VER> <value>",
+    "    Set client library name or version.",
+    "HELP",
+    "    Print this help.",
+];
+
+/// Redis's rule for connection names: printable ASCII without spaces.
+fn validate_client_name(name: &[u8]) -> Result<(), Reply> {
+    if name.iter().any(|c| !(b'!'..=b'~').contains(c)) {
+        return Err(Reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    Ok(())
+}
+
+/// CLIENT KILL in its old (`ip:port`) and new (`ID n`, `ADDR a`, `LADDR a`, `SKIPME yes|no`)
+/// forms.
+fn client_kill(clients: &crate::server::clients::ClientRegistry, me: u64, args: &[Bytes]) -> Reply {
+    if args.len() == 1 {
+        let addr = String::from_utf8_lossy(&args[0]).into_owned();
+        let killed = clients.kill(|c| c.addr.to_string() == addr);
+        return if killed > 0 {
+            Reply::ok()
+        } else {
+            Reply::error("ERR No such client")
+        };
+    }
+    if !args.len().is_multiple_of(2) {
+        return Reply::error(SYNTAX_ERROR);
+    }
+    let mut id = None;
+    let mut addr = None;
+    let mut laddr = None;
+    let mut skip_me = true;
+    for pair in args.chunks(2) {
+        let (option, value) = (&pair[0], &pair[1]);
+        let value_text = String::from_utf8_lossy(value).into_owned();
+        if option.eq_ignore_ascii_case(b"id") {
+            match command::parse_id(value) {
+                Some(n) => id = Some(n),
+                None => return Reply::error("ERR client-id should be greater than 0"),
+            }
+        } else if option.eq_ignore_ascii_case(b"addr") {
+            addr = Some(value_text);
+        } else if option.eq_ignore_ascii_case(b"laddr") {
+            laddr = Some(value_text);
+        } else if option.eq_ignore_ascii_case(b"skipme") {
+            if value.eq_ignore_ascii_case(b"yes") {
+                skip_me = true;
+            } else if value.eq_ignore_ascii_case(b"no") {
+                skip_me = false;
+            } else {
+                return Reply::error(SYNTAX_ERROR);
+            }
+        } else {
+            return Reply::error(SYNTAX_ERROR);
+        }
+    }
+    let killed = clients.kill(|c| {
+        !(skip_me && c.id == me)
+            && id.is_none_or(|id| c.id == id)
+            && addr.as_ref().is_none_or(|a| c.addr.to_string() == *a)
+            && laddr
+                .as_ref()
+                .is_none_or(|a| c.local_addr.to_string() == *a)
+    });
+    Reply::Integer(killed as i64)
+}

@@ -1,0 +1,472 @@
+//! The network server: the listener, connections, the client registry, and the server-level
+//! commands (INFO, CONFIG) that describe this process rather than the keyspace.
+//!
+//! It owns sockets and nothing below them: keyspace commands go to the [`Node`].
+
+pub mod clients;
+pub mod connection;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+use crate::command::glob::glob_match;
+use crate::config::{Config, ReadMode};
+use crate::node::Node;
+use crate::resp::Reply;
+use clients::{ClientRegistry, Stats};
+
+/// The Redis version redraft reports (the 7.0 it is compatible with).
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// Shared state of the running server.
+pub struct Server {
+    /// The configuration it was started with (some fields change with CONFIG SET).
+    pub config: Config,
+    /// The raft node.
+    pub node: Arc<Node>,
+    /// Connected clients.
+    pub clients: ClientRegistry,
+    /// Counters for INFO stats.
+    pub stats: Stats,
+    /// The port actually listened on.
+    pub port: u16,
+    started: Instant,
+    run_id: String,
+}
+
+/// Initializes logging, starts the node and serves clients until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind((config.bind.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
+    let local = listener.local_addr()?;
+    let node = Node::start(&config, local.to_string()).await?;
+    let server = Arc::new(Server {
+        node,
+        clients: ClientRegistry::default(),
+        stats: Stats::default(),
+        port: local.port(),
+        started: Instant::now(),
+        run_id: new_run_id(),
+        config,
+    });
+    tracing::info!("Ready to accept connections tcp on {local}");
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (mut stream, addr) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        continue;
+                    }
+                };
+                server.stats.connections_received.fetch_add(1, Relaxed);
+                let local_addr = stream.local_addr().unwrap_or(local);
+                let Some(client) = server.clients.register(addr, local_addr, server.config.maxclients) else {
+                    server.stats.rejected_connections.fetch_add(1, Relaxed);
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                    });
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let id = client.id;
+                    connection::serve(server.clone(), stream, client).await;
+                    server.clients.unregister(id);
+                });
+            }
+            signal = &mut shutdown => {
+                tracing::info!("received {signal}, shutting down");
+                break;
+            }
+        }
+    }
+    server.node.shutdown().await;
+    tracing::info!("redraft is now ready to exit, bye bye...");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+fn new_run_id() -> String {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        ^ (u128::from(std::process::id()) << 64);
+    let mut state = seed as u64 ^ (seed >> 64) as u64;
+    let mut id = String::with_capacity(40);
+    for _ in 0..40 {
+        // xorshift: a run id only needs to differ between runs.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let _ = write!(id, "{:x}", state & 0xf);
+    }
+    id
+}
+
+/// Default INFO sections, in Redis's order.
+const INFO_DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "cluster",
+    "keyspace",
+    "raft",
+];
+
+/// Resident set size in bytes, from /proc.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+impl Server {
+    /// The INFO text for the requested sections (default ones when none).
+    pub fn info(&self, sections: &[Bytes]) -> String {
+        let requested: Vec<String> = sections
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+            .collect();
+        let everything = requested.iter().any(|s| s == "all" || s == "everything");
+        let wanted = |name: &str| {
+            if requested.is_empty() || requested.iter().any(|s| s == "default") || everything {
+                INFO_DEFAULT.contains(&name)
+            } else {
+                requested.iter().any(|s| s == name)
+            }
+        };
+        let mut out = String::new();
+        for section in INFO_DEFAULT {
+            if wanted(section) {
+                if !out.is_empty() {
+                    out.push_str("\r\n");
+                }
+                self.info_section(section, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Appends one INFO section (title line, then `key:value` lines).
+    fn info_section(&self, section: &str, out: &mut String) {
+        let metrics = self.node.raft().metrics().borrow_watched().clone();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let uptime = self.started.elapsed().as_secs();
+        let index = |l: Option<crate::raft::LogId>| l.map_or(0, |l| l.index);
+        let (title, fields): (&str, Vec<(&str, String)>) = match section {
+            "server" => (
+                "Server",
+                vec![
+                    ("redis_version", REDIS_VERSION.into()),
+                    ("redis_git_sha1", "00000000".into()),
+                    ("redis_git_dirty", "0".into()),
+                    ("redis_build_id", "0".into()),
+                    ("redis_mode", "standalone".into()),
+                    (
+                        "os",
+                        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+                    ),
+                    ("arch_bits", usize::BITS.to_string()),
+                    ("monotonic_clock", "POSIX clock_gettime".into()),
+                    ("multiplexing_api", "epoll".into()),
+                    ("process_id", std::process::id().to_string()),
+                    ("process_supervised", "no".into()),
+                    ("run_id", self.run_id.clone()),
+                    ("tcp_port", self.port.to_string()),
+                    ("server_time_usec", now.as_micros().to_string()),
+                    ("uptime_in_seconds", uptime.to_string()),
+                    ("uptime_in_days", (uptime / 86_400).to_string()),
+                    ("hz", "10".into()),
+                    ("configured_hz", "10".into()),
+                    (
+                        "executable",
+                        std::env::current_exe()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                    ),
+                    ("config_file", String::new()),
+                    ("io_threads_active", "0".into()),
+                    ("redraft_version", env!("CARGO_PKG_VERSION").into()),
+                ],
+            ),
+            "clients" => (
+                "Clients",
+                vec![
+                    ("connected_clients", self.clients.connected().to_string()),
+                    ("cluster_connections", "0".into()),
+                    ("maxclients", self.config.maxclients.to_string()),
+                    ("blocked_clients", "0".into()),
+                    ("tracking_clients", "0".into()),
+                    ("clients_in_timeout_table", "0".into()),
+                ],
+            ),
+            "memory" => {
+                let rss = rss_bytes().to_string();
+                (
+                    "Memory",
+                    vec![
+                        ("used_memory", rss.clone()),
+                        ("used_memory_rss", rss),
+                        ("maxmemory", "0".into()),
+                        ("maxmemory_policy", "noeviction".into()),
+                    ],
+                )
+            }
+            "persistence" => (
+                "Persistence",
+                vec![
+                    ("loading", "0".into()),
+                    ("async_loading", "0".into()),
+                    ("rdb_changes_since_last_save", "0".into()),
+                    ("rdb_bgsave_in_progress", "0".into()),
+                    ("rdb_last_save_time", now.as_secs().to_string()),
+                    ("rdb_last_bgsave_status", "ok".into()),
+                    ("aof_enabled", "0".into()),
+                    ("aof_rewrite_in_progress", "0".into()),
+                    ("aof_last_write_status", "ok".into()),
+                ],
+            ),
+            "stats" => {
+                let s = &self.stats;
+                (
+                    "Stats",
+                    vec![
+                        (
+                            "total_connections_received",
+                            s.connections_received.load(Relaxed).to_string(),
+                        ),
+                        (
+                            "total_commands_processed",
+                            s.commands_processed.load(Relaxed).to_string(),
+                        ),
+                        ("instantaneous_ops_per_sec", "0".into()),
+                        (
+                            "total_net_input_bytes",
+                            s.net_input_bytes.load(Relaxed).to_string(),
+                        ),
+                        (
+                            "total_net_output_bytes",
+                            s.net_output_bytes.load(Relaxed).to_string(),
+                        ),
+                        (
+                            "rejected_connections",
+                            s.rejected_connections.load(Relaxed).to_string(),
+                        ),
+                        ("expired_keys", "0".into()),
+                        ("evicted_keys", "0".into()),
+                        ("keyspace_hits", "0".into()),
+                        ("keyspace_misses", "0".into()),
+                        (
+                            "total_error_replies",
+                            s.error_replies.load(Relaxed).to_string(),
+                        ),
+                    ],
+                )
+            }
+            "replication" => (
+                "Replication",
+                vec![
+                    ("role", "master".into()),
+                    ("connected_slaves", "0".into()),
+                    ("master_failover_state", "no-failover".into()),
+                    ("master_replid", self.run_id.clone()),
+                    ("master_replid2", "0".repeat(40)),
+                    (
+                        "master_repl_offset",
+                        index(metrics.last_applied).to_string(),
+                    ),
+                    ("second_repl_offset", "-1".into()),
+                    ("repl_backlog_active", "0".into()),
+                ],
+            ),
+            "cpu" => ("CPU", vec![]),
+            "cluster" => ("Cluster", vec![("cluster_enabled", "0".into())]),
+            "keyspace" => (
+                "Keyspace",
+                match self.node.local_key_count() {
+                    Some(keys) if keys > 0 => {
+                        vec![("db0", format!("keys={keys},expires=0,avg_ttl=0"))]
+                    }
+                    _ => vec![],
+                },
+            ),
+            _ => (
+                "Raft",
+                vec![
+                    ("raft_node_id", metrics.id.to_string()),
+                    (
+                        "raft_role",
+                        format!("{:?}", metrics.state).to_ascii_lowercase(),
+                    ),
+                    ("raft_term", metrics.current_term.to_string()),
+                    (
+                        "raft_leader_id",
+                        metrics
+                            .current_leader
+                            .map_or("none".to_string(), |l| l.to_string()),
+                    ),
+                    (
+                        "raft_commit_index",
+                        index(metrics.cluster_committed).to_string(),
+                    ),
+                    (
+                        "raft_applied_index",
+                        index(metrics.last_applied).to_string(),
+                    ),
+                    (
+                        "raft_last_log_index",
+                        metrics.last_log_index.unwrap_or(0).to_string(),
+                    ),
+                    ("raft_snapshot_index", index(metrics.snapshot).to_string()),
+                    ("raft_purged_index", index(metrics.purged).to_string()),
+                    (
+                        "raft_voters",
+                        metrics
+                            .membership_config
+                            .membership()
+                            .voter_ids()
+                            .count()
+                            .to_string(),
+                    ),
+                    (
+                        "raft_read_mode",
+                        match self.config.read_mode {
+                            ReadMode::Index => "index",
+                            ReadMode::Log => "log",
+                        }
+                        .into(),
+                    ),
+                ],
+            ),
+        };
+        let _ = write!(out, "# {title}\r\n");
+        for (key, value) in fields {
+            let _ = write!(out, "{key}:{value}\r\n");
+        }
+    }
+
+    /// The CONFIG command.
+    pub fn config_command(&self, subcommand: &str, args: &[Bytes]) -> Reply {
+        match subcommand {
+            "get" => {
+                let params = self.config_params();
+                let mut pairs = Vec::new();
+                for (name, value) in &params {
+                    if args
+                        .iter()
+                        .any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes(), false))
+                    {
+                        pairs.push((Reply::bulk_str(name), Reply::bulk_str(value)));
+                    }
+                }
+                Reply::Map(pairs)
+            }
+            "set" => {
+                if !args.len().is_multiple_of(2) {
+                    return Reply::error("ERR wrong number of arguments for 'config|set' command");
+                }
+                let known = self.config_params();
+                for pair in args.chunks(2) {
+                    let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                    if !known.iter().any(|(n, _)| *n == name) {
+                        return Reply::error(format!(
+                            "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                        ));
+                    }
+                    let value = String::from_utf8_lossy(&pair[1]).into_owned();
+                    let current = known
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| v.clone());
+                    if current.as_deref() != Some(value.as_str()) {
+                        return Reply::error(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - \
+                             redraft does not support changing this parameter at run time"
+                        ));
+                    }
+                }
+                Reply::ok()
+            }
+            "resetstat" => {
+                self.stats.reset();
+                Reply::ok()
+            }
+            "rewrite" => Reply::error("ERR The server is running without a config file"),
+            "help" => Reply::Array(
+                [
+                    "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "GET <pattern>",
+                    "    Return parameters matching the glob-like <pattern> and their values.",
+                    "SET <directive> <value>",
+                    "    Set the configuration <directive> to <value>.",
+                    "RESETSTAT",
+                    "    Reset statistics reported by the INFO command.",
+                    "REWRITE",
+                    "    Rewrite the configuration file.",
+                    "HELP",
+                    "    Print this help.",
+                ]
+                .iter()
+                .map(|l| Reply::Simple(Bytes::from_static(l.as_bytes())))
+                .collect(),
+            ),
+            _ => crate::command::table::unknown_subcommand_error("config", subcommand.as_bytes()),
+        }
+    }
+
+    /// The parameters CONFIG GET reports, with their current values.
+    fn config_params(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("appendonly", "no".into()),
+            ("bind", self.config.bind.clone()),
+            ("databases", "1".into()),
+            ("dir", self.config.dir.display().to_string()),
+            ("maxclients", self.config.maxclients.to_string()),
+            ("maxmemory", "0".into()),
+            ("maxmemory-policy", "noeviction".into()),
+            ("port", self.port.to_string()),
+            ("proto-max-bulk-len", (512 * 1024 * 1024).to_string()),
+            (
+                "requirepass",
+                self.config.requirepass.clone().unwrap_or_default(),
+            ),
+            ("save", String::new()),
+            ("timeout", "0".into()),
+        ]
+    }
+}

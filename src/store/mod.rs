@@ -1,0 +1,10 @@
+//! Storage of the applied state: the redb state machine, its snapshots, and the
+//! Request/Response values that travel through the raft log.
+//!
+//! This module never sees a RESP frame or a socket; it knows nothing of who proposed a request.
+
+pub mod request;
+pub mod state_machine;
+
+pub use request::{ApplyError, Request, Response};
+pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader};

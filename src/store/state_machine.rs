@@ -1,0 +1,701 @@
+//! The replicated state machine: keys and values in `sm.redb`, applied in log order.
+//!
+//! # What it owns
+//! The `data` table (key → tagged value), and in the `meta` table the last applied log id and
+//! the last membership, written in the same redb transaction as the data they describe, so the
+//! three can never disagree after a crash.
+//!
+//! # Durability argument
+//! Apply batches commit with `Durability::None` (no fsync): the raft log is the durable record,
+//! and after a crash the state machine comes back at its last durable commit with a matching
+//! `last_applied`, from where openraft re-applies the log. This is only safe while the log still
+//! holds every entry above the state machine's durable point. openraft purges the log only below
+//! a snapshot, and [`SnapshotBuilder::build_snapshot`] makes the state machine durable up to the
+//! snapshot's index before it returns: it opens the read transaction the snapshot is taken from,
+//! then commits an empty transaction with `Durability::Immediate`, which persists every commit
+//! the read transaction can see. Every `durable_every_batches` apply batches commit durably too,
+//! which bounds the replay after a crash and lets redb reclaim pages.
+//!
+//! # Must not
+//! Read a clock or randomness during apply (replicas must compute identical results), or run redb
+//! IO on a tokio worker (it runs under `spawn_blocking`). Storage failures are returned as
+//! `io::Error`, which stops the raft node rather than let replicas diverge.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::store::request::{ApplyError, Request, Response};
+
+/// Keys → tagged values.
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+/// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const META_LAST_APPLIED: &str = "last_applied";
+const META_MEMBERSHIP: &str = "membership";
+
+/// Format version of every value this module persists (meta values and snapshot files).
+const FORMAT_VERSION: u8 = 1;
+/// Type tag of a string value in the `data` table.
+const TAG_STRING: u8 = 0;
+/// First bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RDRFTSNP";
+
+/// Errors that stop the node: anything from redb or the filesystem.
+fn io_error(err: impl std::fmt::Display) -> io::Error {
+    io::Error::other(err.to_string())
+}
+
+fn encode_meta<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    let mut out = vec![FORMAT_VERSION];
+    postcard::to_io(value, &mut out).map_err(io_error)?;
+    Ok(out)
+}
+
+fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(io_error),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "state machine metadata has an unknown format version",
+        )),
+    }
+}
+
+/// A value as stored: a type tag and its payload.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoredValue<'a> {
+    /// A Redis string.
+    String(&'a [u8]),
+}
+
+impl<'a> StoredValue<'a> {
+    /// Decodes a `data` table value.
+    pub fn decode(raw: &'a [u8]) -> io::Result<StoredValue<'a>> {
+        match raw.split_first() {
+            Some((&TAG_STRING, payload)) => Ok(StoredValue::String(payload)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stored value has an unknown type tag",
+            )),
+        }
+    }
+
+    fn encode_string(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(payload.len() + 1);
+        out.push(TAG_STRING);
+        out.extend_from_slice(payload);
+        out
+    }
+}
+
+/// Parses a Redis integer the way Redis's `string2ll` does: optional `-`, no `+`, no leading
+/// zeros, no spaces, within i64.
+pub fn parse_redis_i64(text: &[u8]) -> Option<i64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    if text == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    match digits.first() {
+        Some(b'1'..=b'9') => {}
+        _ => return None,
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(digit - b'0');
+        value = if negative {
+            value.checked_mul(10)?.checked_sub(d)?
+        } else {
+            value.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(value)
+}
+
+/// A read served by the local state machine once it has applied up to the read's index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The string value of a key.
+    Get(Bytes),
+    /// How many of the keys exist (duplicates count each time).
+    Exists(Vec<Bytes>),
+    /// Number of keys.
+    KeyCount,
+}
+
+/// Reads the applied state outside of raft, for reads already linearized by the caller.
+#[derive(Clone, Debug)]
+pub struct StoreReader {
+    db: Arc<Database>,
+}
+
+impl StoreReader {
+    /// Serves `reads` from one read transaction (blocking: call it off the tokio workers).
+    pub fn read_many(&self, reads: &[Read]) -> io::Result<Vec<Response>> {
+        let txn = self.db.begin_read().map_err(io_error)?;
+        let table = txn.open_table(DATA).map_err(io_error)?;
+        let mut out = Vec::with_capacity(reads.len());
+        for read in reads {
+            out.push(match read {
+                Read::Get(key) => match table.get(key.as_ref()).map_err(io_error)? {
+                    None => Response::Value(None),
+                    Some(guard) => match StoredValue::decode(guard.value())? {
+                        StoredValue::String(s) => Response::Value(Some(Bytes::copy_from_slice(s))),
+                    },
+                },
+                Read::Exists(keys) => {
+                    let mut count = 0;
+                    for key in keys {
+                        if table.get(key.as_ref()).map_err(io_error)?.is_some() {
+                            count += 1;
+                        }
+                    }
+                    Response::Integer(count)
+                }
+                Read::KeyCount => Response::Integer(table.len().map_err(io_error)? as i64),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where snapshots live and how they are named.
+#[derive(Clone, Debug)]
+struct SnapshotDir {
+    path: PathBuf,
+}
+
+impl SnapshotDir {
+    fn file_for(&self, meta: &SnapshotMeta) -> PathBuf {
+        let (term, index) = match &meta.last_log_id {
+            Some(log_id) => (log_id.leader_id.term, log_id.index),
+            None => (0, 0),
+        };
+        self.path
+            .join(format!("snapshot-{term:020}-{index:020}.snap"))
+    }
+
+    /// The newest complete snapshot file, if any (names sort by term then index).
+    fn newest(&self) -> io::Result<Option<PathBuf>> {
+        let mut newest: Option<PathBuf> = None;
+        for entry in fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            let is_snapshot = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(".snap"));
+            if is_snapshot && newest.as_ref().is_none_or(|n| path > *n) {
+                newest = Some(path);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Removes every snapshot file except `keep`, and temp files left by a crash.
+    fn remove_all_but(&self, keep: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            if path != keep {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot payload openraft moves around: a complete snapshot file on disk.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    /// Path of the file (header, then key/value records).
+    pub path: PathBuf,
+}
+
+/// Header of a snapshot file, after the magic and version byte.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    last_log_id: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+/// One record of a snapshot file body.
+#[derive(Serialize, Deserialize)]
+enum SnapshotRecord {
+    Pair { key: Vec<u8>, value: Vec<u8> },
+    End { pairs: u64 },
+}
+
+fn write_record<W: Write, T: Serialize>(out: &mut W, record: &T) -> io::Result<()> {
+    let bytes = postcard::to_stdvec(record).map_err(io_error)?;
+    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(&bytes)
+}
+
+fn read_record<R: std::io::Read, T: for<'de> Deserialize<'de>>(input: &mut R) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    input.read_exact(&mut bytes)?;
+    postcard::from_bytes(&bytes).map_err(io_error)
+}
+
+fn read_snapshot_header<R: std::io::Read>(input: &mut R) -> io::Result<SnapshotHeader> {
+    let mut magic = [0u8; 9];
+    input.read_exact(&mut magic)?;
+    if &magic[..8] != SNAPSHOT_MAGIC || magic[8] != FORMAT_VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a redraft snapshot of a known format version",
+        ));
+    }
+    read_record(input)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// The state machine openraft drives.
+pub struct StateMachine {
+    db: Arc<Database>,
+    snapshots: SnapshotDir,
+    batches_since_durable: u32,
+    durable_every_batches: u32,
+}
+
+impl StateMachine {
+    /// Opens (or creates) `dir/sm.redb` and `dir/snapshots/`.
+    pub fn open(dir: &Path, cache_size_bytes: usize) -> io::Result<StateMachine> {
+        let snapshot_path = dir.join("snapshots");
+        fs::create_dir_all(&snapshot_path)?;
+        let db = Database::builder()
+            .set_cache_size(cache_size_bytes)
+            .create(dir.join("sm.redb"))
+            .map_err(io_error)?;
+        let txn = db.begin_write().map_err(io_error)?;
+        txn.open_table(DATA).map_err(io_error)?;
+        txn.open_table(META).map_err(io_error)?;
+        txn.commit().map_err(io_error)?;
+        Ok(StateMachine {
+            db: Arc::new(db),
+            snapshots: SnapshotDir {
+                path: snapshot_path,
+            },
+            batches_since_durable: 0,
+            durable_every_batches: 1024,
+        })
+    }
+
+    /// A handle for reads outside of raft.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            db: self.db.clone(),
+        }
+    }
+
+    fn read_applied_state(db: &Database) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let txn = db.begin_read().map_err(io_error)?;
+        let meta = txn.open_table(META).map_err(io_error)?;
+        let last_applied = match meta.get(META_LAST_APPLIED).map_err(io_error)? {
+            Some(v) => decode_meta(v.value())?,
+            None => None,
+        };
+        let membership = match meta.get(META_MEMBERSHIP).map_err(io_error)? {
+            Some(v) => decode_meta(v.value())?,
+            None => StoredMembership::default(),
+        };
+        Ok((last_applied, membership))
+    }
+}
+
+/// Applies one request inside an open write transaction.
+fn apply_request(
+    data: &mut redb::Table<&[u8], &[u8]>,
+    request: &Request,
+) -> Result<Response, redb::StorageError> {
+    Ok(match request {
+        Request::Set { key, value } => {
+            data.insert(key.as_ref(), StoredValue::encode_string(value).as_slice())?;
+            Response::Ok
+        }
+        Request::Get { key } => match data.get(key.as_ref())? {
+            None => Response::Value(None),
+            Some(guard) => match StoredValue::decode(guard.value()) {
+                Ok(StoredValue::String(s)) => Response::Value(Some(Bytes::copy_from_slice(s))),
+                Err(_) => Response::Error(ApplyError::WrongType),
+            },
+        },
+        Request::IncrBy { key, delta } => {
+            let current = match data.get(key.as_ref())? {
+                None => Ok(0),
+                Some(guard) => match StoredValue::decode(guard.value()) {
+                    Ok(StoredValue::String(s)) => {
+                        parse_redis_i64(s).ok_or(ApplyError::NotAnInteger)
+                    }
+                    Err(_) => Err(ApplyError::WrongType),
+                },
+            };
+            match current.and_then(|c| c.checked_add(*delta).ok_or(ApplyError::Overflow)) {
+                Ok(new) => {
+                    let mut digits = itoa::Buffer::new();
+                    let text = digits.format(new).as_bytes();
+                    data.insert(key.as_ref(), StoredValue::encode_string(text).as_slice())?;
+                    Response::Integer(new)
+                }
+                Err(e) => Response::Error(e),
+            }
+        }
+        Request::Del { keys } => {
+            let mut removed = 0;
+            for key in keys {
+                if data.remove(key.as_ref())?.is_some() {
+                    removed += 1;
+                }
+            }
+            Response::Integer(removed)
+        }
+        Request::FlushAll => {
+            data.retain(|_, _| false)?;
+            Response::Ok
+        }
+        Request::Batch(requests) => Response::Batch(
+            requests
+                .iter()
+                .map(|r| apply_request(data, r))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// The outcome of one applied entry: its response, to send once the batch is committed.
+type Applied = Vec<(
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    Response,
+)>;
+
+/// Applies a batch of entries in one write transaction (blocking).
+fn apply_batch(
+    db: &Database,
+    entries: Vec<EntryResponder<TypeConfig>>,
+    durable: bool,
+) -> io::Result<Applied> {
+    let mut txn = db.begin_write().map_err(io_error)?;
+    if !durable {
+        txn.set_durability(Durability::None).map_err(io_error)?;
+    }
+    let mut applied = Vec::with_capacity(entries.len());
+    {
+        let mut data = txn.open_table(DATA).map_err(io_error)?;
+        let mut meta = txn.open_table(META).map_err(io_error)?;
+        let mut last_applied = None;
+        let mut membership = None;
+        for (entry, responder) in entries {
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Ok,
+                EntryPayload::Normal(request) => {
+                    apply_request(&mut data, request).map_err(io_error)?
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    Response::Ok
+                }
+            };
+            last_applied = Some(entry.log_id);
+            applied.push((responder, response));
+        }
+        if let Some(last_applied) = last_applied {
+            meta.insert(
+                META_LAST_APPLIED,
+                encode_meta(&Some(last_applied))?.as_slice(),
+            )
+            .map_err(io_error)?;
+        }
+        if let Some(membership) = membership {
+            meta.insert(META_MEMBERSHIP, encode_meta(&membership)?.as_slice())
+                .map_err(io_error)?;
+        }
+    }
+    txn.commit().map_err(io_error)?;
+    Ok(applied)
+}
+
+/// Builds snapshot files from one read transaction; see the module doc for the durability step.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    snapshots: SnapshotDir,
+}
+
+impl SnapshotBuilder {
+    fn build_blocking(
+        db: &Database,
+        snapshots: &SnapshotDir,
+    ) -> io::Result<(SnapshotMeta, PathBuf)> {
+        let read = db.begin_read().map_err(io_error)?;
+        // Persist everything `read` can see before the log below it may be purged.
+        db.begin_write()
+            .map_err(io_error)?
+            .commit()
+            .map_err(io_error)?;
+
+        let meta_table = read.open_table(META).map_err(io_error)?;
+        let last_log_id: Option<LogId> =
+            match meta_table.get(META_LAST_APPLIED).map_err(io_error)? {
+                Some(v) => decode_meta(v.value())?,
+                None => None,
+            };
+        let last_membership: StoredMembership =
+            match meta_table.get(META_MEMBERSHIP).map_err(io_error)? {
+                Some(v) => decode_meta(v.value())?,
+                None => StoredMembership::default(),
+            };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: last_membership.clone(),
+        };
+        let final_path = snapshots.file_for(&meta);
+        let temp_path = final_path.with_extension("tmp");
+        {
+            let mut out = BufWriter::new(File::create(&temp_path)?);
+            out.write_all(SNAPSHOT_MAGIC)?;
+            out.write_all(&[FORMAT_VERSION])?;
+            write_record(
+                &mut out,
+                &SnapshotHeader {
+                    last_log_id,
+                    last_membership,
+                },
+            )?;
+            let data = read.open_table(DATA).map_err(io_error)?;
+            let mut pairs = 0u64;
+            for item in data.iter().map_err(io_error)? {
+                let (key, value) = item.map_err(io_error)?;
+                write_record(
+                    &mut out,
+                    &SnapshotRecord::Pair {
+                        key: key.value().to_vec(),
+                        value: value.value().to_vec(),
+                    },
+                )?;
+                pairs += 1;
+            }
+            write_record(&mut out, &SnapshotRecord::End { pairs })?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        fs::rename(&temp_path, &final_path)?;
+        sync_dir(&snapshots.path)?;
+        snapshots.remove_all_but(&final_path)?;
+        Ok((meta, final_path))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
+        let db = self.db.clone();
+        let snapshots = self.snapshots.clone();
+        let (meta, path) =
+            tokio::task::spawn_blocking(move || Self::build_blocking(&db, &snapshots))
+                .await
+                .map_err(io_error)??;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> {
+            meta,
+            snapshot: SnapshotFile { path },
+        })
+    }
+}
+
+/// Replaces the whole state with the contents of a snapshot file (blocking).
+fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+    let mut input = BufReader::new(File::open(path)?);
+    let header = read_snapshot_header(&mut input)?;
+    if header.last_log_id != meta.last_log_id {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "snapshot file does not match the snapshot being installed",
+        ));
+    }
+    let txn = db.begin_write().map_err(io_error)?;
+    {
+        let mut data = txn.open_table(DATA).map_err(io_error)?;
+        data.retain(|_, _| false).map_err(io_error)?;
+        let mut pairs = 0u64;
+        loop {
+            match read_record(&mut input)? {
+                SnapshotRecord::Pair { key, value } => {
+                    data.insert(key.as_slice(), value.as_slice())
+                        .map_err(io_error)?;
+                    pairs += 1;
+                }
+                SnapshotRecord::End { pairs: expected } if expected == pairs => break,
+                SnapshotRecord::End { .. } => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "snapshot file is truncated or corrupt",
+                    ));
+                }
+            }
+        }
+        let mut meta_table = txn.open_table(META).map_err(io_error)?;
+        meta_table
+            .insert(
+                META_LAST_APPLIED,
+                encode_meta(&meta.last_log_id)?.as_slice(),
+            )
+            .map_err(io_error)?;
+        meta_table
+            .insert(
+                META_MEMBERSHIP,
+                encode_meta(&meta.last_membership)?.as_slice(),
+            )
+            .map_err(io_error)?;
+    }
+    txn.commit().map_err(io_error)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || Self::read_applied_state(&db))
+            .await
+            .map_err(io_error)?
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.batches_since_durable += 1;
+        let durable = self.batches_since_durable >= self.durable_every_batches;
+        if durable {
+            self.batches_since_durable = 0;
+        }
+        let db = self.db.clone();
+        let applied = tokio::task::spawn_blocking(move || apply_batch(&db, batch, durable))
+            .await
+            .map_err(io_error)??;
+        for (responder, response) in applied {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
+        let db = self.db.clone();
+        let snapshots = self.snapshots.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            install_blocking(&db, &snapshot.path, &meta)?;
+            let final_path = snapshots.file_for(&meta);
+            if snapshot.path != final_path {
+                fs::rename(&snapshot.path, &final_path)?;
+            }
+            sync_dir(&snapshots.path)?;
+            snapshots.remove_all_but(&final_path)
+        })
+        .await
+        .map_err(io_error)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>> {
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(path) = snapshots.newest()? else {
+                return Ok(None);
+            };
+            let header = read_snapshot_header(&mut BufReader::new(File::open(&path)?))?;
+            Ok(Some(openraft::alias::SnapshotOf::<
+                TypeConfig,
+                SnapshotFile,
+            > {
+                meta: SnapshotMeta {
+                    last_log_id: header.last_log_id,
+                    last_membership: header.last_membership,
+                },
+                snapshot: SnapshotFile { path },
+            }))
+        })
+        .await
+        .map_err(io_error)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_redis_i64_accepts_only_canonical_integers() {
+        assert_eq!(parse_redis_i64(b"0"), Some(0));
+        assert_eq!(parse_redis_i64(b"-12"), Some(-12));
+        assert_eq!(parse_redis_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_redis_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"-0",
+            b"-",
+            b"1.0",
+            b"9223372036854775808",
+            b"abc",
+        ] {
+            assert_eq!(
+                parse_redis_i64(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
