@@ -22,13 +22,16 @@ use std::time::Duration;
 use anyhow::Context;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
-use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
+use openraft::{ReadPolicy, SnapshotPolicy};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::membership::{MembershipService, join_cluster};
+use crate::cluster::transport::{PeerNetwork, PeerServer};
+use crate::cluster::{FollowerMode, Member};
 use crate::config::{Config, ReadMode};
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::store::{Read, Request, Response, StateMachine, StoreReader};
 
@@ -56,49 +59,164 @@ struct QueuedRead {
 
 /// A running raft node with its request queues.
 pub struct Node {
-    id: NodeId,
-    raft: Raft,
+    pub(crate) id: NodeId,
+    pub(crate) member: Member,
+    pub(crate) raft: Raft,
     read_mode: ReadMode,
-    reader: StoreReader,
+    pub(crate) follower_mode: FollowerMode,
+    pub(crate) clustered: bool,
+    pub(crate) reader: StoreReader,
+    pub(crate) peers: PeerNetwork,
     writes: mpsc::UnboundedSender<QueuedWrite>,
     reads: mpsc::UnboundedSender<QueuedRead>,
+    /// The leader as last seen in raft's metrics, for routing without cloning the metrics on
+    /// every command.
+    pub(crate) leader_hint: Arc<LeaderHint>,
+}
+
+/// The leader and this node's standing, refreshed by a task that watches raft's metrics.
+#[derive(Debug, Default)]
+pub struct LeaderHint {
+    leader: std::sync::RwLock<Option<(NodeId, Member)>>,
+    leader_id: std::sync::atomic::AtomicU64,
+    removed: std::sync::atomic::AtomicBool,
+}
+
+impl LeaderHint {
+    /// The current leader's id, 0 when none is known (node ids start at 1).
+    pub fn leader_id(&self) -> NodeId {
+        self.leader_id.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The current leader with its addresses.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        self.leader
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Whether this node has been removed from the cluster.
+    pub fn removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Keeps a [`LeaderHint`] up to date until raft stops.
+async fn watch_leader(raft: Raft, me: NodeId, hint: Arc<LeaderHint>) {
+    use openraft::async_runtime::watch::WatchReceiver as _;
+    let mut metrics = raft.metrics();
+    loop {
+        let (leader, removed) = {
+            let m = metrics.borrow_watched();
+            let membership = m.membership_config.membership();
+            let leader = m.current_leader.and_then(|id| {
+                if id == me && m.state != openraft::ServerState::Leader {
+                    return None;
+                }
+                membership.get_node(&id).cloned().map(|member| (id, member))
+            });
+            let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
+            (leader, removed)
+        };
+        if removed && !hint.removed() {
+            tracing::warn!("this node was removed from the cluster; it no longer serves requests");
+        }
+        hint.leader_id.store(
+            leader.as_ref().map_or(0, |(id, _)| *id),
+            std::sync::atomic::Ordering::Release,
+        );
+        *hint
+            .leader
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = leader;
+        hint.removed
+            .store(removed, std::sync::atomic::Ordering::Release);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Node {
-    /// Opens the data directory, starts raft, initializes a one-member cluster on first start
-    /// and waits (bounded) until this node leads.
-    pub async fn start(config: &Config, advertised_addr: String) -> anyhow::Result<Arc<Node>> {
+    /// Opens the data directory, starts raft and the peer server, and forms, joins or resumes
+    /// the cluster. A new single node initializes a one-member cluster and waits (bounded)
+    /// until it leads.
+    pub async fn start(
+        config: &Config,
+        member: Member,
+        peer_listener: Option<TcpListener>,
+    ) -> anyhow::Result<Arc<Node>> {
         let dir = config.dir.as_path();
+        anyhow::ensure!(config.node_id >= 1, "--node-id must be 1 or more");
         prepare_data_dir(dir)?;
+        let initial_members = config.initial_members().map_err(anyhow::Error::msg)?;
+        let secret: Arc<str> = Arc::from(config.cluster_secret.clone().unwrap_or_default());
         let log_store = LogStore::open(dir, LOG_CACHE_BYTES)
             .with_context(|| format!("cannot open the raft log in {}", dir.display()))?;
         let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024)
             .with_context(|| format!("cannot open the state machine in {}", dir.display()))?;
         let reader = state_machine.reader();
 
+        let heartbeat = config.heartbeat_ms.max(10);
         let raft_config = openraft::Config {
             cluster_name: "redraft".into(),
-            heartbeat_interval: 100,
-            election_timeout_min: 300,
-            election_timeout_max: 600,
+            heartbeat_interval: heartbeat,
+            election_timeout_min: heartbeat * 3,
+            election_timeout_max: heartbeat * 6,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
             max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         }
         .validate()
         .context("invalid raft configuration")?;
+        let peers = PeerNetwork::new(config.node_id, secret.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            Network,
+            peers.clone(),
             log_store,
             state_machine,
         )
         .await
         .context("cannot start raft")?;
 
-        if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(config.node_id, BasicNode::new(advertised_addr))]);
+        if let Some(listener) = peer_listener {
+            let server = Arc::new(PeerServer {
+                raft: raft.clone(),
+                secret,
+                snapshot_dir: dir.join("snapshots"),
+                app: Arc::new(MembershipService::new(raft.clone())),
+            });
+            tokio::spawn(crate::cluster::transport::serve_peers(listener, server));
+        }
+
+        if raft.is_initialized().await? {
+            tracing::info!(node_id = config.node_id, "resuming from existing data");
+        } else if !initial_members.is_empty() {
+            let members: BTreeMap<NodeId, Member> = initial_members
+                .iter()
+                .map(|m| (m.id, m.member.clone()))
+                .collect();
+            raft.initialize(members)
+                .await
+                .context("cannot initialize the cluster")?;
+            tracing::info!(
+                node_id = config.node_id,
+                members = initial_members.len(),
+                "initialized a new cluster; it forms once a quorum is up"
+            );
+        } else if let Some(join) = &config.join {
+            let via = crate::config::parse_member_addr(join).map_err(anyhow::Error::msg)?;
+            tokio::spawn(join_cluster(
+                peers.clone(),
+                config.node_id,
+                member.clone(),
+                via.peer_addr,
+            ));
+        } else {
+            let members = BTreeMap::from([(config.node_id, member.clone())]);
             raft.initialize(members)
                 .await
                 .context("cannot initialize the one-member cluster")?;
@@ -106,26 +224,45 @@ impl Node {
                 node_id = config.node_id,
                 "initialized a new single-node cluster"
             );
-        } else {
-            tracing::info!(node_id = config.node_id, "resuming from existing data");
         }
-        if let Err(err) = raft
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(config.node_id, "waiting to become leader")
-            .await
+        if !config.clustered()
+            && let Err(err) = raft
+                .wait(Some(Duration::from_secs(10)))
+                .current_leader(config.node_id, "waiting to become leader")
+                .await
         {
             tracing::warn!(error = %err, "no leadership yet; requests will wait for it");
         }
 
         let (writes, write_queue) = mpsc::unbounded_channel();
         let (reads, read_queue) = mpsc::unbounded_channel();
+        let read_policy = match config.read_mode {
+            ReadMode::Lease => ReadPolicy::LeaseRead,
+            ReadMode::Index | ReadMode::Log => ReadPolicy::ReadIndex,
+        };
         tokio::spawn(run_write_batcher(raft.clone(), write_queue));
-        tokio::spawn(run_read_batcher(raft.clone(), reader.clone(), read_queue));
+        tokio::spawn(run_read_batcher(
+            raft.clone(),
+            reader.clone(),
+            read_queue,
+            read_policy,
+        ));
+        let leader_hint = Arc::new(LeaderHint::default());
+        tokio::spawn(watch_leader(
+            raft.clone(),
+            config.node_id,
+            leader_hint.clone(),
+        ));
         Ok(Arc::new(Node {
+            leader_hint,
             id: config.node_id,
+            member,
             raft,
             read_mode: config.read_mode,
+            follower_mode: config.follower_mode,
+            clustered: config.clustered(),
             reader,
+            peers,
             writes,
             reads,
         }))
@@ -181,8 +318,23 @@ impl Node {
         }
     }
 
-    /// Stops raft (its log writer drains what was queued).
+    /// Stops raft (its log writer drains what was queued). A leader of a multi-voter cluster
+    /// first hands leadership to a follower, so clients wait for no election timeout.
     pub async fn shutdown(&self) {
+        if self.is_leader()
+            && self
+                .cluster_view()
+                .members
+                .iter()
+                .filter(|m| m.voter)
+                .count()
+                > 1
+        {
+            match self.transfer_leadership(None).await {
+                Ok(to) => tracing::info!(to, "handed leadership over before shutting down"),
+                Err(err) => tracing::warn!(error = %err, "could not hand leadership over"),
+            }
+        }
         if let Err(err) = self.raft.shutdown().await {
             tracing::warn!(error = %err, "raft shutdown");
         }
@@ -345,6 +497,7 @@ async fn run_read_batcher(
     raft: Raft,
     reader: StoreReader,
     mut queue: mpsc::UnboundedReceiver<QueuedRead>,
+    policy: ReadPolicy,
 ) {
     while let Some(first) = queue.recv().await {
         let mut round = vec![first];
@@ -356,10 +509,11 @@ async fn run_read_batcher(
         }
         let raft = raft.clone();
         let reader = reader.clone();
+        let policy = policy.clone();
         tokio::spawn(async move {
             let (reads, replies): (Vec<Read>, Vec<_>) =
                 round.into_iter().map(|r| (r.read, r.reply)).unzip();
-            let result = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            let result = match raft.ensure_linearizable(policy).await {
                 Ok(_) => tokio::task::spawn_blocking(move || reader.read_many(&reads))
                     .await
                     .map_err(|e| Error::Internal(e.to_string()))

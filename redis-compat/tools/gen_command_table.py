@@ -48,6 +48,10 @@ COMMANDS = [
     ("flushall", None),
     ("time", None),
     ("config", ["get", "help", "resetstat", "rewrite", "set"]),
+    ("cluster", ["help", "info", "keyslot", "myid", "nodes", "shards", "slots"]),
+    ("readonly", None),
+    ("readwrite", None),
+    ("asking", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -90,6 +90,30 @@ pub enum Command {
     Info(Vec<Bytes>),
     /// `TIME`.
     Time,
+    /// `CLUSTER <subcommand> ...`: the arguments after `CLUSTER`.
+    Cluster(Vec<Bytes>),
+    /// `READONLY`: this connection's reads may be served by a follower (still linearizable).
+    ReadOnly,
+    /// `READWRITE`: back to reads served through the leader.
+    ReadWrite,
+    /// `ASKING`: accepted for cluster clients; there is one shard, so it changes nothing.
+    Asking,
+    /// `REDRAFT.PROXIED`: marks a connection opened by a follower's proxy; such a connection is
+    /// never forwarded again.
+    Proxied,
+    /// `RAFT.MEMBERS`: members, roles and replication progress.
+    RaftMembers,
+    /// `RAFT.ADDNODE id host:port[@peerport]`: add a learner, then promote it to voter.
+    RaftAddNode {
+        /// The new node's id.
+        id: u64,
+        /// Its addresses.
+        member: crate::cluster::Member,
+    },
+    /// `RAFT.REMOVENODE id`.
+    RaftRemoveNode(u64),
+    /// `RAFT.TRANSFER [id]`: hand leadership to `id` or the most up-to-date voter.
+    RaftTransfer(Option<u64>),
 }
 
 /// How a command touches the keyspace, which decides ordering within a pipeline.
@@ -112,6 +136,15 @@ impl Command {
             }
             Command::Get(_) | Command::Exists(_) | Command::DbSize => Access::Read,
             _ => Access::Local,
+        }
+    }
+
+    /// The key a cluster client would route this command by (the first key), if any.
+    pub fn routing_key(&self) -> Option<&Bytes> {
+        match self {
+            Command::Get(key) | Command::Set { key, .. } | Command::IncrBy { key, .. } => Some(key),
+            Command::Del(keys) | Command::Exists(keys) => keys.first(),
+            _ => None,
         }
     }
 
@@ -138,6 +171,11 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     let Some(name) = args.first() else {
         return Err(table::unknown_command_error(&args));
     };
+    if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft.")
+        || name.eq_ignore_ascii_case(b"redraft.proxied")
+    {
+        return parse_admin(&args);
+    }
     let Some(spec) = table::lookup(name) else {
         return Err(table::unknown_command_error(&args));
     };
@@ -212,6 +250,18 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             _ => return Err(Reply::error(SYNTAX_ERROR)),
         },
         "hello" => parse_hello(&args)?,
+        "cluster" => {
+            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
+                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
+            };
+            if !table::arity_ok(sub, args.len()) {
+                return Err(table::wrong_arity_error(sub));
+            }
+            Command::Cluster(args.split_off(1))
+        }
+        "readonly" => Command::ReadOnly,
+        "readwrite" => Command::ReadWrite,
+        "asking" => Command::Asking,
         "client" | "config" => {
             let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
                 return Err(table::unknown_subcommand_error(spec.name, &args[1]));
@@ -239,6 +289,36 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         _ => return Err(table::unknown_command_error(&args)),
     };
     Ok(command)
+}
+
+/// redraft's own commands, which Redis does not have (and COMMAND does not list).
+fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let arity_error = || {
+        Reply::error(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ))
+    };
+    let id_arg = |arg: &[u8]| {
+        parse_id(arg).ok_or_else(|| Reply::error("ERR node id must be a positive integer"))
+    };
+    match name.as_str() {
+        "redraft.proxied" if args.len() == 1 => Ok(Command::Proxied),
+        "raft.members" if args.len() == 1 => Ok(Command::RaftMembers),
+        "raft.addnode" if args.len() == 3 => {
+            let id = id_arg(&args[1])?;
+            let member = crate::config::parse_member_addr(&String::from_utf8_lossy(&args[2]))
+                .map_err(|e| Reply::error(format!("ERR {e}")))?;
+            Ok(Command::RaftAddNode { id, member })
+        }
+        "raft.removenode" if args.len() == 2 => Ok(Command::RaftRemoveNode(id_arg(&args[1])?)),
+        "raft.transfer" if args.len() <= 2 => Ok(Command::RaftTransfer(
+            args.get(1).map(|a| id_arg(a)).transpose()?,
+        )),
+        "redraft.proxied" | "raft.members" | "raft.addnode" | "raft.removenode"
+        | "raft.transfer" => Err(arity_error()),
+        _ => Err(table::unknown_command_error(args)),
+    }
 }
 
 fn parse_hello(args: &[Bytes]) -> Result<Command, Reply> {

@@ -1221,6 +1221,100 @@ pub static COMMANDS: &[CommandSpec] = &[
                     .multiple(),
                 ]),
         ]),
+    CommandSpec::new("cluster", -2)
+        .acl(&["slow"])
+        .summary("A container for cluster commands")
+        .since("3.0.0")
+        .group("cluster")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("cluster|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow"])
+                .summary("Show helpful text about the different subcommands")
+                .since("5.0.0")
+                .group("cluster")
+                .complexity("O(1)"),
+            CommandSpec::new("cluster|info", 2)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .tips(&["nondeterministic_output"])
+                .summary("Provides info about Redis Cluster node state")
+                .since("3.0.0")
+                .group("cluster")
+                .complexity("O(1)"),
+            CommandSpec::new("cluster|keyslot", 3)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .summary("Returns the hash slot of the specified key")
+                .since("3.0.0")
+                .group("cluster")
+                .complexity("O(N) where N is the number of bytes in the key")
+                .args(&[Arg::string("key")]),
+            CommandSpec::new("cluster|myid", 2)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .summary("Return the node id")
+                .since("3.0.0")
+                .group("cluster")
+                .complexity("O(1)"),
+            CommandSpec::new("cluster|nodes", 2)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .tips(&["nondeterministic_output"])
+                .summary("Get Cluster config for the node")
+                .since("3.0.0")
+                .group("cluster")
+                .complexity("O(N) where N is the total number of Cluster nodes"),
+            CommandSpec::new("cluster|shards", 2)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .tips(&["nondeterministic_output"])
+                .summary("Get array of cluster slots to node mappings")
+                .since("7.0.0")
+                .group("cluster")
+                .complexity("O(N) where N is the total number of cluster nodes"),
+            CommandSpec::new("cluster|slots", 2)
+                .flags(&["stale"])
+                .acl(&["slow"])
+                .tips(&["nondeterministic_output"])
+                .summary("Get array of Cluster slot to node mappings")
+                .since("3.0.0")
+                .group("cluster")
+                .complexity("O(N) where N is the total number of Cluster nodes")
+                .doc_flags(&["deprecated"])
+                .deprecated_since("7.0.0")
+                .replaced_by("`CLUSTER SHARDS`")
+                .history(&[
+                    ("4.0.0", "Added node IDs."),
+                    ("7.0.0", "Added additional networking metadata field."),
+                ]),
+        ]),
+    CommandSpec::new("readonly", 1)
+        .flags(&["loading", "stale", "fast"])
+        .acl(&["fast", "connection"])
+        .summary(
+            "Enables read queries for a connection to a cluster replica node",
+        )
+        .since("3.0.0")
+        .group("cluster")
+        .complexity("O(1)"),
+    CommandSpec::new("readwrite", 1)
+        .flags(&["loading", "stale", "fast"])
+        .acl(&["fast", "connection"])
+        .summary(
+            "Disables read queries for a connection to a cluster replica node",
+        )
+        .since("3.0.0")
+        .group("cluster")
+        .complexity("O(1)"),
+    CommandSpec::new("asking", 1)
+        .flags(&["fast"])
+        .acl(&["fast", "connection"])
+        .summary("Sent by cluster clients after an -ASK redirect")
+        .since("3.0.0")
+        .group("cluster")
+        .complexity("O(1)"),
 ];
 // END GENERATED COMMAND TABLE
 

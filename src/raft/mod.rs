@@ -1,11 +1,11 @@
-//! Consensus: openraft's type configuration, the redb log store and the peer network.
+//! Consensus: openraft's type configuration and the redb log store (the peer network lives in
+//! `cluster::transport`).
 //!
 //! This module carries [`Request`]s opaquely: it never interprets them and never sees a RESP
 //! frame. Everything openraft-specific lives here so that an openraft alpha bump touches one
 //! place.
 
 pub mod log_store;
-pub mod network;
 
 use crate::store::{Request, Response, SnapshotFile};
 
@@ -18,7 +18,7 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = crate::cluster::Member,
 );
 
 /// The raft handle type.

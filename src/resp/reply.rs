@@ -46,6 +46,9 @@ pub enum Reply {
     Bool(bool),
     /// `=n txt:…` verbatim string in RESP3, a bulk string in RESP2 (used by INFO).
     Verbatim(Bytes),
+    /// A complete reply already encoded, sent as it is (the leader's reply relayed by a
+    /// proxying follower, which asked in the connection's own protocol).
+    Raw(Bytes),
 }
 
 impl Reply {
@@ -76,7 +79,11 @@ impl Reply {
 
     /// Whether this reply is an error.
     pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
+        match self {
+            Reply::Error(_) => true,
+            Reply::Raw(bytes) => bytes.first() == Some(&b'-'),
+            _ => false,
+        }
     }
 
     /// Appends this reply, encoded for `protocol`, to `out`.
@@ -86,6 +93,7 @@ impl Reply {
     /// `redis-protocol`.
     pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
         match (self, protocol) {
+            (Reply::Raw(bytes), _) => out.extend_from_slice(bytes),
             (Reply::Array(items), _) => {
                 aggregate_header(out, b'*', items.len());
                 items.iter().for_each(|item| item.encode(protocol, out));
@@ -143,9 +151,12 @@ impl Reply {
             Reply::Bulk(b) | Reply::Verbatim(b) => Resp2Frame::BulkString(b.clone()),
             Reply::Double(d) => Resp2Frame::BulkString(Bytes::from(format_double(*d))),
             Reply::Bool(b) => Resp2Frame::Integer(i64::from(*b)),
-            Reply::Nil | Reply::NilArray | Reply::Array(_) | Reply::Set(_) | Reply::Map(_) => {
-                Resp2Frame::Null
-            }
+            Reply::Nil
+            | Reply::NilArray
+            | Reply::Array(_)
+            | Reply::Set(_)
+            | Reply::Map(_)
+            | Reply::Raw(_) => Resp2Frame::Null,
         }
     }
 
@@ -181,9 +192,12 @@ impl Reply {
                 data: *b,
                 attributes: None,
             },
-            Reply::Nil | Reply::NilArray | Reply::Array(_) | Reply::Set(_) | Reply::Map(_) => {
-                Resp3Frame::Null
-            }
+            Reply::Nil
+            | Reply::NilArray
+            | Reply::Array(_)
+            | Reply::Set(_)
+            | Reply::Map(_)
+            | Reply::Raw(_) => Resp3Frame::Null,
         }
     }
 }

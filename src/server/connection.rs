@@ -23,6 +23,11 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::future::Future;
+
+use crate::cluster::FollowerMode;
+use crate::cluster::proxy::{LeaderTarget, ProxyError};
+use crate::cluster::topology;
 use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
 use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
@@ -58,6 +63,10 @@ struct Session {
     protocol: Protocol,
     authenticated: bool,
     reply_mode: ReplyMode,
+    /// READONLY: reads may be served by this node even when it follows.
+    readonly: bool,
+    /// The connection comes from another node's proxy: never forward its commands again.
+    proxied: bool,
 }
 
 /// What dispatching one command produced.
@@ -82,6 +91,57 @@ fn response_to_reply(result: Result<Response, Error>) -> Reply {
     }
 }
 
+/// Runs an administrative command in its own task; its reply keeps its place in the order.
+fn admin(work: impl Future<Output = Result<Reply, Error>> + Send + 'static) -> Outcome {
+    let task = tokio::spawn(work);
+    Outcome::Pending(
+        async move {
+            match task.await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(err)) => err.to_resp(),
+                Err(err) => Error::Internal(err.to_string()).to_resp(),
+            }
+        }
+        .boxed(),
+    )
+}
+
+/// RAFT.MEMBERS: one entry per member: id, client address, peer address, role, matched index.
+fn members_reply(view: &crate::cluster::ClusterView) -> Reply {
+    Reply::Array(
+        view.members
+            .iter()
+            .map(|m| {
+                let role = if view.leader == Some(m.id) {
+                    "leader"
+                } else if m.voter {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                Reply::Map(vec![
+                    (Reply::bulk_str("id"), Reply::Integer(m.id as i64)),
+                    (
+                        Reply::bulk_str("addr"),
+                        Reply::bulk_str(&m.member.client_addr),
+                    ),
+                    (
+                        Reply::bulk_str("peer-addr"),
+                        Reply::bulk_str(&m.member.peer_addr),
+                    ),
+                    (Reply::bulk_str("role"), Reply::bulk_str(role)),
+                    (Reply::bulk_str("myself"), Reply::Bool(m.id == view.me)),
+                    (
+                        Reply::bulk_str("matched-index"),
+                        m.matched_index
+                            .map_or(Reply::Nil, |i| Reply::Integer(i as i64)),
+                    ),
+                ])
+            })
+            .collect(),
+    )
+}
+
 fn pending(receiver: crate::node::Pending) -> Outcome {
     Outcome::Pending(
         async move {
@@ -103,6 +163,8 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         client,
         protocol: Protocol::Resp2,
         reply_mode: ReplyMode::On,
+        readonly: false,
+        proxied: false,
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -119,7 +181,7 @@ impl Session {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut reads_in_flight = 0usize;
         let mut writes_in_flight = 0usize;
-        let mut stalled: Option<Command> = None;
+        let mut stalled: Option<(Command, Option<Vec<Bytes>>)> = None;
         let mut closing: Option<Reply> = None;
         let mut eof = false;
         let client = self.client.clone();
@@ -127,13 +189,15 @@ impl Session {
         loop {
             // Dispatch whatever complete commands the input holds.
             while closing.is_none() && in_flight.len() < IN_FLIGHT_MAX {
-                let command = match stalled.take() {
+                let (command, original) = match stalled.take() {
                     Some(command) => command,
                     None => match parser.next_command(&mut input, self.authenticated) {
                         Ok(Some(args)) => {
                             self.server.stats.commands_processed.fetch_add(1, Relaxed);
+                            // A follower may have to forward the command as it came.
+                            let original = (!self.server.node.is_leader()).then(|| args.clone());
                             match command::parse(args) {
-                                Ok(command) => command,
+                                Ok(command) => (command, original),
                                 Err(reply) => {
                                     self.push(
                                         &mut in_flight,
@@ -159,7 +223,7 @@ impl Session {
                     Access::Local => false,
                 };
                 if must_wait {
-                    stalled = Some(command);
+                    stalled = Some((command, original));
                     break;
                 }
                 match access {
@@ -167,7 +231,10 @@ impl Session {
                     Access::Write => writes_in_flight += 1,
                     Access::Local => {}
                 }
-                let outcome = self.dispatch(command);
+                let outcome = match access {
+                    Access::Local => self.dispatch(command),
+                    Access::Read | Access::Write => self.route(command, original, access),
+                };
                 self.push(&mut in_flight, access, outcome, &mut closing);
             }
 
@@ -263,6 +330,81 @@ impl Session {
         in_flight.push_back(async move { (access, send, reply.await) }.boxed());
     }
 
+    /// Runs a keyspace command here, on the leader, through the leader's proxy, or answers
+    /// where to go.
+    fn route(&mut self, command: Command, original: Option<Vec<Bytes>>, access: Access) -> Outcome {
+        if !self.authenticated {
+            return Outcome::Ready(Error::NoAuth.to_resp());
+        }
+        let node = &self.server.node;
+        if node.removed() {
+            return Outcome::Ready(Reply::error(
+                "ERR this node was removed from the cluster and no longer serves requests",
+            ));
+        }
+        if node.is_leader() {
+            return self.dispatch(command);
+        }
+        if self.proxied {
+            // Another node forwarded this here believing this node leads: let it retry.
+            return Outcome::Ready(
+                Error::TryAgain("this node is not the leader (leadership moved)".into()).to_resp(),
+            );
+        }
+        if self.readonly && access == Access::Read {
+            let read = match command {
+                Command::Get(key) => Read::Get(key),
+                Command::Exists(keys) => Read::Exists(keys),
+                Command::DbSize => Read::KeyCount,
+                other => return self.dispatch(other),
+            };
+            return pending(node.follower_read(read));
+        }
+        let Some((leader_id, leader)) = node.leader() else {
+            return Outcome::Ready(Error::ClusterDown("The cluster is down".into()).to_resp());
+        };
+        if node.follower_mode() == FollowerMode::Redirect
+            && let Some(key) = command.routing_key()
+        {
+            return Outcome::Ready(topology::moved(
+                topology::key_slot(key),
+                &leader.client_addr,
+            ));
+        }
+        let Some(args) = original else {
+            // Leadership moved away between parsing and routing: answer like a leader would
+            // when it loses leadership mid-request.
+            return Outcome::Ready(
+                Error::TryAgain("leadership changed; retry the command".into()).to_resp(),
+            );
+        };
+        let target = LeaderTarget {
+            id: leader_id,
+            client_addr: leader.client_addr,
+        };
+        let forwarded = self
+            .server
+            .proxy
+            .forward(&target, self.protocol, self.client.id, args);
+        Outcome::Pending(
+            async move {
+                match forwarded.await {
+                    Ok(raw) => Reply::Raw(raw),
+                    Err(ProxyError::Unreachable(reason)) => Error::ClusterDown(format!(
+                        "The cluster is down (leader unreachable: {reason})"
+                    ))
+                    .to_resp(),
+                    Err(ProxyError::Indeterminate(reason)) => Error::TryAgain(format!(
+                        "connection to the leader was lost; the command may or may not have \
+                         been applied ({reason})"
+                    ))
+                    .to_resp(),
+                }
+            }
+            .boxed(),
+        )
+    }
+
     /// Executes or queues one command.
     fn dispatch(&mut self, command: Command) -> Outcome {
         if !self.authenticated && !command.allowed_before_auth() {
@@ -312,6 +454,40 @@ impl Session {
                 Outcome::Ready(match self.protocol {
                     Protocol::Resp2 => Reply::Bulk(Bytes::from(text)),
                     Protocol::Resp3 => Reply::Verbatim(Bytes::from(text)),
+                })
+            }
+            Command::Cluster(args) => Outcome::Ready(topology::cluster_command(
+                &self.server.node.cluster_view(),
+                &args,
+            )),
+            Command::ReadOnly => {
+                self.readonly = true;
+                Outcome::Ready(Reply::ok())
+            }
+            Command::ReadWrite => {
+                self.readonly = false;
+                Outcome::Ready(Reply::ok())
+            }
+            Command::Asking => Outcome::Ready(Reply::ok()),
+            Command::Proxied => {
+                self.proxied = true;
+                Outcome::Ready(Reply::ok())
+            }
+            Command::RaftMembers => Outcome::Ready(members_reply(&self.server.node.cluster_view())),
+            Command::RaftAddNode { id, member } => {
+                let node = self.server.node.clone();
+                admin(async move { node.add_member(id, member).await.map(|()| Reply::ok()) })
+            }
+            Command::RaftRemoveNode(id) => {
+                let node = self.server.node.clone();
+                admin(async move { node.remove_member(id).await.map(|()| Reply::ok()) })
+            }
+            Command::RaftTransfer(to) => {
+                let node = self.server.node.clone();
+                admin(async move {
+                    node.transfer_leadership(to)
+                        .await
+                        .map(|id| Reply::Integer(id as i64))
                 })
             }
             Command::Time => {

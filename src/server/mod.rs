@@ -17,11 +17,17 @@ use openraft::async_runtime::watch::WatchReceiver as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+use crate::cluster::Member;
+use crate::cluster::proxy::Proxy;
 use crate::command::glob::glob_match;
 use crate::config::{Config, ReadMode};
 use crate::node::Node;
 use crate::resp::Reply;
 use clients::{ClientRegistry, Stats};
+
+/// Pooled connections per leader (and protocol) that a proxying follower multiplexes its
+/// clients over.
+const PROXY_CONNECTIONS_PER_LEADER: usize = 4;
 
 /// The Redis version redraft reports (the 7.0 it is compatible with).
 pub const REDIS_VERSION: &str = "7.0.15";
@@ -38,19 +44,53 @@ pub struct Server {
     pub stats: Stats,
     /// The port actually listened on.
     pub port: u16,
+    /// Forwards commands to the leader when this node follows (proxy mode).
+    pub proxy: Proxy,
     started: Instant,
     run_id: String,
 }
 
 /// Initializes logging, starts the node and serves clients until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let secret_missing = config.cluster_secret.as_deref().unwrap_or("").is_empty();
+    anyhow::ensure!(
+        !(config.clustered() && secret_missing),
+        "forming or joining a cluster needs --cluster-secret (the same on every member)"
+    );
     let listener = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", config.bind, config.port))?;
     let local = listener.local_addr()?;
-    let node = Node::start(&config, local.to_string()).await?;
+    let host = config
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| config.bind.clone());
+    let default_peer_port = local.port().checked_add(10_000).unwrap_or(0);
+    let peer_port = config.cluster_port.unwrap_or(default_peer_port);
+    let peer_listener = if secret_missing {
+        None
+    } else {
+        Some(
+            TcpListener::bind((config.bind.as_str(), peer_port))
+                .await
+                .with_context(|| {
+                    format!("cannot listen for peers on {}:{}", config.bind, peer_port)
+                })?,
+        )
+    };
+    let peer_port = match &peer_listener {
+        Some(l) => l.local_addr()?.port(),
+        None => peer_port,
+    };
+    let member = Member {
+        client_addr: format!("{host}:{}", local.port()),
+        peer_addr: format!("{host}:{peer_port}"),
+    };
+    let listening_for_peers = peer_listener.is_some();
+    let node = Node::start(&config, member, peer_listener).await?;
     let server = Arc::new(Server {
         node,
+        proxy: Proxy::new(config.requirepass.clone(), PROXY_CONNECTIONS_PER_LEADER),
         clients: ClientRegistry::default(),
         stats: Stats::default(),
         port: local.port(),
@@ -58,6 +98,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         run_id: new_run_id(),
         config,
     });
+    if listening_for_peers {
+        tracing::info!("Listening for peers on {}:{peer_port}", server.config.bind);
+    }
     tracing::info!("Ready to accept connections tcp on {local}");
 
     let shutdown = shutdown_signal();
@@ -145,6 +188,30 @@ const INFO_DEFAULT: &[&str] = &[
     "raft",
 ];
 
+/// `id=1,addr=…,role=leader,matched=42;id=2,…` for INFO raft.
+fn members_summary(view: &crate::cluster::ClusterView) -> String {
+    view.members
+        .iter()
+        .map(|m| {
+            let role = if view.leader == Some(m.id) {
+                "leader"
+            } else if m.voter {
+                "follower"
+            } else {
+                "learner"
+            };
+            format!(
+                "id={},addr={},role={},matched={}",
+                m.id,
+                m.member.client_addr,
+                role,
+                m.matched_index.map_or("?".to_string(), |i| i.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// Resident set size in bytes, from /proc.
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -188,6 +255,7 @@ impl Server {
             .unwrap_or_default();
         let uptime = self.started.elapsed().as_secs();
         let index = |l: Option<crate::raft::LogId>| l.map_or(0, |l| l.index);
+        let view = self.node.cluster_view();
         let (title, fields): (&str, Vec<(&str, String)>) = match section {
             "server" => (
                 "Server",
@@ -301,8 +369,23 @@ impl Server {
             "replication" => (
                 "Replication",
                 vec![
-                    ("role", "master".into()),
-                    ("connected_slaves", "0".into()),
+                    (
+                        "role",
+                        if self.node.is_leader() {
+                            "master"
+                        } else {
+                            "slave"
+                        }
+                        .into(),
+                    ),
+                    (
+                        "connected_slaves",
+                        view.members
+                            .iter()
+                            .filter(|m| m.id != view.me)
+                            .count()
+                            .to_string(),
+                    ),
                     ("master_failover_state", "no-failover".into()),
                     ("master_replid", self.run_id.clone()),
                     ("master_replid2", "0".repeat(40)),
@@ -315,7 +398,13 @@ impl Server {
                 ],
             ),
             "cpu" => ("CPU", vec![]),
-            "cluster" => ("Cluster", vec![("cluster_enabled", "0".into())]),
+            "cluster" => (
+                "Cluster",
+                vec![(
+                    "cluster_enabled",
+                    if self.node.clustered() { "1" } else { "0" }.into(),
+                )],
+            ),
             "keyspace" => (
                 "Keyspace",
                 match self.node.local_key_count() {
@@ -329,6 +418,8 @@ impl Server {
                 "Raft",
                 vec![
                     ("raft_node_id", metrics.id.to_string()),
+                    ("raft_addr", self.node.member().client_addr.clone()),
+                    ("raft_peer_addr", self.node.member().peer_addr.clone()),
                     (
                         "raft_role",
                         format!("{:?}", metrics.state).to_ascii_lowercase(),
@@ -339,6 +430,12 @@ impl Server {
                         metrics
                             .current_leader
                             .map_or("none".to_string(), |l| l.to_string()),
+                    ),
+                    (
+                        "raft_leader_addr",
+                        self.node
+                            .leader()
+                            .map_or(String::new(), |(_, m)| m.client_addr),
                     ),
                     (
                         "raft_commit_index",
@@ -364,9 +461,19 @@ impl Server {
                             .to_string(),
                     ),
                     (
+                        "raft_follower_mode",
+                        match self.node.follower_mode() {
+                            crate::cluster::FollowerMode::Proxy => "proxy",
+                            crate::cluster::FollowerMode::Redirect => "redirect",
+                        }
+                        .into(),
+                    ),
+                    ("raft_members", members_summary(&view)),
+                    (
                         "raft_read_mode",
                         match self.config.read_mode {
                             ReadMode::Index => "index",
+                            ReadMode::Lease => "lease",
                             ReadMode::Log => "log",
                         }
                         .into(),

@@ -1,0 +1,80 @@
+//! The cluster: peer transport, routing of client commands on followers (proxy or MOVED), the
+//! CLUSTER command family, and membership changes.
+//!
+//! Nothing here parses client bytes or touches the state machine: it decides where a command
+//! runs and moves raft messages between nodes.
+
+pub mod membership;
+pub mod proxy;
+pub mod topology;
+pub mod transport;
+
+use serde::{Deserialize, Serialize};
+
+/// How a follower answers a command that needs the leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FollowerMode {
+    /// Forward the command to the leader and relay its reply unchanged.
+    #[default]
+    Proxy,
+    /// Answer `-MOVED <slot> <leader host:port>` so cluster-aware clients go to the leader.
+    Redirect,
+}
+
+/// A cluster member's addresses, as stored in the raft membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// `host:port` clients connect to.
+    pub client_addr: String,
+    /// `host:port` of the peer (raft) port.
+    pub peer_addr: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.client_addr, self.peer_addr)
+    }
+}
+
+/// Raft role of a node, as the CLUSTER and INFO replies show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The current leader (Redis: master).
+    Leader,
+    /// A voting follower (Redis: slave/replica).
+    Follower,
+    /// A non-voting member catching up (Redis: slave/replica).
+    Learner,
+    /// Campaigning or without a leader.
+    Candidate,
+}
+
+/// One member as the CLUSTER replies show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    /// Raft node id.
+    pub id: u64,
+    /// Its addresses.
+    pub member: Member,
+    /// Whether it votes.
+    pub voter: bool,
+    /// Highest log index known to be replicated to it (leader's view), if known.
+    pub matched_index: Option<u64>,
+}
+
+/// What this node knows of the cluster at one moment; the input of every CLUSTER reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This node's id.
+    pub me: u64,
+    /// This node's role.
+    pub my_role: Role,
+    /// The leader, if one is known.
+    pub leader: Option<u64>,
+    /// Current raft term.
+    pub term: u64,
+    /// Every member, sorted by id.
+    pub members: Vec<MemberView>,
+    /// Last log index committed, as this node knows it.
+    pub commit_index: u64,
+}
