@@ -80,6 +80,7 @@ pub struct LeaderHint {
     leader: std::sync::RwLock<Option<(NodeId, Member)>>,
     leader_id: std::sync::atomic::AtomicU64,
     removed: std::sync::atomic::AtomicBool,
+    told_removed: std::sync::atomic::AtomicBool,
 }
 
 impl LeaderHint {
@@ -99,6 +100,19 @@ impl LeaderHint {
     /// Whether this node has been removed from the cluster.
     pub fn removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::Acquire)
+            || self.told_removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that the leader said this node was removed.
+    pub fn mark_removed(&self) {
+        if !self
+            .told_removed
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::warn!(
+                "the leader removed this node from the cluster; it no longer serves requests"
+            );
+        }
     }
 }
 
@@ -165,7 +179,8 @@ impl Node {
             election_timeout_min: heartbeat * 3,
             election_timeout_max: heartbeat * 6,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept below a snapshot so a slightly lagging follower needs no snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_entries.min(1000),
             install_snapshot_timeout: 60_000,
             ..Default::default()
         }
@@ -182,12 +197,17 @@ impl Node {
         .await
         .context("cannot start raft")?;
 
+        let leader_hint = Arc::new(LeaderHint::default());
         if let Some(listener) = peer_listener {
             let server = Arc::new(PeerServer {
                 raft: raft.clone(),
                 secret,
                 snapshot_dir: dir.join("snapshots"),
-                app: Arc::new(MembershipService::new(raft.clone())),
+                app: Arc::new(MembershipService::new(
+                    raft.clone(),
+                    peers.clone(),
+                    leader_hint.clone(),
+                )),
             });
             tokio::spawn(crate::cluster::transport::serve_peers(listener, server));
         }
@@ -199,14 +219,21 @@ impl Node {
                 .iter()
                 .map(|m| (m.id, m.member.clone()))
                 .collect();
-            raft.initialize(members)
-                .await
-                .context("cannot initialize the cluster")?;
-            tracing::info!(
-                node_id = config.node_id,
-                members = initial_members.len(),
-                "initialized a new cluster; it forms once a quorum is up"
-            );
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(
+                    node_id = config.node_id,
+                    members = initial_members.len(),
+                    "initialized a new cluster; it forms once a quorum is up"
+                ),
+                // A peer already started the election: the membership arrives by replication.
+                Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                    tracing::info!(
+                        node_id = config.node_id,
+                        "the cluster is already forming; joining it"
+                    )
+                }
+                Err(err) => return Err(err).context("cannot initialize the cluster"),
+            }
         } else if let Some(join) = &config.join {
             let via = crate::config::parse_member_addr(join).map_err(anyhow::Error::msg)?;
             tokio::spawn(join_cluster(
@@ -247,7 +274,6 @@ impl Node {
             read_queue,
             read_policy,
         ));
-        let leader_hint = Arc::new(LeaderHint::default());
         tokio::spawn(watch_leader(
             raft.clone(),
             config.node_id,

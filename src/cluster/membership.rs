@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::cluster::transport::{AppHandler, AppRequest, AppResponse, PeerNetwork};
 use crate::cluster::{ClusterView, Member, MemberView, Role};
 use crate::error::Error;
-use crate::node::{Node, Pending};
+use crate::node::{LeaderHint, Node, Pending};
 use crate::raft::{NodeId, Raft};
 use crate::store::{Read, Response};
 
@@ -238,12 +238,15 @@ pub async fn join_cluster(peers: PeerNetwork, id: NodeId, member: Member, via: S
 #[derive(Clone)]
 pub struct MembershipService {
     raft: Raft,
+    peers: PeerNetwork,
+    hint: Arc<LeaderHint>,
 }
 
 impl MembershipService {
-    /// A service acting through `raft`.
-    pub fn new(raft: Raft) -> MembershipService {
-        MembershipService { raft }
+    /// A service acting through `raft`, telling removed nodes through `peers`, and recording in
+    /// `hint` when this node itself is removed.
+    pub fn new(raft: Raft, peers: PeerNetwork, hint: Arc<LeaderHint>) -> MembershipService {
+        MembershipService { raft, peers, hint }
     }
 
     fn not_leader(&self) -> Option<AppResponse> {
@@ -263,6 +266,10 @@ impl MembershipService {
     }
 
     async fn handle_request(self, request: AppRequest) -> AppResponse {
+        if let AppRequest::Removed = request {
+            self.hint.mark_removed();
+            return AppResponse::Ok;
+        }
         if let Some(redirect) = self.not_leader() {
             return redirect;
         }
@@ -277,6 +284,7 @@ impl MembershipService {
             }
             AppRequest::Join { id, member } => self.join(id, member).await,
             AppRequest::Remove { id } => self.remove(id).await,
+            AppRequest::Removed => AppResponse::Ok,
         }
     }
 
@@ -306,9 +314,9 @@ impl MembershipService {
     async fn remove(&self, id: NodeId) -> AppResponse {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
-        if membership.get_node(&id).is_none() {
+        let Some(removed) = membership.get_node(&id).cloned() else {
             return AppResponse::Error(format!("node {id} is not a member"));
-        }
+        };
         let change = if membership.voter_ids().any(|v| v == id) {
             ChangeMembers::RemoveVoters([id].into())
         } else {
@@ -316,7 +324,20 @@ impl MembershipService {
         };
         tracing::info!(node_id = id, "removing a member");
         match self.raft.change_membership(change, false).await {
-            Ok(_) => AppResponse::Ok,
+            Ok(_) => {
+                // Best effort: the removed node stops serving instead of waiting for a leader.
+                let peers = self.peers.clone();
+                tokio::spawn(async move {
+                    let _ = peers
+                        .app_request(
+                            &removed.peer_addr,
+                            AppRequest::Removed,
+                            FOLLOWER_READ_TIMEOUT,
+                        )
+                        .await;
+                });
+                AppResponse::Ok
+            }
             Err(err) => AppResponse::Error(format!("removing node {id}: {err}")),
         }
     }

@@ -1,31 +1,1857 @@
-//! TEMPORARY STUB — replaced by the real proxy module.
-#![allow(missing_docs)]
+//! Forwarding of client commands from a follower to the leader's client port.
+//!
+//! A follower that gets a command needing the leader hands it to [`Proxy::forward`], which
+//! queues it on a pooled, pipelined RESP connection to the leader and resolves to the leader's
+//! reply bytes, to be relayed to the client unchanged.
+//!
+//! This module owns:
+//! - **the connections to the leader**: a small pool per (leader, protocol), opened lazily,
+//!   prepared with `AUTH`, the proxied marker (`REDRAFT.PROXIED`) and `HELLO 3`, dropped on the
+//!   first IO error and closed once idle when the leader changes;
+//! - **order**: one client's commands always share one connection and are written in call
+//!   order; replies are matched to commands first-in, first-out;
+//! - **pipelining and bounds**: a writer task coalesces every queued command into one write and
+//!   never has more than a fixed number of commands awaiting replies per connection; a reader
+//!   task cuts replies out of its read buffer without copying them;
+//! - **failure reporting**: a command that was never written fails with
+//!   [`ProxyError::Unreachable`], one that was (or may have been) written with
+//!   [`ProxyError::Indeterminate`].
+//!
+//! It must not interpret commands or replies beyond RESP framing: it never looks at a
+//! command's name or a reply's content (except the handshake's own replies, which it checks for
+//! errors). It follows that commands which change connection state or break the
+//! one-command-one-reply rule (`SUBSCRIBE` and friends, `MONITOR`, `CLIENT REPLY`,
+//! `CLIENT TRACKING`, `SELECT`, `HELLO`, `AUTH`, a bare `MULTI`, blocking commands that may
+//! wait long) must be answered locally by the caller, or — for a transaction — sent as one
+//! block with [`Proxy::forward_many`], never forwarded one by one on a shared connection.
+//!
+//! Framing: a reply is one complete RESP2/RESP3 value, nested to any depth (scanned without
+//! recursion). RESP3 attributes (`|`) stay with the value they annotate, and RESP3 pushes (`>`)
+//! stay with the reply that follows them, so a client receives exactly the bytes Redis sent.
+//! RESP2 nulls (`$-1`, `*-1`) and RESP3 streamed strings and aggregates are understood.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{debug, warn};
+
 use crate::resp::Protocol;
-use bytes::Bytes;
+
+/// Default bound on commands written to one connection and not yet answered.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16 * 1024;
+/// Default time allowed to open a TCP connection to the leader.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The command that marks a connection as coming from a proxy, so the leader never forwards
+/// what arrives on it.
+pub const PROXIED_COMMAND: &str = "REDRAFT.PROXIED";
+
+/// The writer stops taking queued commands into one write once it holds this many bytes.
+const WRITE_BATCH_BYTES: usize = 1024 * 1024;
+/// Arguments at least this long are written from their own buffer instead of being copied.
+const INLINE_ARG_MAX: usize = 16 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+/// Capacity the writer keeps between batches; a larger encode buffer is released.
+const RETAINED_WRITE_CAPACITY: usize = 4 * WRITE_BATCH_BYTES;
+/// Free space the reader makes before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Capacity the reader keeps between replies; a larger read buffer is released when empty.
+const RETAINED_READ_CAPACITY: usize = 4 * 1024 * 1024;
+/// Most the reader reserves ahead for a large blob (it grows further as data arrives).
+const MAX_READ_RESERVE: usize = 16 * 1024 * 1024;
+/// Longest header or simple line accepted from the leader.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest blob accepted from the leader.
+const MAX_BLOB: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Where to forward: the leader's raft id and client address (`host:port`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderTarget {
+    /// The leader's raft node id.
     pub id: u64,
+    /// The leader's client address, `host:port`.
     pub client_addr: String,
 }
-#[derive(Debug, Clone, thiserror::Error)]
+
+/// Why a forwarded command has no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
+    /// Could not reach the leader; the command was NOT sent (safe to retry or report).
     #[error("leader unreachable: {0}")]
     Unreachable(String),
-    #[error("connection to the leader failed: {0}")]
+    /// The connection failed after the command was sent: it may or may not have been applied.
+    #[error("connection to the leader lost, the command may have been applied: {0}")]
     Indeterminate(String),
 }
-pub struct Proxy;
-impl Proxy {
-    pub fn new(_password: Option<String>, _n: usize) -> Proxy {
-        Proxy
+
+/// How every connection of a [`Proxy`] is opened and bounded.
+#[derive(Clone)]
+struct Settings {
+    password: Option<Bytes>,
+    handshake_command: Option<Vec<Bytes>>,
+    connections_per_leader: usize,
+    max_in_flight: usize,
+    connect_timeout: Duration,
+}
+
+impl Settings {
+    /// The commands sent ahead of the first forwarded command on a new connection.
+    ///
+    /// `AUTH` goes first so the marker and `HELLO` are accepted on a password-protected leader.
+    fn handshake(&self, protocol: Protocol) -> Vec<(Vec<Bytes>, &'static str)> {
+        let mut steps = Vec::with_capacity(3);
+        if let Some(password) = &self.password {
+            steps.push((vec![Bytes::from_static(b"AUTH"), password.clone()], "AUTH"));
+        }
+        if let Some(command) = self.handshake_command.as_ref().filter(|c| !c.is_empty()) {
+            steps.push((command.clone(), "proxied marker"));
+        }
+        if protocol == Protocol::Resp3 {
+            steps.push((
+                vec![Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")],
+                "HELLO 3",
+            ));
+        }
+        steps
     }
+}
+
+/// A pool of pipelined connections to the current leader, shared by all client connections
+/// of a node.
+///
+/// [`Proxy::forward`] queues a command synchronously and returns a future of its reply; the
+/// connection chosen by `client_id % connections_per_leader` (per protocol) carries it. The
+/// pool follows the `target` given with each call: when it changes, commands go to new
+/// connections and the old ones close once their in-flight commands are answered. Dropping
+/// the `Proxy` closes every connection the same way.
+pub struct Proxy {
+    settings: Arc<Settings>,
+    pool: Mutex<Pool>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .target
+            .clone();
+        f.debug_struct("Proxy")
+            .field("target", &target)
+            .field("password", &self.settings.password.as_ref().map(|_| "***"))
+            .field("handshake_command", &self.settings.handshake_command)
+            .field(
+                "connections_per_leader",
+                &self.settings.connections_per_leader,
+            )
+            .field("max_in_flight", &self.settings.max_in_flight)
+            .field("connect_timeout", &self.settings.connect_timeout)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// A proxy with no connection yet.
+    ///
+    /// `password`: sent with `AUTH` on every new leader connection (the cluster shares
+    /// requirepass). `connections_per_leader`: pool size per (leader, protocol); 0 counts as 1.
+    pub fn new(password: Option<String>, connections_per_leader: usize) -> Proxy {
+        Proxy {
+            settings: Arc::new(Settings {
+                password: password.filter(|p| !p.is_empty()).map(Bytes::from),
+                handshake_command: Some(vec![Bytes::from_static(PROXIED_COMMAND.as_bytes())]),
+                connections_per_leader: connections_per_leader.max(1),
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            }),
+            pool: Mutex::new(Pool::default()),
+        }
+    }
+
+    /// Replaces the command that marks a new connection as proxied (default
+    /// `REDRAFT.PROXIED`); `None` sends no marker (for a leader that is a plain Redis, as in
+    /// tests). An error reply to the marker fails the connection.
+    pub fn with_handshake_command(mut self, command: Option<Vec<Bytes>>) -> Proxy {
+        Arc::make_mut(&mut self.settings).handshake_command = command;
+        self
+    }
+
+    /// Bounds the commands written to one connection and not yet answered (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`]); beyond it commands stay queued until replies come back.
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Proxy {
+        Arc::make_mut(&mut self.settings).max_in_flight =
+            max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Sets the time allowed to open a connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Proxy {
+        Arc::make_mut(&mut self.settings).connect_timeout = timeout;
+        self
+    }
+
+    /// Queues `args` (a whole command, name first) now, before returning, on the pooled
+    /// connection chosen by `client_id` for `protocol`, and returns the future of its reply.
+    ///
+    /// One client's commands always share one connection, so commands forwarded in call order
+    /// reach the leader in that order, pipelined. RESP2 and RESP3 use separate connections.
+    /// The future resolves to the raw bytes of exactly one complete reply (with any attributes
+    /// and pushes Redis sent ahead of it). It needs no polling for the command to be sent, and
+    /// dropping it does not withdraw the command.
+    ///
+    /// Must be called within a tokio runtime (the connection tasks run there); without one it
+    /// fails with [`ProxyError::Unreachable`].
     pub fn forward(
         &self,
-        _target: &LeaderTarget,
-        _protocol: Protocol,
-        _client_id: u64,
-        _args: Vec<Bytes>,
-    ) -> impl std::future::Future<Output = Result<Bytes, ProxyError>> + Send + 'static {
-        async { Err(ProxyError::Unreachable("stub".into())) }
+        target: &LeaderTarget,
+        protocol: Protocol,
+        client_id: u64,
+        args: Vec<Bytes>,
+    ) -> impl Future<Output = Result<Bytes, ProxyError>> + Send + 'static {
+        let queued = self.enqueue(target, protocol, client_id, vec![args]);
+        async move {
+            let receiver = queued?
+                .pop()
+                .ok_or_else(|| ProxyError::Unreachable("nothing queued".into()))?;
+            await_reply(receiver).await
+        }
+    }
+
+    /// Queues `commands` now as one contiguous block on `client_id`'s connection: no other
+    /// client's command can land between them (use it for `MULTI` … `EXEC`). The future
+    /// resolves to one result per command, in order.
+    ///
+    /// If any command is empty, none is sent (all fail with [`ProxyError::Unreachable`]). If
+    /// the connection fails while the block is being queued, the commands not yet queued fail
+    /// with [`ProxyError::Unreachable`] rather than going to another connection.
+    pub fn forward_many(
+        &self,
+        target: &LeaderTarget,
+        protocol: Protocol,
+        client_id: u64,
+        commands: Vec<Vec<Bytes>>,
+    ) -> impl Future<Output = Vec<Result<Bytes, ProxyError>>> + Send + 'static {
+        let count = commands.len();
+        let queued = self.enqueue(target, protocol, client_id, commands);
+        async move {
+            match queued {
+                Ok(receivers) => futures::future::join_all(receivers.into_iter().map(await_reply))
+                    .await
+                    .into_iter()
+                    .collect(),
+                Err(error) => vec![Err(error); count],
+            }
+        }
+    }
+
+    /// Drops every pooled connection; each closes once its in-flight commands are answered.
+    /// The next [`Proxy::forward`] connects again.
+    pub fn disconnect_all(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.target = None;
+        pool.resp2.clear();
+        pool.resp3.clear();
+    }
+
+    /// Queues `commands` contiguously on the connection for (`target`, `protocol`,
+    /// `client_id`), opening it if needed; returns one reply receiver per command.
+    fn enqueue(
+        &self,
+        target: &LeaderTarget,
+        protocol: Protocol,
+        client_id: u64,
+        commands: Vec<Vec<Bytes>>,
+    ) -> Result<Vec<oneshot::Receiver<Result<Bytes, ProxyError>>>, ProxyError> {
+        if commands.iter().any(Vec::is_empty) {
+            // `*0` gets no reply from Redis: it would shift every later reply.
+            return Err(ProxyError::Unreachable("empty command, not sent".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ProxyError::Unreachable("no tokio runtime to run the leader connection on".into())
+        })?;
+        let size = self.settings.connections_per_leader;
+        let index = usize::try_from(client_id % size as u64).unwrap_or(0);
+
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.target.as_ref() != Some(target) {
+            if let Some(old) = &pool.target {
+                debug!(old = old.id, new = target.id, addr = %target.client_addr,
+                    "proxy: leader changed; old connections close once idle");
+            }
+            pool.target = Some(target.clone());
+            pool.resp2.clear();
+            pool.resp3.clear();
+        }
+        let Pool {
+            resp2,
+            resp3,
+            next_id,
+            ..
+        } = &mut *pool;
+        let slots = match protocol {
+            Protocol::Resp2 => resp2,
+            Protocol::Resp3 => resp3,
+        };
+        if slots.len() != size {
+            slots.resize_with(size, || None);
+        }
+        let Some(slot) = slots.get_mut(index) else {
+            return Err(ProxyError::Unreachable("no connection slot".into()));
+        };
+
+        let mut open = || {
+            *next_id += 1;
+            Conn::spawn(
+                &runtime,
+                *next_id,
+                target,
+                protocol,
+                Arc::clone(&self.settings),
+            )
+        };
+
+        let mut receivers = Vec::with_capacity(commands.len());
+        let mut commands = commands.into_iter();
+        let Some(first) = commands.next() else {
+            return Ok(receivers);
+        };
+        let (reply, receiver) = oneshot::channel();
+        let mut request = Request { args: first, reply };
+        let mut queued_on = None;
+        // A connection found closed (or closing under us) is replaced once.
+        for _ in 0..2 {
+            let conn = match slot {
+                Some(conn) if !conn.queue.is_closed() => conn,
+                _ => slot.insert(open()),
+            };
+            match conn.queue.send(request) {
+                Ok(()) => {
+                    queued_on = Some(conn.queue.clone());
+                    break;
+                }
+                Err(mpsc::error::SendError(back)) => {
+                    request = back;
+                    *slot = None;
+                }
+            }
+        }
+        let Some(queue) = queued_on else {
+            return Err(ProxyError::Unreachable(format!(
+                "connection to {} closed while queueing",
+                target.client_addr
+            )));
+        };
+        receivers.push(receiver);
+        for args in commands {
+            let (reply, receiver) = oneshot::channel();
+            if let Err(mpsc::error::SendError(back)) = queue.send(Request { args, reply }) {
+                // Never move the rest of a block to another connection: it must stay whole.
+                let _ = back.reply.send(Err(ProxyError::Unreachable(format!(
+                    "connection to {} closed while queueing",
+                    target.client_addr
+                ))));
+            }
+            receivers.push(receiver);
+        }
+        Ok(receivers)
+    }
+}
+
+/// Waits for one reply; a connection task that vanished without answering leaves the outcome
+/// unknown.
+async fn await_reply(
+    receiver: oneshot::Receiver<Result<Bytes, ProxyError>>,
+) -> Result<Bytes, ProxyError> {
+    receiver.await.unwrap_or_else(|_| {
+        Err(ProxyError::Indeterminate(
+            "leader connection ended without answering".into(),
+        ))
+    })
+}
+
+/// The connections of the current target, by slot.
+#[derive(Default)]
+struct Pool {
+    target: Option<LeaderTarget>,
+    resp2: Vec<Option<Conn>>,
+    resp3: Vec<Option<Conn>>,
+    next_id: u64,
+}
+
+/// The pool's handle on one connection: its queue of commands not yet written.
+///
+/// Dropping it (leader change, [`Proxy::disconnect_all`], dropping the `Proxy`) lets the
+/// connection finish what was queued and close once every reply is in.
+struct Conn {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+impl Conn {
+    fn spawn(
+        runtime: &tokio::runtime::Handle,
+        id: u64,
+        target: &LeaderTarget,
+        protocol: Protocol,
+        settings: Arc<Settings>,
+    ) -> Conn {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let task = Connection {
+            id,
+            leader: target.id,
+            addr: target.client_addr.clone(),
+            protocol,
+            settings,
+        };
+        runtime.spawn(task.run(receiver));
+        Conn { queue }
+    }
+}
+
+/// One forwarded command and where its reply goes.
+struct Request {
+    args: Vec<Bytes>,
+    reply: oneshot::Sender<Result<Bytes, ProxyError>>,
+}
+
+/// Who gets the next reply read from a connection.
+enum Waiter {
+    /// A handshake command: an error reply fails the connection, anything else is discarded.
+    Handshake(&'static str),
+    /// A forwarded command.
+    Client(oneshot::Sender<Result<Bytes, ProxyError>>),
+}
+
+impl Waiter {
+    fn fail(self, error: ProxyError) {
+        if let Waiter::Client(reply) = self {
+            let _ = reply.send(Err(error));
+        }
+    }
+}
+
+/// Why a connection stopped working.
+#[derive(Debug)]
+struct Failure(String);
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Failure {
+        Failure(error.to_string())
+    }
+}
+
+impl From<ScanError> for Failure {
+    fn from(error: ScanError) -> Failure {
+        Failure(format!("protocol error from the leader: {}", error.0))
+    }
+}
+
+/// The task behind one pooled connection.
+struct Connection {
+    id: u64,
+    leader: u64,
+    addr: String,
+    protocol: Protocol,
+    settings: Arc<Settings>,
+}
+
+impl Connection {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Request>) {
+        let stream = match self.connect().await {
+            Ok(stream) => stream,
+            Err(why) => {
+                warn!(conn = self.id, leader = self.leader, addr = %self.addr, "proxy: {why}");
+                queue.close();
+                while let Some(request) = queue.recv().await {
+                    let _ = request
+                        .reply
+                        .send(Err(ProxyError::Unreachable(why.clone())));
+                }
+                return;
+            }
+        };
+        debug!(conn = self.id, leader = self.leader, addr = %self.addr, protocol = ?self.protocol,
+            "proxy: connected to leader");
+
+        let (read_half, mut write_half) = stream.into_split();
+        let (waiting_tx, mut waiting) = mpsc::unbounded_channel();
+        let permits = Semaphore::new(self.settings.max_in_flight);
+        let mut next = None;
+        let outcome = {
+            let writer = write_loop(
+                &mut queue,
+                waiting_tx,
+                &mut write_half,
+                &permits,
+                self.settings.handshake(self.protocol),
+            );
+            let reader = read_loop(read_half, &mut waiting, &mut next, &permits);
+            tokio::pin!(writer, reader);
+            let mut writer_done = false;
+            loop {
+                tokio::select! {
+                    written = &mut writer, if !writer_done => match written {
+                        Ok(()) => writer_done = true,
+                        Err(failure) => break Err(failure),
+                    },
+                    read = &mut reader => break read,
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                debug!(conn = self.id, leader = self.leader, addr = %self.addr,
+                    "proxy: closed idle connection");
+            }
+            Err(Failure(why)) => {
+                warn!(conn = self.id, leader = self.leader, addr = %self.addr,
+                    "proxy: connection failed: {why}");
+                // Closed first, so the next forward opens a new connection.
+                queue.close();
+                let why = format!("{}: {why}", self.addr);
+                if let Some(waiter) = next.take() {
+                    waiter.fail(ProxyError::Indeterminate(why.clone()));
+                }
+                waiting.close();
+                while let Some(waiter) = waiting.recv().await {
+                    waiter.fail(ProxyError::Indeterminate(why.clone()));
+                }
+                while let Some(request) = queue.recv().await {
+                    let _ = request
+                        .reply
+                        .send(Err(ProxyError::Unreachable(why.clone())));
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let timeout = self.settings.connect_timeout;
+        match tokio::time::timeout(timeout, TcpStream::connect(self.addr.as_str())).await {
+            Err(_) => Err(format!(
+                "connect to {} timed out after {timeout:?}",
+                self.addr
+            )),
+            Ok(Err(error)) => Err(format!("connect to {}: {error}", self.addr)),
+            Ok(Ok(stream)) => {
+                if let Err(error) = stream.set_nodelay(true) {
+                    debug!(conn = self.id, "proxy: TCP_NODELAY not set: {error}");
+                }
+                Ok(stream)
+            }
+        }
+    }
+}
+
+/// Writes queued commands, coalesced, after the handshake; returns when the pool dropped the
+/// connection's queue and everything queued is written.
+///
+/// Every waiter is queued for the reader before its bytes are written, so a failed write
+/// leaves each written (or partly written) command with the reader, to be failed as
+/// indeterminate.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    queue: &mut mpsc::UnboundedReceiver<Request>,
+    waiting: mpsc::UnboundedSender<Waiter>,
+    out: &mut W,
+    permits: &Semaphore,
+    handshake: Vec<(Vec<Bytes>, &'static str)>,
+) -> Result<(), Failure> {
+    let reader_gone = |_| Failure("reply reader stopped".into());
+    let mut batch = Batch::default();
+    // The handshake is written together with the first commands: no extra round trip.
+    for (args, step) in handshake {
+        batch.push_command(&args);
+        waiting.send(Waiter::Handshake(step)).map_err(reader_gone)?;
+    }
+    loop {
+        let permit = permits
+            .acquire()
+            .await
+            .map_err(|_| Failure("in-flight limiter closed".into()))?;
+        let Some(request) = queue.recv().await else {
+            if !batch.is_empty() {
+                batch.write_to(out).await?;
+                out.flush().await?;
+            }
+            return Ok(());
+        };
+        permit.forget();
+        batch.push_command(&request.args);
+        waiting
+            .send(Waiter::Client(request.reply))
+            .map_err(reader_gone)?;
+        while batch.bytes < WRITE_BATCH_BYTES {
+            let Ok(permit) = permits.try_acquire() else {
+                break;
+            };
+            let Ok(request) = queue.try_recv() else {
+                break;
+            };
+            permit.forget();
+            batch.push_command(&request.args);
+            waiting
+                .send(Waiter::Client(request.reply))
+                .map_err(reader_gone)?;
+        }
+        batch.write_to(out).await?;
+    }
+}
+
+/// Reads replies and hands each to the waiter at the head of `waiting`, in order; returns
+/// when the writer is done and every reply is in.
+///
+/// `next` holds a waiter taken from `waiting` whose reply has not arrived yet; it lives
+/// outside so the caller can fail it if the connection breaks.
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut input: R,
+    waiting: &mut mpsc::UnboundedReceiver<Waiter>,
+    next: &mut Option<Waiter>,
+    permits: &Semaphore,
+) -> Result<(), Failure> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = ReplyScanner::default();
+    loop {
+        while let Some(end) = scanner.scan(&buf)? {
+            let reply = buf.split_to(end).freeze();
+            let waiter = match next.take() {
+                Some(waiter) => waiter,
+                None => waiting
+                    .try_recv()
+                    .map_err(|_| Failure("reply to no command".into()))?,
+            };
+            match waiter {
+                Waiter::Handshake(step) => {
+                    if matches!(reply.first(), Some(b'-' | b'!')) {
+                        return Err(Failure(format!(
+                            "{step} refused: {}",
+                            String::from_utf8_lossy(reply.trim_ascii_end())
+                        )));
+                    }
+                }
+                Waiter::Client(sender) => {
+                    permits.add_permits(1);
+                    // The client may be gone; the reply is dropped then.
+                    let _ = sender.send(Ok(reply));
+                }
+            }
+        }
+        if buf.is_empty() && buf.capacity() > RETAINED_READ_CAPACITY {
+            // Do not keep a huge reply's buffer for a connection that is mostly idle.
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        let wanted = scanner
+            .needed()
+            .saturating_sub(buf.len())
+            .clamp(READ_CHUNK, MAX_READ_RESERVE);
+        buf.reserve(wanted);
+        let read = if next.is_none() {
+            // No command is known to await a reply: wait for one, for the writer to finish,
+            // or for the leader to close an idle connection.
+            tokio::select! {
+                waiter = waiting.recv() => match waiter {
+                    Some(waiter) => {
+                        *next = Some(waiter);
+                        continue;
+                    }
+                    None => return Ok(()),
+                },
+                read = input.read_buf(&mut buf) => read?,
+            }
+        } else {
+            input.read_buf(&mut buf).await?
+        };
+        if read == 0 {
+            return Err(Failure("leader closed the connection".into()));
+        }
+    }
+}
+
+/// Commands encoded as RESP multibulk, ready for one vectored write.
+///
+/// Short arguments are copied into a shared buffer; long ones are written from their own
+/// `Bytes`, so a batch costs at most about [`WRITE_BATCH_BYTES`] of copies.
+#[derive(Default)]
+struct Batch {
+    segments: VecDeque<Bytes>,
+    current: BytesMut,
+    /// Bytes in the batch, copied or not.
+    bytes: usize,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    fn push_command(&mut self, args: &[Bytes]) {
+        self.header(b'*', args.len());
+        for arg in args {
+            self.header(b'$', arg.len());
+            if arg.len() >= INLINE_ARG_MAX {
+                self.seal();
+                self.segments.push_back(arg.clone());
+            } else {
+                self.current.extend_from_slice(arg);
+            }
+            self.current.extend_from_slice(b"\r\n");
+            self.bytes += arg.len() + 2;
+        }
+    }
+
+    /// Appends `*n\r\n` or `$n\r\n`.
+    fn header(&mut self, kind: u8, len: usize) {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(len).as_bytes();
+        self.current.extend_from_slice(&[kind]);
+        self.current.extend_from_slice(digits);
+        self.current.extend_from_slice(b"\r\n");
+        self.bytes += digits.len() + 3;
+    }
+
+    /// Moves the copied bytes so far into their own segment.
+    fn seal(&mut self) {
+        if !self.current.is_empty() {
+            self.segments.push_back(self.current.split().freeze());
+        }
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> io::Result<()> {
+        self.seal();
+        while !self.segments.is_empty() {
+            let written = {
+                let slices: Vec<IoSlice<'_>> = self
+                    .segments
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|segment| IoSlice::new(segment))
+                    .collect();
+                out.write_vectored(&slices).await?
+            };
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.segments.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.segments.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        self.bytes = 0;
+        if self.current.capacity() > RETAINED_WRITE_CAPACITY {
+            self.current = BytesMut::new();
+        }
+        Ok(())
+    }
+}
+
+/// Malformed reply bytes; the connection cannot be trusted past them.
+#[derive(Debug, PartialEq, Eq)]
+struct ScanError(&'static str);
+
+/// One header or simple line of a reply.
+struct Line<'a> {
+    /// The type byte.
+    kind: u8,
+    /// What follows the type byte, without CRLF.
+    text: &'a [u8],
+    /// Offset just past the CRLF.
+    end: usize,
+}
+
+/// An aggregate opened and not yet complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// An array, set, map or push still owed this many elements (a map counts keys and values).
+    Counted(u64),
+    /// An attribute still owed this many keys and values; it does not count as an element of
+    /// its parent, the value it annotates follows it.
+    Attribute(u64),
+    /// A streamed aggregate (`*?`, `%?`, `~?`, `>?`), ended by `.`.
+    Streamed,
+    /// A streamed string (`$?`), chunks `;n` ended by `;0`.
+    StreamedString,
+}
+
+/// Finds where one complete reply ends in a growing buffer, resuming where it stopped.
+///
+/// Iterative: nesting depth costs one stack entry per open aggregate, never recursion.
+#[derive(Debug, Default)]
+struct ReplyScanner {
+    /// Start of the first element of the current reply not yet consumed.
+    pos: usize,
+    /// Where the search for the `\n` ending the line at `pos` resumes.
+    line_search: usize,
+    /// Buffer length needed before the element at `pos` can complete, 0 if unknown.
+    need: usize,
+    /// Open aggregates of the current reply, innermost last.
+    open: Vec<Open>,
+    /// The top-level value being scanned is a push: the reply goes on past it.
+    top_is_push: bool,
+}
+
+impl ReplyScanner {
+    /// Scans `buf` (the same buffer as before, possibly grown, starting at the current reply)
+    /// and returns the length of the first complete reply, if it is complete. The caller must
+    /// then remove exactly that many bytes from the front of the buffer: the scanner starts
+    /// the next reply at offset 0.
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+        loop {
+            let Some(Line {
+                kind,
+                text: line,
+                end: after,
+            }) = self.line(buf)?
+            else {
+                return Ok(None);
+            };
+            let complete = if self.open.last() == Some(&Open::StreamedString) {
+                if kind != b';' {
+                    return Err(ScanError("streamed string chunk expected"));
+                }
+                let len = parse_len(line)?;
+                if len == 0 {
+                    self.advance(after);
+                    self.open.pop();
+                    self.element_done()
+                } else {
+                    let Some(end) = self.blob_end(buf, after, len)? else {
+                        return Ok(None);
+                    };
+                    self.advance(end);
+                    false
+                }
+            } else {
+                match kind {
+                    b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
+                        self.advance(after);
+                        self.element_done()
+                    }
+                    b'$' | b'!' | b'=' => {
+                        if kind == b'$' && line == b"?" {
+                            self.advance(after);
+                            self.open.push(Open::StreamedString);
+                            false
+                        } else if line == b"-1" {
+                            self.advance(after);
+                            self.element_done()
+                        } else {
+                            let len = parse_len(line)?;
+                            let Some(end) = self.blob_end(buf, after, len)? else {
+                                return Ok(None);
+                            };
+                            self.advance(end);
+                            self.element_done()
+                        }
+                    }
+                    b'*' | b'~' | b'%' | b'>' | b'|' => {
+                        if kind == b'>' && self.open.is_empty() {
+                            self.top_is_push = true;
+                        }
+                        self.advance(after);
+                        if kind != b'|' && line == b"?" {
+                            self.open.push(Open::Streamed);
+                            false
+                        } else if kind != b'|' && line == b"-1" {
+                            self.element_done()
+                        } else {
+                            let mut count = parse_len(line)?;
+                            if matches!(kind, b'%' | b'|') {
+                                count = count
+                                    .checked_mul(2)
+                                    .ok_or(ScanError("aggregate length out of range"))?;
+                            }
+                            match (kind, count) {
+                                (b'|', 0) => false,
+                                (b'|', _) => {
+                                    self.open.push(Open::Attribute(count));
+                                    false
+                                }
+                                (_, 0) => self.element_done(),
+                                _ => {
+                                    self.open.push(Open::Counted(count));
+                                    false
+                                }
+                            }
+                        }
+                    }
+                    b'.' if self.open.last() == Some(&Open::Streamed) => {
+                        if !line.is_empty() {
+                            return Err(ScanError("malformed end of streamed aggregate"));
+                        }
+                        self.advance(after);
+                        self.open.pop();
+                        self.element_done()
+                    }
+                    _ => return Err(ScanError("unknown reply type")),
+                }
+            };
+            if complete {
+                if self.top_is_push {
+                    // A push travels with the reply that follows it.
+                    self.top_is_push = false;
+                    continue;
+                }
+                let end = self.pos;
+                self.reset();
+                return Ok(Some(end));
+            }
+        }
+    }
+
+    /// Buffer length needed before the reply can progress (a blob's end), 0 if unknown.
+    fn needed(&self) -> usize {
+        self.need
+    }
+
+    fn reset(&mut self) {
+        self.pos = 0;
+        self.line_search = 0;
+        self.need = 0;
+        self.open.clear();
+        self.top_is_push = false;
+    }
+
+    fn advance(&mut self, to: usize) {
+        self.pos = to;
+        self.line_search = to;
+        self.need = 0;
+    }
+
+    /// The type byte, line content and end (past CRLF) of the line at `pos`, if complete.
+    fn line<'a>(&mut self, buf: &'a [u8]) -> Result<Option<Line<'a>>, ScanError> {
+        let start = self.pos;
+        let Some(&kind) = buf.get(start) else {
+            return Ok(None);
+        };
+        let from = self.line_search.max(start + 1);
+        let Some(rest) = buf.get(from..) else {
+            return Ok(None);
+        };
+        match rest.iter().position(|&b| b == b'\n') {
+            None => {
+                if buf.len() - start > MAX_LINE {
+                    return Err(ScanError("line too long"));
+                }
+                self.line_search = buf.len();
+                Ok(None)
+            }
+            Some(offset) => {
+                let newline = from + offset;
+                if newline < start + 2 || buf.get(newline - 1) != Some(&b'\r') {
+                    return Err(ScanError("line not ended by CRLF"));
+                }
+                let line = buf.get(start + 1..newline - 1).unwrap_or_default();
+                Ok(Some(Line {
+                    kind,
+                    text: line,
+                    end: newline + 1,
+                }))
+            }
+        }
+    }
+
+    /// End (past CRLF) of a blob of `len` bytes starting at `start`, if all in `buf`.
+    fn blob_end(&mut self, buf: &[u8], start: usize, len: u64) -> Result<Option<usize>, ScanError> {
+        if len > MAX_BLOB {
+            return Err(ScanError("blob too long"));
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| start.checked_add(len)?.checked_add(2))
+            .ok_or(ScanError("blob too long"))?;
+        if buf.len() < end {
+            self.need = end;
+            return Ok(None);
+        }
+        if buf.get(end - 2..end) != Some(b"\r\n") {
+            return Err(ScanError("blob not ended by CRLF"));
+        }
+        Ok(Some(end))
+    }
+
+    /// Records that one value completed; returns whether it completed the top-level value.
+    fn element_done(&mut self) -> bool {
+        while let Some(open) = self.open.last_mut() {
+            match open {
+                Open::Counted(left) => {
+                    *left = left.saturating_sub(1);
+                    if *left > 0 {
+                        return false;
+                    }
+                    // The aggregate itself is complete: one element of its parent.
+                    self.open.pop();
+                }
+                Open::Attribute(left) => {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        self.open.pop();
+                    }
+                    return false;
+                }
+                Open::Streamed | Open::StreamedString => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A non-negative decimal length.
+fn parse_len(digits: &[u8]) -> Result<u64, ScanError> {
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(ScanError("bad length"));
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        if digit.is_ascii_digit() {
+            value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(digit - b'0')))
+                .ok_or(ScanError("bad length"))
+        } else {
+            Err(ScanError("bad length"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use redis_protocol::resp2::types::BytesFrame as F2;
+    use redis_protocol::resp3::types::{BytesFrame as F3, VerbatimStringFormat};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn cmd(parts: &[&str]) -> Vec<Bytes> {
+        parts
+            .iter()
+            .map(|part| Bytes::copy_from_slice(part.as_bytes()))
+            .collect()
+    }
+
+    fn encoded(commands: &[Vec<Bytes>]) -> Vec<u8> {
+        let mut batch = Batch::default();
+        commands.iter().for_each(|c| batch.push_command(c));
+        batch.seal();
+        batch.segments.iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    // ---------------------------------------------------------------- reply scanner
+
+    fn enc3(frame: &F3) -> Bytes {
+        let mut out = BytesMut::new();
+        redis_protocol::resp3::encode::complete::extend_encode(&mut out, frame, false)
+            .expect("test frame encodes");
+        out.freeze()
+    }
+
+    fn enc2(frame: &F2) -> Bytes {
+        let mut out = BytesMut::new();
+        redis_protocol::resp2::encode::extend_encode(&mut out, frame, false)
+            .expect("test frame encodes");
+        out.freeze()
+    }
+
+    fn blob3(text: &str) -> F3 {
+        F3::BlobString {
+            data: Bytes::copy_from_slice(text.as_bytes()),
+            attributes: None,
+        }
+    }
+
+    fn number3(n: i64) -> F3 {
+        F3::Number {
+            data: n,
+            attributes: None,
+        }
+    }
+
+    /// Replies of every kind, each as Redis (or redis-protocol) encodes it.
+    fn sample_replies() -> Vec<Bytes> {
+        let attrs = [(blob3("key-popularity"), number3(7))]
+            .into_iter()
+            .collect();
+        let map = F3::Map {
+            data: [
+                (blob3("server"), blob3("redis")),
+                (
+                    blob3("modules"),
+                    F3::Array {
+                        data: vec![],
+                        attributes: None,
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            attributes: None,
+        };
+        let mut replies = vec![
+            enc2(&F2::SimpleString(Bytes::from_static(b"OK"))),
+            enc2(&F2::Error("ERR boom".into())),
+            enc2(&F2::Integer(-42)),
+            enc2(&F2::BulkString(Bytes::from_static(b"hello\r\nworld"))),
+            enc2(&F2::BulkString(Bytes::new())),
+            enc2(&F2::Null),
+            Bytes::from_static(b"*-1\r\n"),
+            enc2(&F2::Array(vec![
+                F2::Integer(1),
+                F2::Array(vec![F2::Null, F2::BulkString(Bytes::from_static(b"x"))]),
+                F2::Array(vec![]),
+            ])),
+            enc3(&F3::Null),
+            enc3(&F3::Boolean {
+                data: true,
+                attributes: None,
+            }),
+            enc3(&F3::Double {
+                data: 3.25,
+                attributes: None,
+            }),
+            enc3(&F3::BigNumber {
+                data: Bytes::from_static(b"3492890328409238509324850943850943825024385"),
+                attributes: None,
+            }),
+            enc3(&F3::BlobError {
+                data: Bytes::from_static(b"SYNTAX invalid\r\nsyntax"),
+                attributes: None,
+            }),
+            enc3(&F3::VerbatimString {
+                data: Bytes::from_static(b"Some string"),
+                format: VerbatimStringFormat::Text,
+                attributes: None,
+            }),
+            enc3(&map),
+            enc3(&F3::Set {
+                data: [number3(1), blob3("z")].into_iter().collect(),
+                attributes: None,
+            }),
+            enc3(&F3::Array {
+                data: vec![number3(1), blob3("annotated")],
+                attributes: Some(attrs),
+            }),
+        ];
+        replies.extend(
+            [
+                // An attribute ahead of a top-level value, and one inside an array.
+                &b"|1\r\n+key-popularity\r\n*2\r\n$1\r\na\r\n,0.1923\r\n*2\r\n:2039123\r\n:9543892\r\n"[..],
+                b"*2\r\n|1\r\n+ttl\r\n:3600\r\n:1\r\n:2\r\n",
+                // A push travels with the reply after it (as DEBUG PROTOCOL push sends it).
+                b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n$4\r\nreal\r\n",
+                b">0\r\n>1\r\n_\r\n+OK\r\n",
+                // Streamed string and aggregates.
+                b"$?\r\n;4\r\nHell\r\n;5\r\no wor\r\n;1\r\nd\r\n;0\r\n",
+                b"*?\r\n:1\r\n*?\r\n.\r\n%?\r\n+a\r\n:1\r\n.\r\n$?\r\n;1\r\nx\r\n;0\r\n.\r\n",
+                b"%0\r\n",
+                b"~2\r\n%1\r\n$1\r\na\r\n:1\r\n*0\r\n",
+                b"~0\r\n",
+                b"|0\r\n:5\r\n",
+                b"(-12345678901234567890\r\n",
+                b"#f\r\n",
+            ]
+            .into_iter()
+            .map(Bytes::from_static),
+        );
+        replies
+    }
+
+    /// Feeds `stream` to a scanner `chunk` bytes at a time and returns the replies cut out.
+    fn cut(stream: &[u8], chunk: usize) -> Vec<Bytes> {
+        let mut scanner = ReplyScanner::default();
+        let mut buf = BytesMut::new();
+        let mut replies = Vec::new();
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(end) = scanner.scan(&buf).expect("valid replies") {
+                replies.push(buf.split_to(end).freeze());
+            }
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        replies
+    }
+
+    #[test]
+    fn scanner_frames_every_reply_type_in_any_chunking() {
+        let replies = sample_replies();
+        let stream: Vec<u8> = replies.iter().flat_map(|r| r.to_vec()).collect();
+        for chunk in [1, 2, 3, 5, 7, 13, 64, 1000, stream.len()] {
+            assert_eq!(cut(&stream, chunk), replies, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn scanner_waits_for_incomplete_replies_and_hints_blob_size() {
+        for reply in sample_replies() {
+            for len in 0..reply.len() {
+                let mut scanner = ReplyScanner::default();
+                assert_eq!(
+                    scanner.scan(&reply[..len]),
+                    Ok(None),
+                    "{reply:?} cut at {len}"
+                );
+            }
+        }
+        let mut scanner = ReplyScanner::default();
+        let head = b"*2\r\n:1\r\n$1000000\r\nabc";
+        assert_eq!(scanner.scan(head), Ok(None));
+        assert_eq!(scanner.needed(), 8 + 10 + 1_000_000 + 2);
+    }
+
+    #[test]
+    fn scanner_handles_deep_nesting_without_recursion() {
+        let depth = 1_000_000;
+        let mut stream = b"*1\r\n".repeat(depth);
+        stream.extend_from_slice(b"%1\r\n|1\r\n+a\r\n+b\r\n:1\r\n>1\r\n:2\r\n");
+        stream.extend_from_slice(b"+next\r\n");
+        let mut scanner = ReplyScanner::default();
+        let first = stream.len() - b"+next\r\n".len();
+        assert_eq!(scanner.scan(&stream), Ok(Some(first)));
+        assert_eq!(scanner.scan(&stream[first..]), Ok(Some(7)));
+    }
+
+    #[test]
+    fn scanner_rejects_malformed_replies() {
+        for bad in [
+            &b"?what\r\n"[..],
+            b"+no cr\n",
+            b"$3\r\nabcde\r\n",
+            b"$-2\r\n",
+            b"*-5\r\n",
+            b"$x\r\n",
+            b"$\r\n",
+            b"*99999999999999999999\r\n",
+            b"$5000000000\r\n",
+            b"|-1\r\n",
+            b"$?\r\n+oops\r\n",
+            b".\r\n",
+            b"*?\r\n.x\r\n",
+        ] {
+            let mut scanner = ReplyScanner::default();
+            assert!(
+                scanner.scan(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    // ---------------------------------------------------------------- without a server
+
+    #[test]
+    fn forward_outside_a_runtime_is_unreachable() {
+        let proxy = Proxy::new(None, 1);
+        let target = LeaderTarget {
+            id: 1,
+            client_addr: "127.0.0.1:1".into(),
+        };
+        let reply =
+            futures::executor::block_on(proxy.forward(&target, Protocol::Resp2, 1, cmd(&["PING"])));
+        assert!(
+            matches!(reply, Err(ProxyError::Unreachable(_))),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_commands_are_never_sent() {
+        let proxy = Proxy::new(None, 1);
+        let target = LeaderTarget {
+            id: 1,
+            client_addr: "127.0.0.1:1".into(),
+        };
+        let empty = Err(ProxyError::Unreachable("empty command, not sent".into()));
+        let reply = proxy.forward(&target, Protocol::Resp2, 1, vec![]).await;
+        assert_eq!(reply, empty);
+        let replies = proxy
+            .forward_many(&target, Protocol::Resp2, 1, vec![cmd(&["PING"]), vec![]])
+            .await;
+        assert_eq!(replies, vec![empty.clone(), empty]);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable() {
+        let port = free_port();
+        let proxy = Proxy::new(None, 2);
+        let target = LeaderTarget {
+            id: 1,
+            client_addr: format!("127.0.0.1:{port}"),
+        };
+        let first = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["PING"]));
+        let second = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["PING"]));
+        assert!(matches!(first.await, Err(ProxyError::Unreachable(_))));
+        assert!(matches!(second.await, Err(ProxyError::Unreachable(_))));
+    }
+
+    // ---------------------------------------------------------------- a scripted fake leader
+
+    async fn fake_leader() -> (TcpListener, LeaderTarget) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let target = LeaderTarget {
+            id: 7,
+            client_addr: addr.to_string(),
+        };
+        (listener, target)
+    }
+
+    /// Reads exactly `expected.len()` bytes (within 5 s) and checks them.
+    async fn expect_bytes(stream: &mut TcpStream, expected: &[u8]) {
+        let mut got = vec![0; expected.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+            .await
+            .expect("the proxy wrote everything without waiting for a reply")
+            .expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expected)
+        );
+    }
+
+    /// Writes `bytes` one byte at a time, so replies arrive split everywhere.
+    async fn dribble(stream: &mut TcpStream, bytes: &[u8]) {
+        for byte in bytes {
+            stream.write_all(&[*byte]).await.expect("write");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handshake_is_pipelined_with_the_first_commands() {
+        let (listener, target) = fake_leader().await;
+        let proxy = Proxy::new(Some("secret".into()), 1);
+        // Both queued before anything is awaited.
+        let set = proxy.forward(&target, Protocol::Resp3, 5, cmd(&["SET", "a", "1"]));
+        let get = proxy.forward(&target, Protocol::Resp3, 5, cmd(&["GET", "a"]));
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let expected = encoded(&[
+            cmd(&["AUTH", "secret"]),
+            cmd(&["REDRAFT.PROXIED"]),
+            cmd(&["HELLO", "3"]),
+            cmd(&["SET", "a", "1"]),
+            cmd(&["GET", "a"]),
+        ]);
+        expect_bytes(&mut stream, &expected).await;
+        dribble(
+            &mut stream,
+            b"+OK\r\n+OK\r\n%1\r\n$5\r\nproto\r\n:3\r\n+OK\r\n$1\r\n1\r\n",
+        )
+        .await;
+        assert_eq!(set.await, Ok(Bytes::from_static(b"+OK\r\n")));
+        assert_eq!(get.await, Ok(Bytes::from_static(b"$1\r\n1\r\n")));
+
+        // Later commands need no handshake; odd frames come back whole, split anywhere.
+        let replies = sample_replies();
+        let pending: Vec<_> = (0..replies.len())
+            .map(|i| proxy.forward(&target, Protocol::Resp3, 5, cmd(&["ECHO", &i.to_string()])))
+            .collect();
+        let expected: Vec<Vec<Bytes>> = (0..replies.len())
+            .map(|i| cmd(&["ECHO", &i.to_string()]))
+            .collect();
+        expect_bytes(&mut stream, &encoded(&expected)).await;
+        let stream_bytes: Vec<u8> = replies.iter().flat_map(|r| r.to_vec()).collect();
+        dribble(&mut stream, &stream_bytes).await;
+        for (future, reply) in pending.into_iter().zip(replies) {
+            assert_eq!(future.await, Ok(reply));
+        }
+        assert!(
+            listener_accepts_nothing(&listener).await,
+            "one connection only"
+        );
+    }
+
+    async fn listener_accepts_nothing(listener: &TcpListener) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), listener.accept())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handshake_error_fails_the_connection_and_the_next_forward_reconnects() {
+        let (listener, target) = fake_leader().await;
+        let proxy = Proxy::new(None, 1);
+        let first = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["INCR", "x"]));
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        expect_bytes(
+            &mut stream,
+            &encoded(&[cmd(&["REDRAFT.PROXIED"]), cmd(&["INCR", "x"])]),
+        )
+        .await;
+        stream
+            .write_all(b"-ERR unknown command 'REDRAFT.PROXIED'\r\n:1\r\n")
+            .await
+            .expect("write");
+        let error = first.await;
+        assert!(
+            matches!(&error, Err(ProxyError::Indeterminate(why)) if why.contains("unknown command")),
+            "{error:?}"
+        );
+
+        let second = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["PING"]));
+        let (mut stream, _) = listener.accept().await.expect("reconnect");
+        expect_bytes(
+            &mut stream,
+            &encoded(&[cmd(&["REDRAFT.PROXIED"]), cmd(&["PING"])]),
+        )
+        .await;
+        stream.write_all(b"+OK\r\n+PONG\r\n").await.expect("write");
+        assert_eq!(second.await, Ok(Bytes::from_static(b"+PONG\r\n")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_from_the_leader_fails_in_flight_commands() {
+        let (listener, target) = fake_leader().await;
+        let proxy = Proxy::new(None, 1).with_handshake_command(None);
+        let first = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["GET", "a"]));
+        let second = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["GET", "b"]));
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        expect_bytes(
+            &mut stream,
+            &encoded(&[cmd(&["GET", "a"]), cmd(&["GET", "b"])]),
+        )
+        .await;
+        stream
+            .write_all(b"$1\r\na\r\n@bad\r\n")
+            .await
+            .expect("write");
+        assert_eq!(first.await, Ok(Bytes::from_static(b"$1\r\na\r\n")));
+        assert!(matches!(second.await, Err(ProxyError::Indeterminate(_))));
+        // A reply nobody asked for is garbage too.
+        let third = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["PING"]));
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        expect_bytes(&mut stream, &encoded(&[cmd(&["PING"])])).await;
+        stream
+            .write_all(b"+PONG\r\n+EXTRA\r\n")
+            .await
+            .expect("write");
+        assert_eq!(third.await, Ok(Bytes::from_static(b"+PONG\r\n")));
+    }
+
+    // ---------------------------------------------------------------- a real redis-server
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port()
+    }
+
+    /// A `redis-server` child process on a loopback port, killed when dropped.
+    struct RedisServer {
+        child: Option<Child>,
+        port: u16,
+    }
+
+    impl RedisServer {
+        fn start(extra: &[&str]) -> RedisServer {
+            RedisServer::start_on(free_port(), extra)
+        }
+
+        fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (Redis 7) must be installed to run these tests");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("redis-server on port {port} exited: {status}");
+                }
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            RedisServer {
+                child: Some(child),
+                port,
+            }
+        }
+
+        fn target(&self, id: u64) -> LeaderTarget {
+            LeaderTarget {
+                id,
+                client_addr: format!("127.0.0.1:{}", self.port),
+            }
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    /// Sends `commands` on a fresh direct connection and returns their raw replies.
+    async fn direct(
+        port: u16,
+        protocol: Protocol,
+        password: Option<&str>,
+        commands: &[Vec<Bytes>],
+    ) -> Vec<Bytes> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("direct connection");
+        let mut all = Vec::new();
+        if let Some(password) = password {
+            all.push(cmd(&["AUTH", password]));
+        }
+        if protocol == Protocol::Resp3 {
+            all.push(cmd(&["HELLO", "3"]));
+        }
+        let skip = all.len();
+        all.extend(commands.iter().cloned());
+        stream.write_all(&encoded(&all)).await.expect("write");
+        let mut scanner = ReplyScanner::default();
+        let mut buf = BytesMut::new();
+        let mut replies = Vec::new();
+        while replies.len() < all.len() {
+            while let Some(end) = scanner.scan(&buf).expect("valid replies") {
+                replies.push(buf.split_to(end).freeze());
+            }
+            if replies.len() < all.len() {
+                let read = stream.read_buf(&mut buf).await.expect("read");
+                assert!(read > 0, "redis closed the direct connection");
+            }
+        }
+        replies.split_off(skip)
+    }
+
+    /// How many clients `redis-server` has, not counting the connection asking.
+    async fn other_clients(port: u16) -> usize {
+        let list = direct(port, Protocol::Resp2, None, &[cmd(&["CLIENT", "LIST"])]).await;
+        let text = String::from_utf8_lossy(&list[0]).into_owned();
+        text.lines().filter(|line| line.contains("addr=")).count() - 1
+    }
+
+    fn plain_proxy(connections: usize) -> Proxy {
+        Proxy::new(None, connections).with_handshake_command(None)
+    }
+
+    fn integer(n: usize) -> Bytes {
+        Bytes::from(format!(":{n}\r\n"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thousand_pipelined_incrs_come_back_in_order_on_one_connection() {
+        let redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = plain_proxy(4);
+        let pending: Vec<_> = (0..1000)
+            .map(|_| proxy.forward(&target, Protocol::Resp2, 42, cmd(&["INCR", "counter"])))
+            .collect();
+        for (i, future) in pending.into_iter().enumerate() {
+            assert_eq!(future.await, Ok(integer(i + 1)));
+        }
+        assert_eq!(other_clients(redis.port).await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_clients_share_the_pool_and_keep_their_order() {
+        let redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = Arc::new(plain_proxy(4));
+        let tasks: Vec<_> = (0..20u64)
+            .map(|client| {
+                let proxy = Arc::clone(&proxy);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let key = format!("client-{client}");
+                    let pending: Vec<_> = (0..200)
+                        .map(|_| {
+                            proxy.forward(&target, Protocol::Resp2, client, cmd(&["INCR", &key]))
+                        })
+                        .collect();
+                    for (i, future) in pending.into_iter().enumerate() {
+                        assert_eq!(future.await, Ok(integer(i + 1)));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("client task");
+        }
+        assert_eq!(other_clients(redis.port).await, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backpressure_keeps_order_with_a_tiny_in_flight_bound() {
+        let redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = plain_proxy(1).with_max_in_flight(3);
+        let pending: Vec<_> = (0..500)
+            .map(|_| proxy.forward(&target, Protocol::Resp2, 9, cmd(&["INCR", "bp"])))
+            .collect();
+        for (i, future) in pending.into_iter().enumerate() {
+            assert_eq!(future.await, Ok(integer(i + 1)));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resp3_connection_gets_resp3_nulls_and_resp2_gets_resp2_nulls() {
+        let redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = plain_proxy(2);
+        let resp2 = proxy.forward(&target, Protocol::Resp2, 3, cmd(&["GET", "missing"]));
+        let resp3 = proxy.forward(&target, Protocol::Resp3, 3, cmd(&["GET", "missing"]));
+        let resp2_array =
+            proxy.forward(&target, Protocol::Resp2, 3, cmd(&["BLPOP", "none", "0.01"]));
+        assert_eq!(resp2.await, Ok(Bytes::from_static(b"$-1\r\n")));
+        assert_eq!(resp3.await, Ok(Bytes::from_static(b"_\r\n")));
+        assert_eq!(resp2_array.await, Ok(Bytes::from_static(b"*-1\r\n")));
+        assert_eq!(other_clients(redis.port).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_and_nested_replies_are_byte_exact() {
+        let redis = RedisServer::start(&["--enable-debug-command", "yes"]);
+        let target = redis.target(1);
+        let proxy = plain_proxy(2);
+        let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut set_big = cmd(&["SET", "big"]);
+        set_big.push(Bytes::from(big.clone()));
+        let setup = [
+            set_big,
+            cmd(&["HSET", "h", "f1", "v1", "f2", "v2"]),
+            cmd(&["SADD", "s", "a", "b", "c"]),
+            cmd(&["ZADD", "z", "1.5", "a", "2.25", "b"]),
+        ];
+        for command in &setup {
+            let reply = proxy
+                .forward(&target, Protocol::Resp2, 1, command.clone())
+                .await;
+            assert!(
+                matches!(reply.as_deref(), Ok([b':' | b'+', ..])),
+                "{reply:?}"
+            );
+        }
+        let mut reads = vec![
+            cmd(&["GET", "big"]),
+            cmd(&["COMMAND", "INFO", "get", "set"]),
+            cmd(&["COMMAND", "DOCS", "get"]),
+            cmd(&["HGETALL", "h"]),
+            cmd(&["SMEMBERS", "s"]),
+            cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]),
+            cmd(&["DEBUG", "PROTOCOL", "attrib"]),
+            cmd(&["DEBUG", "PROTOCOL", "bignum"]),
+            cmd(&["DEBUG", "PROTOCOL", "verbatim"]),
+            cmd(&["DEBUG", "PROTOCOL", "map"]),
+            cmd(&["DEBUG", "PROTOCOL", "set"]),
+            cmd(&["DEBUG", "PROTOCOL", "true"]),
+            cmd(&["DEBUG", "PROTOCOL", "double"]),
+            cmd(&["DEBUG", "PROTOCOL", "null"]),
+        ];
+        for protocol in [Protocol::Resp2, Protocol::Resp3] {
+            if protocol == Protocol::Resp3 {
+                reads.push(cmd(&["DEBUG", "PROTOCOL", "push"]));
+            }
+            let expected = direct(redis.port, protocol, None, &reads).await;
+            let pending: Vec<_> = reads
+                .iter()
+                .map(|command| proxy.forward(&target, protocol, 1, command.clone()))
+                .collect();
+            for ((future, expected), command) in pending.into_iter().zip(expected).zip(&reads) {
+                assert_eq!(future.await, Ok(expected), "{protocol:?} {command:?}");
+            }
+        }
+        let mut big_reply = b"$1048576\r\n".to_vec();
+        big_reply.extend_from_slice(&big);
+        big_reply.extend_from_slice(b"\r\n");
+        let reply = proxy
+            .forward(&target, Protocol::Resp3, 1, cmd(&["GET", "big"]))
+            .await;
+        assert_eq!(reply, Ok(Bytes::from(big_reply)));
+        // HELLO's map (its `id` differs per connection, so not compared with a direct one).
+        let hello = proxy
+            .forward(&target, Protocol::Resp3, 1, cmd(&["HELLO", "3"]))
+            .await
+            .expect("HELLO reply");
+        assert!(
+            hello.starts_with(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
+            "{hello:?}"
+        );
+        assert!(hello.ends_with(b"$7\r\nmodules\r\n*0\r\n"), "{hello:?}");
+        // Redis 7 sends the push first, then the real reply: both are relayed together.
+        let push = proxy
+            .forward(
+                &target,
+                Protocol::Resp3,
+                1,
+                cmd(&["DEBUG", "PROTOCOL", "push"]),
+            )
+            .await
+            .expect("push reply");
+        assert!(push.starts_with(b">"), "{push:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leader_change_routes_new_commands_and_closes_old_connections_once_idle() {
+        let old = RedisServer::start(&[]);
+        let new = RedisServer::start(&[]);
+        let proxy = plain_proxy(1);
+        let set = proxy.forward(
+            &old.target(1),
+            Protocol::Resp2,
+            1,
+            cmd(&["SET", "k", "old"]),
+        );
+        assert_eq!(set.await, Ok(Bytes::from_static(b"+OK\r\n")));
+        // In flight on the old leader when the target changes: still answered.
+        let blocked = proxy.forward(
+            &old.target(1),
+            Protocol::Resp2,
+            1,
+            cmd(&["BLPOP", "q", "0.5"]),
+        );
+        let get = proxy.forward(&new.target(2), Protocol::Resp2, 1, cmd(&["GET", "k"]));
+        assert_eq!(get.await, Ok(Bytes::from_static(b"$-1\r\n")));
+        let incr = proxy.forward(&new.target(2), Protocol::Resp2, 1, cmd(&["INCR", "n"]));
+        assert_eq!(incr.await, Ok(integer(1)));
+        assert_eq!(blocked.await, Ok(Bytes::from_static(b"*-1\r\n")));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while other_clients(old.port).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "old leader connection not closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(other_clients(new.port).await, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_leader_fails_in_flight_commands_and_restart_reconnects() {
+        let mut redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = plain_proxy(1);
+        assert_eq!(
+            proxy
+                .forward(&target, Protocol::Resp2, 1, cmd(&["PING"]))
+                .await,
+            Ok(Bytes::from_static(b"+PONG\r\n"))
+        );
+        // Blocks forever; the INCR behind it waits for it.
+        let blocked = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["BLPOP", "never", "0"]));
+        let behind = proxy.forward(&target, Protocol::Resp2, 1, cmd(&["INCR", "x"]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        redis.kill();
+        assert!(matches!(blocked.await, Err(ProxyError::Indeterminate(_))));
+        assert!(matches!(behind.await, Err(ProxyError::Indeterminate(_))));
+        let down = proxy
+            .forward(&target, Protocol::Resp2, 1, cmd(&["PING"]))
+            .await;
+        assert!(matches!(down, Err(ProxyError::Unreachable(_))), "{down:?}");
+
+        let restarted = RedisServer::start_on(redis.port, &[]);
+        let up = proxy.forward(&restarted.target(1), Protocol::Resp2, 1, cmd(&["PING"]));
+        assert_eq!(up.await, Ok(Bytes::from_static(b"+PONG\r\n")));
+
+        // An idle connection whose leader dies is noticed before the next command.
+        let mut restarted = restarted;
+        restarted.kill();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let again = RedisServer::start_on(redis.port, &[]);
+        let up = proxy.forward(&again.target(1), Protocol::Resp2, 1, cmd(&["PING"]));
+        assert_eq!(up.await, Ok(Bytes::from_static(b"+PONG\r\n")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_with_requirepass() {
+        let redis = RedisServer::start(&["--requirepass", "s3cret"]);
+        let target = redis.target(1);
+
+        let proxy = Proxy::new(Some("s3cret".into()), 1).with_handshake_command(None);
+        for protocol in [Protocol::Resp2, Protocol::Resp3] {
+            let set = proxy.forward(&target, protocol, 1, cmd(&["SET", "k", "v"]));
+            let get = proxy.forward(&target, protocol, 1, cmd(&["GET", "k"]));
+            assert_eq!(set.await, Ok(Bytes::from_static(b"+OK\r\n")));
+            assert_eq!(get.await, Ok(Bytes::from_static(b"$1\r\nv\r\n")));
+        }
+
+        // No password: the leader's refusal is relayed as it is.
+        let anonymous = plain_proxy(1);
+        let reply = anonymous
+            .forward(&target, Protocol::Resp2, 1, cmd(&["GET", "k"]))
+            .await;
+        assert_eq!(
+            reply,
+            Ok(Bytes::from_static(b"-NOAUTH Authentication required.\r\n"))
+        );
+
+        // A wrong password fails the connection.
+        let wrong = Proxy::new(Some("nope".into()), 1).with_handshake_command(None);
+        let reply = wrong
+            .forward(&target, Protocol::Resp2, 1, cmd(&["GET", "k"]))
+            .await;
+        assert!(
+            matches!(&reply, Err(ProxyError::Indeterminate(why)) if why.contains("AUTH refused")),
+            "{reply:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forward_many_keeps_a_transaction_whole_on_a_shared_connection() {
+        let redis = RedisServer::start(&[]);
+        let target = redis.target(1);
+        let proxy = Arc::new(plain_proxy(1));
+        let noise = {
+            let proxy = Arc::clone(&proxy);
+            let target = target.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let reply = proxy.forward(&target, Protocol::Resp2, 2, cmd(&["INCR", "t"]));
+                    assert!(matches!(reply.await.as_deref(), Ok([b':', ..])));
+                }
+            })
+        };
+        for _ in 0..50 {
+            let replies = proxy
+                .forward_many(
+                    &target,
+                    Protocol::Resp2,
+                    1,
+                    vec![
+                        cmd(&["MULTI"]),
+                        cmd(&["SET", "t", "0"]),
+                        cmd(&["INCR", "t"]),
+                        cmd(&["INCR", "t"]),
+                        cmd(&["EXEC"]),
+                    ],
+                )
+                .await;
+            let replies: Vec<Bytes> = replies.into_iter().map(|r| r.expect("reply")).collect();
+            assert_eq!(replies[0], Bytes::from_static(b"+OK\r\n"));
+            assert_eq!(
+                replies[4],
+                Bytes::from_static(b"*3\r\n+OK\r\n:1\r\n:2\r\n"),
+                "nothing ran inside the transaction"
+            );
+            tokio::task::yield_now().await;
+        }
+        noise.await.expect("noise task");
     }
 }

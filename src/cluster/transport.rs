@@ -107,6 +107,9 @@ pub enum AppRequest {
         /// The node to remove.
         id: NodeId,
     },
+    /// Sent by the leader to a node it just removed, which may not learn it from the log
+    /// (the leader stops replicating to it).
+    Removed,
 }
 
 /// Answers to [`AppRequest`].

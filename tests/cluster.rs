@@ -1,0 +1,466 @@
+//! Clusters of 3 to 5 real redraft processes on 127.0.0.1.
+//!
+//! Goal: counters survive the loss of any minority of nodes and never go backwards; followers
+//! proxy or redirect; membership changes and snapshots work under load. Method: each test
+//! starts its own cluster (one at a time, see `serial`), drives it with the `redis` crate and
+//! `redis-cli`, kills nodes with `kill -9`, and checks values against what clients saw
+//! acknowledged.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{SECRET, TestCluster, free_ports, serial};
+use common::wait_for;
+use redis::{Commands, RedisResult};
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn cluster_proxy_incrby_through_every_node_totals_exactly() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let per_node = 300;
+    let threads: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut con = node.client();
+            std::thread::spawn(move || {
+                let mut pipe = redis::pipe();
+                for _ in 0..per_node {
+                    pipe.cmd("INCRBY").arg("total").arg(2);
+                }
+                let replies: Vec<i64> = pipe.query(&mut con).unwrap();
+                assert!(replies.windows(2).all(|w| w[0] < w[1]), "values only grow");
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    for node in &cluster.nodes {
+        let mut con = node.client();
+        let total: i64 = con.get("total").unwrap();
+        assert_eq!(total, 3 * per_node * 2, "read through node {}", node.id);
+    }
+}
+
+#[test]
+fn cluster_redis_cli_session_against_a_follower() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let follower = &cluster.nodes[cluster.a_follower()];
+    assert_eq!(follower.cli(&["SET", "greeting", "hello"]), "OK\n");
+    assert_eq!(follower.cli(&["GET", "greeting"]), "hello\n");
+    assert_eq!(follower.cli(&["INCRBY", "visits", "5"]), "5\n");
+    assert_eq!(follower.cli(&["DECR", "visits"]), "4\n");
+    assert_eq!(follower.cli(&["DEL", "greeting"]), "1\n");
+    assert_eq!(
+        follower.cli(&["INCRBY", "visits", "x"]).trim_end(),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(follower.cli(&["PING"]), "PONG\n");
+    let info = follower.cli(&["INFO", "replication"]);
+    assert!(info.contains("role:slave"), "{info}");
+    // A READONLY connection is served by the follower itself, still linearizable.
+    let mut con = follower.client();
+    let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+    let visits: i64 = con.get("visits").unwrap();
+    assert_eq!(visits, 4);
+}
+
+#[test]
+fn cluster_redirect_mode_works_with_cluster_clients() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &["--follower-mode", "redirect"]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = &cluster.nodes[cluster.a_follower()];
+    // A plain client gets Redis Cluster's redirection with the key's real slot.
+    let reply = follower.cli(&["SET", "foo", "bar"]);
+    assert_eq!(
+        reply.trim_end(),
+        format!("MOVED 12182 127.0.0.1:{}", cluster.nodes[leader].port)
+    );
+    // redis-cli -c follows it.
+    let out = common::redis_cli(follower.port, &["-c", "SET", "foo", "bar"]);
+    assert_eq!(out, "OK\n");
+    let out = common::redis_cli(follower.port, &["-c", "INCRBY", "n", "7"]);
+    assert_eq!(out, "7\n");
+
+    // The redis crate's cluster client, seeded with a follower only.
+    let client =
+        redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{}/", follower.port)])
+            .unwrap();
+    let mut con = client.get_connection().unwrap();
+    for i in 0..50 {
+        let _: () = con.set(format!("key{i}"), i).unwrap();
+    }
+    for i in 0..50 {
+        let value: i64 = con.get(format!("key{i}")).unwrap();
+        assert_eq!(value, i);
+    }
+    let n: i64 = con.incr("n", 1).unwrap();
+    assert_eq!(n, 8);
+}
+
+/// Outcome counts of a load of INCRBY 1 on one key.
+#[derive(Default)]
+struct Load {
+    acknowledged: AtomicU64,
+    indeterminate: AtomicU64,
+}
+
+/// Starts one thread per port that increments `key` until `stop`, reconnecting after errors.
+fn incr_load(
+    ports: Vec<u16>,
+    key: &'static str,
+    stop: Arc<AtomicBool>,
+    load: Arc<Load>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    ports
+        .into_iter()
+        .map(|port| {
+            let stop = stop.clone();
+            let load = load.clone();
+            std::thread::spawn(move || {
+                let url = format!("redis://127.0.0.1:{port}/");
+                let mut con: Option<redis::Connection> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if con.is_none() {
+                        con = redis::Client::open(url.as_str())
+                            .unwrap()
+                            .get_connection_with_timeout(Duration::from_secs(1))
+                            .ok();
+                        if con.is_none() {
+                            // The node is down; try again shortly (bounded by `stop`).
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    }
+                    let result: RedisResult<i64> = con.as_mut().unwrap().incr(key, 1);
+                    match result {
+                        Ok(_) => {
+                            load.acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => {
+                            // The increment may or may not have been applied.
+                            load.indeterminate.fetch_add(1, Ordering::Relaxed);
+                            if err.is_io_error() || err.is_connection_dropped() {
+                                con = None;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_kill9_leader_under_load_loses_no_acknowledged_increment() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let ports: Vec<u16> = cluster
+        .nodes
+        .iter()
+        .flat_map(|n| [n.port, n.port])
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
+    let threads = incr_load(ports, "hits", stop.clone(), load.clone());
+    wait_for(
+        "increments before the kill",
+        Duration::from_secs(30),
+        || (load.acknowledged.load(Ordering::Relaxed) >= 200).then_some(()),
+    );
+
+    let killed_at = Instant::now();
+    cluster.nodes[leader].kill9();
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    let before = load.acknowledged.load(Ordering::Relaxed);
+    wait_for(
+        "increments after the failover",
+        Duration::from_secs(30),
+        || (load.acknowledged.load(Ordering::Relaxed) >= before + 200).then_some(()),
+    );
+    eprintln!("failover to first write: {:?}", killed_at.elapsed());
+
+    cluster.restart(leader);
+    wait_for(
+        "more increments with the old leader back",
+        Duration::from_secs(30),
+        || (load.acknowledged.load(Ordering::Relaxed) >= before + 400).then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let acknowledged = load.acknowledged.load(Ordering::Relaxed) as i64;
+    let indeterminate = load.indeterminate.load(Ordering::Relaxed) as i64;
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let value: i64 = cluster.nodes[new_leader].client().get("hits").unwrap();
+    assert!(
+        value >= acknowledged,
+        "value {value} lost acknowledged increments ({acknowledged})"
+    );
+    assert!(
+        value <= acknowledged + indeterminate,
+        "value {value} exceeds acknowledged {acknowledged} + indeterminate {indeterminate}"
+    );
+    // The old leader rejoined as a follower and holds the same value.
+    cluster.wait_caught_up(leader, Duration::from_secs(30));
+    let mut con = cluster.nodes[leader].client();
+    let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+    let seen: i64 = con.get("hits").unwrap();
+    assert_eq!(seen, value);
+}
+
+#[test]
+fn cluster_node_down_for_many_writes_catches_up_by_snapshot() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &["--snapshot-entries", "20"]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let down = cluster.a_follower();
+    cluster.nodes[down].kill9();
+
+    // 100,000 writes while it is down, pipelined through the leader.
+    let mut con = cluster.nodes[leader].client();
+    for batch in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in 0..1000 {
+            let n = batch * 1000 + i;
+            pipe.cmd("SET")
+                .arg(format!("k{}", n % 5000))
+                .arg(n)
+                .ignore();
+        }
+        pipe.cmd("INCR").arg("writes").ignore();
+        let _: () = pipe.query(&mut con).unwrap();
+    }
+    let purged: u64 = wait_for(
+        "the leader to purge its log",
+        Duration::from_secs(30),
+        || {
+            let purged: u64 = cluster.nodes[leader]
+                .info_field("raft_purged_index")?
+                .parse()
+                .ok()?;
+            (purged > 0).then_some(purged)
+        },
+    );
+    assert!(purged > 0);
+
+    cluster.restart(down);
+    cluster.wait_caught_up(down, Duration::from_secs(60));
+    let log = cluster.nodes[down].log.lock().unwrap().clone();
+    assert!(
+        log.contains("installing a snapshot received from the leader"),
+        "the restarted node caught up without a snapshot:\n{log}"
+    );
+    let mut follower = cluster.nodes[down].client();
+    let _: () = redis::cmd("READONLY").query(&mut follower).unwrap();
+    let writes: i64 = follower.get("writes").unwrap();
+    assert_eq!(writes, 100);
+    for n in [0, 1, 2500, 4999] {
+        let ours: i64 = follower.get(format!("k{n}")).unwrap();
+        let leaders: i64 = con.get(format!("k{n}")).unwrap();
+        assert_eq!(ours, leaders, "key k{n}");
+    }
+    let size: i64 = redis::cmd("DBSIZE").query(&mut follower).unwrap();
+    assert_eq!(size, 5001);
+}
+
+#[test]
+fn cluster_add_a_fourth_node_and_remove_one_under_load() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
+    let threads = incr_load(
+        vec![cluster.nodes[leader].port, cluster.nodes[leader].port],
+        "members-counter",
+        stop.clone(),
+        load.clone(),
+    );
+    let fourth = cluster.join_new_node(0, &[]);
+    cluster.wait_caught_up(fourth, Duration::from_secs(30));
+
+    // Remove a follower (not the one the load talks to) with the RESP admin command.
+    let removed = (0..3).find(|&i| i != leader).unwrap();
+    let removed_id = cluster.nodes[removed].id.to_string();
+    let reply = cluster.nodes[leader].cli(&["RAFT.REMOVENODE", &removed_id]);
+    assert_eq!(reply, "OK\n");
+    wait_for(
+        "the removed node to learn it",
+        Duration::from_secs(30),
+        || {
+            let reply = cluster.nodes[removed].cli(&["GET", "members-counter"]);
+            reply.contains("removed from the cluster").then_some(())
+        },
+    );
+    let members = cluster.nodes[leader].info_field("raft_members").unwrap();
+    assert!(!members.contains(&format!("id={removed_id},")), "{members}");
+    // Out of the cluster, it is no longer part of what the harness waits on.
+    cluster.nodes[removed].kill9();
+
+    let before = load.acknowledged.load(Ordering::Relaxed);
+    wait_for(
+        "increments after the changes",
+        Duration::from_secs(30),
+        || (load.acknowledged.load(Ordering::Relaxed) >= before + 100).then_some(()),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let acknowledged = load.acknowledged.load(Ordering::Relaxed) as i64;
+    let indeterminate = load.indeterminate.load(Ordering::Relaxed) as i64;
+    let value: i64 = cluster.nodes[leader]
+        .client()
+        .get("members-counter")
+        .unwrap();
+    assert!(value >= acknowledged && value <= acknowledged + indeterminate);
+    cluster.wait_caught_up(fourth, Duration::from_secs(30));
+    let mut con = cluster.nodes[fourth].client();
+    let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+    let seen: i64 = con.get("members-counter").unwrap();
+    assert_eq!(seen, value);
+}
+
+#[test]
+fn cluster_of_five_survives_the_loss_of_two() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(5, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[leader].client();
+    let _: () = con.set("k", "before").unwrap();
+    let followers: Vec<usize> = (0..5).filter(|&i| i != leader).take(1).collect();
+    cluster.nodes[leader].kill9();
+    cluster.nodes[followers[0]].kill9();
+    let survivor = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[survivor].client();
+    let value: String = con.get("k").unwrap();
+    assert_eq!(value, "before");
+    let _: () = con.set("k", "after").unwrap();
+    let n: i64 = con.incr("c", 1).unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn cluster_full_kill9_and_restart_keeps_acknowledged_data() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[leader].client();
+    for i in 0..200 {
+        let _: () = con.set(format!("key{i}"), i).unwrap();
+    }
+    let counter: i64 = con.incr("counter", 42).unwrap();
+    drop(con);
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[leader].client();
+    for i in 0..200 {
+        let value: i64 = con.get(format!("key{i}")).unwrap();
+        assert_eq!(value, i);
+    }
+    let value: i64 = con.get("counter").unwrap();
+    assert_eq!(value, counter);
+}
+
+#[test]
+fn cluster_peer_with_a_wrong_secret_is_refused() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let target = &cluster.nodes[leader];
+    // A node with the wrong secret tries to join: it must never become a member.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let mut intruder = std::process::Command::new(common::binary())
+        .args(["--node-id", "9", "--port", &ports[0].to_string()])
+        .args(["--cluster-port", &ports[1].to_string()])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--cluster-secret", "not-the-secret"])
+        .args(["--join", &target.addr()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the refusal to be logged", Duration::from_secs(30), || {
+        target
+            .log
+            .lock()
+            .unwrap()
+            .contains("refused peer connection: wrong cluster secret")
+            .then_some(())
+    });
+    let _ = intruder.kill();
+    let _ = intruder.wait();
+    let members = target.info_field("raft_members").unwrap();
+    assert!(!members.contains("id=9,"), "{members}");
+    assert_ne!(SECRET, "not-the-secret");
+}
+
+#[test]
+fn cluster_sigterm_of_the_leader_hands_leadership_over() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let old_id = cluster.nodes[leader].id;
+    let status = cluster.nodes[leader].terminate();
+    assert!(status.success(), "{status:?}");
+    let log = cluster.nodes[leader].log.lock().unwrap().clone();
+    assert!(
+        log.contains("handed leadership over before shutting down"),
+        "{log}"
+    );
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    assert_ne!(cluster.nodes[new_leader].id, old_id);
+    let mut con = cluster.nodes[new_leader].client();
+    let _: () = con.set("after", "handover").unwrap();
+}
+
+#[test]
+fn cluster_commands_describe_one_shard() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = &cluster.nodes[cluster.a_follower()];
+    let info = follower.cli(&["CLUSTER", "INFO"]);
+    assert!(info.contains("cluster_state:ok"), "{info}");
+    let nodes = follower.cli(&["CLUSTER", "NODES"]);
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    let leader_line = nodes
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{}@", cluster.nodes[leader].port)))
+        .expect("leader line");
+    assert!(leader_line.contains("master"), "{leader_line}");
+    assert!(leader_line.contains("0-16383"), "{leader_line}");
+    let me = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .expect("myself");
+    assert!(me.contains("slave"), "{me}");
+    assert_eq!(follower.cli(&["CLUSTER", "KEYSLOT", "foo"]), "12182\n");
+    let slots: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut follower.client())
+        .unwrap();
+    let redis::Value::Array(ranges) = slots else {
+        panic!("CLUSTER SLOTS is an array")
+    };
+    assert_eq!(ranges.len(), 1);
+}
