@@ -98,6 +98,21 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `redraft=debug`.
     #[arg(long, env = "REDRAFT_LOG", default_value = "info")]
     pub log: String,
+
+    /// An operator action instead of running a server.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// Operator actions.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Change or show a running cluster's membership and leadership.
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::admin::ClusterAction,
+    },
 }
 
 /// One member of `--initial-cluster`.

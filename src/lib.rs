@@ -17,6 +17,7 @@
 //! - [`raft`] is openraft's configuration, log store and network; it carries requests opaquely.
 //! - [`store`] is the redb state machine and its snapshots.
 
+pub mod admin;
 pub mod cluster;
 pub mod command;
 pub mod config;

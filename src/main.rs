@@ -5,6 +5,15 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let config = redraft::Config::parse();
+    if let Some(redraft::config::Subcommand::Cluster { action }) = &config.command {
+        return match redraft::admin::run(action, config.requirepass.as_deref()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("redraft: error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
