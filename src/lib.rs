@@ -14,6 +14,10 @@
 //! - [`server`] owns sockets, connections and the client registry.
 //! - [`node`] owns the raft node and batches client requests into log entries and reads into
 //!   ReadIndex rounds.
+//! - [`cluster`] moves raft messages between nodes (peer transport), decides where a command
+//!   runs on a follower (proxy to the leader or `-MOVED`), presents the cluster to Redis Cluster
+//!   clients, and changes membership.
+//! - [`admin`] is the operator side: `redraft cluster …` subcommands.
 //! - [`raft`] is openraft's configuration, log store and network; it carries requests opaquely.
 //! - [`store`] is the redb state machine and its snapshots.
 

@@ -464,3 +464,57 @@ fn cluster_commands_describe_one_shard() {
     };
     assert_eq!(ranges.len(), 1);
 }
+
+/// The Python interpreter with redis-py (`bash .ci/test` makes `target/pyenv`).
+fn python() -> String {
+    if let Ok(python) = std::env::var("REDRAFT_TEST_PYTHON") {
+        return python;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        venv.to_string()
+    } else {
+        "python3".to_string()
+    }
+}
+
+fn redis_py_cluster_client_survives_a_leader_change(mode: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &["--follower-mode", mode]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/redis_py_cluster.py"
+    );
+    let mut child = std::process::Command::new(python())
+        .arg(script)
+        .args(cluster.nodes.iter().map(|n| n.port.to_string()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python3 with redis-py (bash .ci/test installs it)");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "READY", "redis-py phase 1 failed");
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    cluster.nodes[leader].kill9();
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(line.trim(), "OK", "redis-py phase 2 failed");
+    assert!(status.success());
+}
+
+#[test]
+fn cluster_redis_py_cluster_client_proxy_mode() {
+    redis_py_cluster_client_survives_a_leader_change("proxy");
+}
+
+#[test]
+fn cluster_redis_py_cluster_client_redirect_mode() {
+    redis_py_cluster_client_survives_a_leader_change("redirect");
+}
