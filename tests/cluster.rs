@@ -518,3 +518,50 @@ fn cluster_redis_py_cluster_client_proxy_mode() {
 fn cluster_redis_py_cluster_client_redirect_mode() {
     redis_py_cluster_client_survives_a_leader_change("redirect");
 }
+
+fn redis_crate_cluster_client_survives_a_leader_change(mode: &str) {
+    use redis::AsyncCommands;
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &["--follower-mode", mode]);
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+        .collect();
+    let client = redis::cluster::ClusterClient::builder(seeds)
+        .retries(20)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut con = runtime.block_on(client.get_async_connection()).unwrap();
+    runtime.block_on(async {
+        for i in 0..20 {
+            let _: () = con.set(format!("rs:{i}"), i).await.unwrap();
+        }
+    });
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    cluster.nodes[leader].kill9();
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    runtime.block_on(async {
+        // The client finds the new leader by itself (retries, CLUSTER SLOTS refresh).
+        for i in 20..40 {
+            let _: () = con.set(format!("rs:{i}"), i).await.unwrap();
+        }
+        for i in 0..40 {
+            let value: i64 = con.get(format!("rs:{i}")).await.unwrap();
+            assert_eq!(value, i);
+        }
+    });
+}
+
+#[test]
+fn cluster_redis_crate_cluster_client_proxy_mode_across_leader_change() {
+    redis_crate_cluster_client_survives_a_leader_change("proxy");
+}
+
+#[test]
+fn cluster_redis_crate_cluster_client_redirect_mode_across_leader_change() {
+    redis_crate_cluster_client_survives_a_leader_change("redirect");
+}
