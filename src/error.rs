@@ -4,7 +4,6 @@
 //! `CLUSTERDOWN`, `TRYAGAIN`) in its `Display` text, so `to_resp` is the same everywhere.
 
 use crate::resp::Reply;
-use crate::store::ApplyError;
 
 /// A failure answered to a client as an error reply.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -12,9 +11,6 @@ pub enum Error {
     /// `-ERR <text>`: a generic command error.
     #[error("ERR {0}")]
     Err(String),
-    /// A deterministic failure of an applied request.
-    #[error("{0}")]
-    Apply(#[from] ApplyError),
     /// The connection must authenticate first.
     #[error("NOAUTH Authentication required.")]
     NoAuth,
@@ -50,10 +46,6 @@ mod tests {
 
     #[test]
     fn error_text_carries_redis_prefix() {
-        assert_eq!(
-            Error::Apply(ApplyError::Overflow).to_string(),
-            "ERR increment or decrement would overflow"
-        );
         assert_eq!(Error::NoAuth.to_string(), "NOAUTH Authentication required.");
         assert_eq!(
             Error::err("syntax error").to_resp(),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{ReadPolicy, SnapshotPolicy};
@@ -33,6 +34,8 @@ use crate::config::{Config, ReadMode};
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, Raft, TypeConfig};
+use crate::resp::Reply;
+use crate::store::state_machine::wall_clock_ms;
 use crate::store::{Read, Request, Response, StateMachine, StoreReader};
 
 /// Most requests packed into one log entry.
@@ -45,16 +48,16 @@ const READ_ROUND_MAX: usize = 4096;
 const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The answer to a queued write or read.
-pub type Pending = oneshot::Receiver<Result<Response, Error>>;
+pub type Pending = oneshot::Receiver<Result<Reply, Error>>;
 
 struct QueuedWrite {
     request: Request,
-    reply: oneshot::Sender<Result<Response, Error>>,
+    reply: oneshot::Sender<Result<Reply, Error>>,
 }
 
 struct QueuedRead {
     read: Read,
-    reply: oneshot::Sender<Result<Response, Error>>,
+    reply: oneshot::Sender<Result<Reply, Error>>,
 }
 
 /// A running raft node with its request queues.
@@ -304,9 +307,17 @@ impl Node {
         &self.raft
     }
 
-    /// Queues a write now; the receiver resolves once it is applied. Queue order is apply
-    /// order.
-    pub fn write(&self, mut request: Request) -> Pending {
+    /// Queues a write command (name first) now, stamped with this node's clock; the receiver
+    /// resolves once it is applied. Queue order is apply order.
+    pub fn write(&self, args: Vec<Bytes>) -> Pending {
+        self.propose(Request::Command {
+            args,
+            now_ms: wall_clock_ms(),
+        })
+    }
+
+    /// Queues any request now.
+    pub fn propose(&self, mut request: Request) -> Pending {
         detach_small_buffers(&mut request);
         let (reply, pending) = oneshot::channel();
         if let Err(mpsc::error::SendError(queued)) =
@@ -319,10 +330,10 @@ impl Node {
         pending
     }
 
-    /// Queues a linearizable read now. With `--read-mode log` a `GET` goes through the log.
+    /// Queues a linearizable read command now. With `--read-mode log` it goes through the log.
     pub fn read(&self, read: Read) -> Pending {
-        if let (ReadMode::Log, Read::Get(key)) = (self.read_mode, &read) {
-            return self.write(Request::Get { key: key.clone() });
+        if self.read_mode == ReadMode::Log {
+            return self.write(read.args);
         }
         let (reply, pending) = oneshot::channel();
         if let Err(mpsc::error::SendError(queued)) = self.reads.send(QueuedRead { read, reply }) {
@@ -334,14 +345,8 @@ impl Node {
     }
 
     /// Number of keys in this node's applied state, without linearizing (INFO keyspace).
-    pub fn local_key_count(&self) -> Option<i64> {
-        match self.reader.read_many(&[Read::KeyCount]) {
-            Ok(responses) => match responses.first() {
-                Some(Response::Integer(n)) => Some(*n),
-                _ => None,
-            },
-            Err(_) => None,
-        }
+    pub fn local_key_count(&self) -> Option<u64> {
+        self.reader.key_count().ok()
     }
 
     /// Stops raft (its log writer drains what was queued). A leader of a multi-voter cluster
@@ -372,19 +377,14 @@ impl Node {
 const DETACH_BYTES_MAX: usize = 16 * 1024;
 
 fn detach_small_buffers(request: &mut Request) {
-    let detach = |b: &mut bytes::Bytes| {
+    let detach = |b: &mut Bytes| {
         if b.len() < DETACH_BYTES_MAX {
-            *b = bytes::Bytes::copy_from_slice(b);
+            *b = Bytes::copy_from_slice(b);
         }
     };
     match request {
-        Request::Set { key, value } => {
-            detach(key);
-            detach(value);
-        }
-        Request::Get { key } | Request::IncrBy { key, .. } => detach(key),
-        Request::Del { keys } => keys.iter_mut().for_each(detach),
-        Request::FlushAll => {}
+        Request::Command { args, .. } => args.iter_mut().for_each(detach),
+        Request::Expire { keys, .. } => keys.iter_mut().for_each(detach),
         Request::Batch(requests) => requests.iter_mut().for_each(detach_small_buffers),
     }
 }
@@ -432,10 +432,8 @@ fn read_error(err: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> 
 
 fn request_size(request: &Request) -> usize {
     match request {
-        Request::Set { key, value } => key.len() + value.len(),
-        Request::Get { key } | Request::IncrBy { key, .. } => key.len(),
-        Request::Del { keys } => keys.iter().map(|k| k.len()).sum(),
-        Request::FlushAll => 0,
+        Request::Command { args, .. } => args.iter().map(|a| a.len()).sum(),
+        Request::Expire { keys, .. } => keys.iter().map(|k| k.len()).sum(),
         Request::Batch(requests) => requests.iter().map(request_size).sum(),
     }
 }
@@ -494,20 +492,25 @@ async fn run_write_batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued
     }
 }
 
-/// Sends each queued write its own response out of a (possibly batched) result.
-fn deliver(
-    replies: Vec<oneshot::Sender<Result<Response, Error>>>,
-    result: Result<Response, Error>,
-) {
+/// Sends each queued write its own reply out of a (possibly batched) response.
+fn deliver(replies: Vec<oneshot::Sender<Result<Reply, Error>>>, result: Result<Response, Error>) {
     match result {
         Ok(Response::Batch(responses)) if replies.len() > 1 => {
             for (reply, response) in replies.into_iter().zip(responses) {
-                let _ = reply.send(Ok(response));
+                let _ = reply.send(Ok(match response {
+                    Response::Reply(r) => r,
+                    Response::Batch(_) => Reply::error("ERR internal error: nested batch"),
+                }));
             }
         }
-        Ok(response) => {
+        Ok(Response::Reply(r)) => {
             for reply in replies {
-                let _ = reply.send(Ok(response.clone()));
+                let _ = reply.send(Ok(r.clone()));
+            }
+        }
+        Ok(Response::Batch(_)) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Internal("unexpected batch response".into())));
             }
         }
         Err(err) => {

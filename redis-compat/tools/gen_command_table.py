@@ -52,6 +52,10 @@ COMMANDS = [
     ("readonly", None),
     ("readwrite", None),
     ("asking", None),
+    ("type", None),
+    ("mget", None),
+    ("mset", None),
+    ("unlink", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -19,7 +19,8 @@ use crate::cluster::{ClusterView, Member, MemberView, Role};
 use crate::error::Error;
 use crate::node::{LeaderHint, Node, Pending};
 use crate::raft::{NodeId, Raft};
-use crate::store::{Read, Response};
+use crate::resp::Reply;
+use crate::store::Read;
 
 /// How long a follower waits for the leader's read index and for its own apply to reach it.
 const FOLLOWER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,7 +106,7 @@ impl Node {
         pending
     }
 
-    async fn follower_read_inner(&self, read: Read) -> Result<Response, Error> {
+    async fn follower_read_inner(&self, read: Read) -> Result<Reply, Error> {
         let Some((_, leader)) = self.leader() else {
             return Err(Error::ClusterDown("The cluster is down".into()));
         };

@@ -20,30 +20,16 @@ pub const SYNTAX_ERROR: &str = "ERR syntax error";
 /// A parsed client command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `GET key`.
-    Get(Bytes),
-    /// `SET key value`.
-    Set {
-        /// The key.
-        key: Bytes,
-        /// The value.
-        value: Bytes,
+    /// A keyspace command, executed by the state machine (`store::commands`): through the log
+    /// when it writes, as a linearizable read when it only reads.
+    Keyspace {
+        /// The whole command, name first.
+        args: Vec<Bytes>,
+        /// Whether it may write (Redis's `write` flag).
+        write: bool,
+        /// The first key, which cluster clients route by.
+        key: Option<Bytes>,
     },
-    /// `INCRBY`/`INCR`/`DECR`/`DECRBY`.
-    IncrBy {
-        /// The key.
-        key: Bytes,
-        /// The signed increment.
-        delta: i64,
-    },
-    /// `DEL key...`.
-    Del(Vec<Bytes>),
-    /// `EXISTS key...`.
-    Exists(Vec<Bytes>),
-    /// `DBSIZE`.
-    DbSize,
-    /// `FLUSHDB`/`FLUSHALL`.
-    FlushAll,
     /// `PING [message]`.
     Ping(Option<Bytes>),
     /// `ECHO message`.
@@ -131,10 +117,8 @@ impl Command {
     /// How this command touches the keyspace.
     pub fn access(&self) -> Access {
         match self {
-            Command::Set { .. } | Command::IncrBy { .. } | Command::Del(_) | Command::FlushAll => {
-                Access::Write
-            }
-            Command::Get(_) | Command::Exists(_) | Command::DbSize => Access::Read,
+            Command::Keyspace { write: true, .. } => Access::Write,
+            Command::Keyspace { write: false, .. } => Access::Read,
             _ => Access::Local,
         }
     }
@@ -142,8 +126,7 @@ impl Command {
     /// The key a cluster client would route this command by (the first key), if any.
     pub fn routing_key(&self) -> Option<&Bytes> {
         match self {
-            Command::Get(key) | Command::Set { key, .. } | Command::IncrBy { key, .. } => Some(key),
-            Command::Del(keys) | Command::Exists(keys) => keys.first(),
+            Command::Keyspace { key, .. } => key.as_ref(),
             _ => None,
         }
     }
@@ -182,51 +165,18 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     if !table::arity_ok(spec, args.len()) {
         return Err(table::wrong_arity_error(spec));
     }
+    if crate::store::commands::is_keyspace_command(spec.name) {
+        let key = table::key_positions(spec, args.len())
+            .first()
+            .and_then(|&i| args.get(i).cloned());
+        return Ok(Command::Keyspace {
+            write: spec.flags.contains(&"write"),
+            key,
+            args,
+        });
+    }
     let mut args = args;
     let command = match spec.name {
-        "get" => Command::Get(args.swap_remove(1)),
-        "set" => {
-            if args.len() > 3 {
-                return Err(Reply::error(SYNTAX_ERROR));
-            }
-            let value = args.pop().expect("arity checked");
-            let key = args.pop().expect("arity checked");
-            Command::Set { key, value }
-        }
-        "incr" => Command::IncrBy {
-            key: args.swap_remove(1),
-            delta: 1,
-        },
-        "decr" => Command::IncrBy {
-            key: args.swap_remove(1),
-            delta: -1,
-        },
-        "incrby" => Command::IncrBy {
-            delta: integer_arg(&args[2])?,
-            key: args.swap_remove(1),
-        },
-        "decrby" => {
-            let delta = integer_arg(&args[2])?;
-            let delta = delta
-                .checked_neg()
-                .ok_or_else(|| Reply::error("ERR decrement would overflow"))?;
-            Command::IncrBy {
-                key: args.swap_remove(1),
-                delta,
-            }
-        }
-        "del" => Command::Del(args.split_off(1)),
-        "exists" => Command::Exists(args.split_off(1)),
-        "dbsize" => Command::DbSize,
-        "flushdb" | "flushall" => {
-            if let Some(mode) = args.get(1) {
-                let ok = mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async");
-                if !ok || args.len() > 2 {
-                    return Err(Reply::error(SYNTAX_ERROR));
-                }
-            }
-            Command::FlushAll
-        }
         "ping" => {
             if args.len() > 2 {
                 return Err(table::wrong_arity_error(spec));
@@ -367,38 +317,22 @@ mod tests {
     }
 
     #[test]
-    fn command_parse_maps_counters_onto_incrby() {
-        assert_eq!(
-            parse(args(&["DECRBY", "k", "5"])),
-            Ok(Command::IncrBy {
-                key: Bytes::from_static(b"k"),
-                delta: -5
-            })
-        );
-        assert_eq!(
-            parse(args(&["incr", "k"])),
-            Ok(Command::IncrBy {
-                key: Bytes::from_static(b"k"),
-                delta: 1
-            })
-        );
+    fn command_parse_classifies_keyspace_commands() {
+        let parsed = parse(args(&["INCRBY", "k", "5"])).unwrap();
+        assert_eq!(parsed.access(), Access::Write);
+        assert_eq!(parsed.routing_key(), Some(&Bytes::from_static(b"k")));
+        let parsed = parse(args(&["get", "k"])).unwrap();
+        assert_eq!(parsed.access(), Access::Read);
+        assert_eq!(parse(args(&["PING"])).unwrap().access(), Access::Local);
     }
 
     #[test]
-    fn command_parse_rejects_bad_integers_and_arity() {
-        assert_eq!(
-            parse(args(&["INCRBY", "k", "1.5"])),
-            Err(Reply::error(NOT_AN_INTEGER))
-        );
+    fn command_parse_rejects_arity_before_execution() {
         assert_eq!(
             parse(args(&["GET"])),
             Err(Reply::error(
                 "ERR wrong number of arguments for 'get' command"
             ))
-        );
-        assert_eq!(
-            parse(args(&["SET", "k", "v", "bogus"])),
-            Err(Reply::error(SYNTAX_ERROR))
         );
     }
 

@@ -1315,6 +1315,59 @@ pub static COMMANDS: &[CommandSpec] = &[
         .since("3.0.0")
         .group("cluster")
         .complexity("O(1)"),
+    CommandSpec::new("type", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Determine the type stored at key")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("mget", -2)
+        .flags(&["readonly", "fast"])
+        .keys(1, -1, 1)
+        .acl(&["read", "string", "fast"])
+        .tips(&["request_policy:multi_shard"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, -1, 1, 0)])
+        .summary("Get the values of all the given keys")
+        .since("1.0.0")
+        .group("string")
+        .complexity("O(N) where N is the number of keys to retrieve.")
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("mset", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 2)
+        .acl(&["write", "string", "slow"])
+        .tips(&[
+            "request_policy:multi_shard",
+            "response_policy:all_succeeded",
+        ])
+        .key_specs(&[KeySpec::range(&["OW", "update"], 1, -1, 2, 0)])
+        .summary("Set multiple keys to multiple values")
+        .since("1.0.1")
+        .group("string")
+        .complexity("O(N) where N is the number of keys to set.")
+        .args(&[
+            Arg::block("key_value", &[Arg::key("key", 0), Arg::string("value")])
+                .multiple(),
+        ]),
+    CommandSpec::new("unlink", -2)
+        .flags(&["write", "fast"])
+        .keys(1, -1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .key_specs(&[KeySpec::range(&["RM", "delete"], 1, -1, 1, 0)])
+        .summary(
+            "Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.",
+        )
+        .since("4.0.0")
+        .group("generic")
+        .complexity(
+            "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of.",
+        )
+        .args(&[Arg::key("key", 0).multiple()]),
 ];
 // END GENERATED COMMAND TABLE
 
@@ -2423,9 +2476,15 @@ mod tests {
             names(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "CLIENT|*"]),
             spec("client").subcommands.len()
         );
+        let strings = COMMANDS
+            .iter()
+            .flat_map(|c| std::iter::once(c).chain(c.subcommands.iter()))
+            .filter(|c| c.acl_categories.contains(&"string"))
+            .count();
+        assert!(strings >= 6);
         assert_eq!(
             names(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "STRING"]),
-            6
+            strings
         );
         assert_eq!(names(&["COMMAND", "LIST", "FILTERBY", "MODULE", "x"]), 0);
         assert_eq!(

@@ -19,8 +19,9 @@ pub enum Protocol {
     Resp3,
 }
 
-/// One reply to one command.
-#[derive(Clone, Debug, PartialEq)]
+/// One reply to one command. Serializable: the state machine's replies travel back through
+/// raft's apply responses.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// `+text`: a status reply such as `OK` or `PONG`.
     Simple(Bytes),

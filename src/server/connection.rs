@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::Server;
 use crate::server::clients::ClientHandle;
-use crate::store::{Read, Request, Response};
+use crate::store::Read;
 
 /// Most commands in flight on one connection before it stops reading.
 const IN_FLIGHT_MAX: usize = 16 * 1024;
@@ -79,16 +79,17 @@ enum Outcome {
     Close(Reply),
 }
 
-fn response_to_reply(result: Result<Response, Error>) -> Reply {
-    match result {
-        Ok(Response::Ok) => Reply::ok(),
-        Ok(Response::Value(Some(value))) => Reply::Bulk(value),
-        Ok(Response::Value(None)) => Reply::Nil,
-        Ok(Response::Integer(n)) => Reply::Integer(n),
-        Ok(Response::Error(err)) => Error::Apply(err).to_resp(),
-        Ok(Response::Batch(_)) => Error::Internal("unexpected batch response".into()).to_resp(),
-        Err(err) => err.to_resp(),
-    }
+fn pending(receiver: crate::node::Pending) -> Outcome {
+    Outcome::Pending(
+        async move {
+            match receiver.await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(err)) => err.to_resp(),
+                Err(_) => Error::Internal("request dropped".into()).to_resp(),
+            }
+        }
+        .boxed(),
+    )
 }
 
 /// Runs an administrative command in its own task; its reply keeps its place in the order.
@@ -139,18 +140,6 @@ fn members_reply(view: &crate::cluster::ClusterView) -> Reply {
                 ])
             })
             .collect(),
-    )
-}
-
-fn pending(receiver: crate::node::Pending) -> Outcome {
-    Outcome::Pending(
-        async move {
-            match receiver.await {
-                Ok(result) => response_to_reply(result),
-                Err(_) => Error::Internal("request dropped".into()).to_resp(),
-            }
-        }
-        .boxed(),
     )
 }
 
@@ -351,14 +340,11 @@ impl Session {
                 Error::TryAgain("this node is not the leader (leadership moved)".into()).to_resp(),
             );
         }
-        if self.readonly && access == Access::Read {
-            let read = match command {
-                Command::Get(key) => Read::Get(key),
-                Command::Exists(keys) => Read::Exists(keys),
-                Command::DbSize => Read::KeyCount,
-                other => return self.dispatch(other),
-            };
-            return pending(node.follower_read(read));
+        if self.readonly
+            && access == Access::Read
+            && let Command::Keyspace { args, .. } = command
+        {
+            return pending(node.follower_read(Read { args }));
         }
         let Some((leader_id, leader)) = node.leader() else {
             return Outcome::Ready(Error::ClusterDown("The cluster is down".into()).to_resp());
@@ -412,13 +398,10 @@ impl Session {
         }
         let node = &self.server.node;
         match command {
-            Command::Get(key) => pending(node.read(Read::Get(key))),
-            Command::Exists(keys) => pending(node.read(Read::Exists(keys))),
-            Command::DbSize => pending(node.read(Read::KeyCount)),
-            Command::Set { key, value } => pending(node.write(Request::Set { key, value })),
-            Command::IncrBy { key, delta } => pending(node.write(Request::IncrBy { key, delta })),
-            Command::Del(keys) => pending(node.write(Request::Del { keys })),
-            Command::FlushAll => pending(node.write(Request::FlushAll)),
+            Command::Keyspace {
+                args, write: true, ..
+            } => pending(node.write(args)),
+            Command::Keyspace { args, .. } => pending(node.read(Read { args })),
             Command::Ping(None) => Outcome::Ready(Reply::simple("PONG")),
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 Outcome::Ready(Reply::Bulk(message))

@@ -3,8 +3,10 @@
 //!
 //! This module never sees a RESP frame or a socket; it knows nothing of who proposed a request.
 
+pub mod commands;
+pub mod keyspace;
 pub mod request;
 pub mod state_machine;
 
-pub use request::{ApplyError, Request, Response};
+pub use request::{Request, Response};
 pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader};

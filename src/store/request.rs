@@ -1,8 +1,8 @@
 //! Requests that travel through the raft log and the Responses apply gives back.
 //!
-//! These are the only values the state machine understands. A client `Command` is turned into
-//! a `Request` by the command layer; the raft layer carries it opaquely; the state machine applies
-//! it and answers with a `Response`. Everything here is serialized into log entries and snapshots,
+//! These are the only values the state machine understands. A client command travels as its
+//! arguments plus the leader's time; the raft layer carries it opaquely; the state machine applies
+//! it (`store::commands`) and answers with a `Response`. Everything here is serialized into log entries and snapshots,
 //! so changing a variant is a format change: add variants at the end only.
 
 use std::fmt;
@@ -10,35 +10,27 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// A state change (or a read routed through the log) proposed to raft.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+use crate::resp::Reply;
+
+/// A state change proposed to raft.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// `SET key value`: store a string, replacing any value of any type.
-    Set {
-        /// The key.
-        key: Bytes,
-        /// The new value.
-        value: Bytes,
+    /// One client command (name first), applied at the time the leader stamped on it.
+    Command {
+        /// The command and its arguments, as the client sent them.
+        args: Vec<Bytes>,
+        /// The leader's clock when it proposed the command, in ms since the epoch. Relative
+        /// expiries (`EX 10`) and expiry checks use this, never the applying node's clock.
+        now_ms: i64,
     },
-    /// `GET key` through the log (`--read-mode log`): applied like a write, changes nothing.
-    Get {
-        /// The key.
-        key: Bytes,
-    },
-    /// `INCRBY key delta`: add to the integer stored at key (missing counts as 0).
-    IncrBy {
-        /// The key.
-        key: Bytes,
-        /// The signed increment.
-        delta: i64,
-    },
-    /// `DEL key...`: remove keys; answers how many existed.
-    Del {
-        /// The keys, duplicates allowed (each existing key counts once).
+    /// Remove keys whose deadline passed (proposed by the leader's active expiry). A key is
+    /// removed only if its deadline is at or before `now_ms` when the entry applies.
+    Expire {
+        /// Candidate keys.
         keys: Vec<Bytes>,
+        /// The leader's clock when it found them due.
+        now_ms: i64,
     },
-    /// `FLUSHDB` / `FLUSHALL`: remove every key.
-    FlushAll,
     /// Several requests from concurrent or pipelined clients sharing one log entry; applied in
     /// order, answered with [`Response::Batch`] in the same order.
     Batch(Vec<Request>),
@@ -47,44 +39,27 @@ pub enum Request {
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Request::Set { key, value } => {
-                write!(f, "SET {:?} ({} bytes)", Bytes::clone(key), value.len())
-            }
-            Request::Get { key } => write!(f, "GET {key:?}"),
-            Request::IncrBy { key, delta } => write!(f, "INCRBY {key:?} {delta}"),
-            Request::Del { keys } => write!(f, "DEL ({} keys)", keys.len()),
-            Request::FlushAll => write!(f, "FLUSHALL"),
+            Request::Command { args, .. } => match args.first() {
+                Some(name) => write!(
+                    f,
+                    "{} ({} args)",
+                    String::from_utf8_lossy(name),
+                    args.len() - 1
+                ),
+                None => write!(f, "(empty command)"),
+            },
+            Request::Expire { keys, .. } => write!(f, "EXPIRE ({} keys)", keys.len()),
             Request::Batch(requests) => write!(f, "BATCH ({} requests)", requests.len()),
         }
     }
 }
 
-/// What applying a [`Request`] produced. Deterministic failures are responses, not errors:
-/// every replica computes the same one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What applying a [`Request`] produced. Deterministic failures (WRONGTYPE, not an integer…)
+/// are error replies: every replica computes the same one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    /// The change was made (`+OK`).
-    Ok,
-    /// A string value or its absence.
-    Value(Option<Bytes>),
-    /// An integer result (new counter value, number of keys removed).
-    Integer(i64),
-    /// A deterministic failure with Redis's error text.
-    Error(ApplyError),
+    /// The reply to one command.
+    Reply(Reply),
     /// Answers to a [`Request::Batch`], in order.
     Batch(Vec<Response>),
-}
-
-/// Failures every replica reaches identically while applying a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ApplyError {
-    /// The stored value is not a base-10 64-bit integer.
-    #[error("ERR value is not an integer or out of range")]
-    NotAnInteger,
-    /// The increment would leave the i64 range.
-    #[error("ERR increment or decrement would overflow")]
-    Overflow,
-    /// The key holds a value of another type.
-    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
-    WrongType,
 }

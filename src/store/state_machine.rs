@@ -1,9 +1,14 @@
 //! The replicated state machine: keys and values in `sm.redb`, applied in log order.
 //!
 //! # What it owns
-//! The `data` table (key → tagged value), and in the `meta` table the last applied log id and
-//! the last membership, written in the same redb transaction as the data they describe, so the
-//! three can never disagree after a crash.
+//! The keyspace tables (`store::keyspace`), and in the `meta` table the last applied log id,
+//! the last membership and the state machine clock, written in the same redb transaction as
+//! the data they describe, so they can never disagree after a crash.
+//!
+//! # Time
+//! Each command carries the leader's clock. The state machine's clock is the largest time any
+//! applied entry carried, so it never goes backwards even if a new leader's clock is behind:
+//! a key that expired stays expired.
 //!
 //! # Durability argument
 //! Apply batches commit with `Durability::None` (no fsync): the raft log is the durable record,
@@ -30,26 +35,24 @@ use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::store::request::{ApplyError, Request, Response};
+use crate::resp::Reply;
+use crate::store::commands;
+use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, WriteView};
+use crate::store::request::{Request, Response};
 
-/// Keys → tagged values.
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_LAST_APPLIED: &str = "last_applied";
 const META_MEMBERSHIP: &str = "membership";
+const META_CLOCK: &str = "clock";
 
 /// Format version of every value this module persists (meta values and snapshot files).
 const FORMAT_VERSION: u8 = 1;
-/// Type tag of a string value in the `data` table.
-const TAG_STRING: u8 = 0;
 /// First bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RDRFTSNP";
 
@@ -71,33 +74,6 @@ fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
             io::ErrorKind::InvalidData,
             "state machine metadata has an unknown format version",
         )),
-    }
-}
-
-/// A value as stored: a type tag and its payload.
-#[derive(Debug, PartialEq, Eq)]
-pub enum StoredValue<'a> {
-    /// A Redis string.
-    String(&'a [u8]),
-}
-
-impl<'a> StoredValue<'a> {
-    /// Decodes a `data` table value.
-    pub fn decode(raw: &'a [u8]) -> io::Result<StoredValue<'a>> {
-        match raw.split_first() {
-            Some((&TAG_STRING, payload)) => Ok(StoredValue::String(payload)),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "stored value has an unknown type tag",
-            )),
-        }
-    }
-
-    fn encode_string(payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(payload.len() + 1);
-        out.push(TAG_STRING);
-        out.extend_from_slice(payload);
-        out
     }
 }
 
@@ -133,50 +109,49 @@ pub fn parse_redis_i64(text: &[u8]) -> Option<i64> {
     Some(value)
 }
 
-/// A read served by the local state machine once it has applied up to the read's index.
+/// Wall-clock time in ms since the epoch.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A read served by the local state machine once it has applied up to the read's index: a
+/// read-only command, name first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Read {
-    /// The string value of a key.
-    Get(Bytes),
-    /// How many of the keys exist (duplicates count each time).
-    Exists(Vec<Bytes>),
-    /// Number of keys.
-    KeyCount,
+pub struct Read {
+    /// The command and its arguments.
+    pub args: Vec<Bytes>,
 }
 
 /// Reads the applied state outside of raft, for reads already linearized by the caller.
 #[derive(Clone, Debug)]
 pub struct StoreReader {
     db: Arc<Database>,
+    clock: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl StoreReader {
-    /// Serves `reads` from one read transaction (blocking: call it off the tokio workers).
-    pub fn read_many(&self, reads: &[Read]) -> io::Result<Vec<Response>> {
+    /// Serves `reads` from one read transaction (blocking: call it off the tokio workers), at
+    /// the later of this node's clock and the state machine's clock, so a key that expired in
+    /// the log never shows again.
+    pub fn read_many(&self, reads: &[Read]) -> io::Result<Vec<Reply>> {
+        let now = wall_clock_ms().max(self.clock.load(std::sync::atomic::Ordering::Acquire));
         let txn = self.db.begin_read().map_err(io_error)?;
-        let table = txn.open_table(DATA).map_err(io_error)?;
+        let mut view = ReadView::open(&txn, now).map_err(io_error)?;
         let mut out = Vec::with_capacity(reads.len());
         for read in reads {
-            out.push(match read {
-                Read::Get(key) => match table.get(key.as_ref()).map_err(io_error)? {
-                    None => Response::Value(None),
-                    Some(guard) => match StoredValue::decode(guard.value())? {
-                        StoredValue::String(s) => Response::Value(Some(Bytes::copy_from_slice(s))),
-                    },
-                },
-                Read::Exists(keys) => {
-                    let mut count = 0;
-                    for key in keys {
-                        if table.get(key.as_ref()).map_err(io_error)?.is_some() {
-                            count += 1;
-                        }
-                    }
-                    Response::Integer(count)
-                }
-                Read::KeyCount => Response::Integer(table.len().map_err(io_error)? as i64),
-            });
+            out.push(commands::execute(&mut view, &read.args).map_err(io_error)?);
         }
         Ok(out)
+    }
+
+    /// Number of keys, without linearizing (INFO keyspace).
+    pub fn key_count(&self) -> io::Result<u64> {
+        let txn = self.db.begin_read().map_err(io_error)?;
+        let now = wall_clock_ms().max(self.clock.load(std::sync::atomic::Ordering::Acquire));
+        let mut view = ReadView::open(&txn, now).map_err(io_error)?;
+        commands::keys::live_key_count(&mut view).map_err(io_error)
     }
 }
 
@@ -236,13 +211,21 @@ pub struct SnapshotFile {
 struct SnapshotHeader {
     last_log_id: Option<LogId>,
     last_membership: StoredMembership,
+    clock: i64,
 }
 
 /// One record of a snapshot file body.
 #[derive(Serialize, Deserialize)]
 enum SnapshotRecord {
-    Pair { key: Vec<u8>, value: Vec<u8> },
-    End { pairs: u64 },
+    /// A row of table `table` (0 keys, 1 fields, 2 expiry).
+    Pair {
+        table: u8,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    End {
+        pairs: u64,
+    },
 }
 
 fn write_record<W: Write, T: Serialize>(out: &mut W, record: &T) -> io::Result<()> {
@@ -278,6 +261,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 /// The state machine openraft drives.
 pub struct StateMachine {
     db: Arc<Database>,
+    clock: Arc<std::sync::atomic::AtomicI64>,
     snapshots: SnapshotDir,
     batches_since_durable: u32,
     durable_every_batches: u32,
@@ -293,10 +277,21 @@ impl StateMachine {
             .create(dir.join("sm.redb"))
             .map_err(io_error)?;
         let txn = db.begin_write().map_err(io_error)?;
-        txn.open_table(DATA).map_err(io_error)?;
-        txn.open_table(META).map_err(io_error)?;
+        txn.open_table(KEYS).map_err(io_error)?;
+        txn.open_table(FIELDS).map_err(io_error)?;
+        txn.open_table(EXPIRY).map_err(io_error)?;
+        let clock = match txn
+            .open_table(META)
+            .map_err(io_error)?
+            .get(META_CLOCK)
+            .map_err(io_error)?
+        {
+            Some(v) => decode_meta::<i64>(v.value())?,
+            None => 0,
+        };
         txn.commit().map_err(io_error)?;
         Ok(StateMachine {
+            clock: Arc::new(std::sync::atomic::AtomicI64::new(clock)),
             db: Arc::new(db),
             snapshots: SnapshotDir {
                 path: snapshot_path,
@@ -310,6 +305,7 @@ impl StateMachine {
     pub fn reader(&self) -> StoreReader {
         StoreReader {
             db: self.db.clone(),
+            clock: self.clock.clone(),
         }
     }
 
@@ -328,61 +324,36 @@ impl StateMachine {
     }
 }
 
-/// Applies one request inside an open write transaction.
+/// Applies one request inside an open write transaction; returns its response.
 fn apply_request(
-    data: &mut redb::Table<&[u8], &[u8]>,
+    view: &mut WriteView<'_>,
     request: &Request,
-) -> Result<Response, redb::StorageError> {
+    clock: &mut i64,
+    index: u64,
+) -> io::Result<Response> {
     Ok(match request {
-        Request::Set { key, value } => {
-            data.insert(key.as_ref(), StoredValue::encode_string(value).as_slice())?;
-            Response::Ok
+        Request::Command { args, now_ms } => {
+            *clock = (*clock).max(*now_ms);
+            view.at(*clock, index);
+            Response::Reply(commands::execute(view, args).map_err(io_error)?)
         }
-        Request::Get { key } => match data.get(key.as_ref())? {
-            None => Response::Value(None),
-            Some(guard) => match StoredValue::decode(guard.value()) {
-                Ok(StoredValue::String(s)) => Response::Value(Some(Bytes::copy_from_slice(s))),
-                Err(_) => Response::Error(ApplyError::WrongType),
-            },
-        },
-        Request::IncrBy { key, delta } => {
-            let current = match data.get(key.as_ref())? {
-                None => Ok(0),
-                Some(guard) => match StoredValue::decode(guard.value()) {
-                    Ok(StoredValue::String(s)) => {
-                        parse_redis_i64(s).ok_or(ApplyError::NotAnInteger)
-                    }
-                    Err(_) => Err(ApplyError::WrongType),
-                },
-            };
-            match current.and_then(|c| c.checked_add(*delta).ok_or(ApplyError::Overflow)) {
-                Ok(new) => {
-                    let mut digits = itoa::Buffer::new();
-                    let text = digits.format(new).as_bytes();
-                    data.insert(key.as_ref(), StoredValue::encode_string(text).as_slice())?;
-                    Response::Integer(new)
-                }
-                Err(e) => Response::Error(e),
-            }
-        }
-        Request::Del { keys } => {
+        Request::Expire { keys, now_ms } => {
+            *clock = (*clock).max(*now_ms);
+            view.at(*clock, index);
             let mut removed = 0;
             for key in keys {
-                if data.remove(key.as_ref())?.is_some() {
-                    removed += 1;
+                // Only keys still past their deadline now: one refreshed meanwhile stays.
+                if view.record(key).map_err(io_error)?.is_none() {
+                    removed += i64::from(view.delete(key).map_err(io_error)?);
                 }
             }
-            Response::Integer(removed)
-        }
-        Request::FlushAll => {
-            data.retain(|_, _| false)?;
-            Response::Ok
+            Response::Reply(Reply::Integer(removed))
         }
         Request::Batch(requests) => Response::Batch(
             requests
                 .iter()
-                .map(|r| apply_request(data, r))
-                .collect::<Result<_, _>>()?,
+                .map(|r| apply_request(view, r, clock, index))
+                .collect::<io::Result<_>>()?,
         ),
     })
 }
@@ -398,6 +369,7 @@ fn apply_batch(
     db: &Database,
     entries: Vec<EntryResponder<TypeConfig>>,
     durable: bool,
+    clock: &std::sync::atomic::AtomicI64,
 ) -> io::Result<Applied> {
     let mut txn = db.begin_write().map_err(io_error)?;
     if !durable {
@@ -405,19 +377,20 @@ fn apply_batch(
     }
     let mut applied = Vec::with_capacity(entries.len());
     {
-        let mut data = txn.open_table(DATA).map_err(io_error)?;
+        let mut view = WriteView::open(&txn).map_err(io_error)?;
         let mut meta = txn.open_table(META).map_err(io_error)?;
         let mut last_applied = None;
         let mut membership = None;
+        let mut now = clock.load(std::sync::atomic::Ordering::Acquire);
         for (entry, responder) in entries {
             let response = match &entry.payload {
-                EntryPayload::Blank => Response::Ok,
+                EntryPayload::Blank => Response::Reply(Reply::ok()),
                 EntryPayload::Normal(request) => {
-                    apply_request(&mut data, request).map_err(io_error)?
+                    apply_request(&mut view, request, &mut now, entry.log_id.index)?
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    Response::Ok
+                    Response::Reply(Reply::ok())
                 }
             };
             last_applied = Some(entry.log_id);
@@ -434,8 +407,13 @@ fn apply_batch(
             meta.insert(META_MEMBERSHIP, encode_meta(&membership)?.as_slice())
                 .map_err(io_error)?;
         }
+        meta.insert(META_CLOCK, encode_meta(&now)?.as_slice())
+            .map_err(io_error)?;
+        drop(view);
+        drop(meta);
+        txn.commit().map_err(io_error)?;
+        clock.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
     }
-    txn.commit().map_err(io_error)?;
     Ok(applied)
 }
 
@@ -478,22 +456,43 @@ impl SnapshotBuilder {
             let mut out = BufWriter::new(File::create(&temp_path)?);
             out.write_all(SNAPSHOT_MAGIC)?;
             out.write_all(&[FORMAT_VERSION])?;
+            let clock = match meta_table.get(META_CLOCK).map_err(io_error)? {
+                Some(v) => decode_meta(v.value())?,
+                None => 0i64,
+            };
             write_record(
                 &mut out,
                 &SnapshotHeader {
                     last_log_id,
                     last_membership,
+                    clock,
                 },
             )?;
-            let data = read.open_table(DATA).map_err(io_error)?;
             let mut pairs = 0u64;
-            for item in data.iter().map_err(io_error)? {
-                let (key, value) = item.map_err(io_error)?;
+            for (table, definition) in [(0u8, KEYS), (1u8, FIELDS)] {
+                let rows = read.open_table(definition).map_err(io_error)?;
+                for item in rows.iter().map_err(io_error)? {
+                    let (key, value) = item.map_err(io_error)?;
+                    write_record(
+                        &mut out,
+                        &SnapshotRecord::Pair {
+                            table,
+                            key: key.value().to_vec(),
+                            value: value.value().to_vec(),
+                        },
+                    )?;
+                    pairs += 1;
+                }
+            }
+            let expiry = read.open_table(EXPIRY).map_err(io_error)?;
+            for item in expiry.iter().map_err(io_error)? {
+                let (key, _) = item.map_err(io_error)?;
                 write_record(
                     &mut out,
                     &SnapshotRecord::Pair {
+                        table: 2,
                         key: key.value().to_vec(),
-                        value: value.value().to_vec(),
+                        value: Vec::new(),
                     },
                 )?;
                 pairs += 1;
@@ -540,14 +539,22 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
     }
     let txn = db.begin_write().map_err(io_error)?;
     {
-        let mut data = txn.open_table(DATA).map_err(io_error)?;
-        data.retain(|_, _| false).map_err(io_error)?;
+        let mut keys = txn.open_table(KEYS).map_err(io_error)?;
+        let mut fields = txn.open_table(FIELDS).map_err(io_error)?;
+        let mut expiry = txn.open_table(EXPIRY).map_err(io_error)?;
+        keys.retain(|_, _| false).map_err(io_error)?;
+        fields.retain(|_, _| false).map_err(io_error)?;
+        expiry.retain(|_, _| false).map_err(io_error)?;
         let mut pairs = 0u64;
         loop {
             match read_record(&mut input)? {
-                SnapshotRecord::Pair { key, value } => {
-                    data.insert(key.as_slice(), value.as_slice())
-                        .map_err(io_error)?;
+                SnapshotRecord::Pair { table, key, value } => {
+                    match table {
+                        0 => keys.insert(key.as_slice(), value.as_slice()).map(|_| ()),
+                        1 => fields.insert(key.as_slice(), value.as_slice()).map(|_| ()),
+                        _ => expiry.insert(key.as_slice(), ()).map(|_| ()),
+                    }
+                    .map_err(io_error)?;
                     pairs += 1;
                 }
                 SnapshotRecord::End { pairs: expected } if expected == pairs => break,
@@ -560,6 +567,9 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
             }
         }
         let mut meta_table = txn.open_table(META).map_err(io_error)?;
+        meta_table
+            .insert(META_CLOCK, encode_meta(&header.clock)?.as_slice())
+            .map_err(io_error)?;
         meta_table
             .insert(
                 META_LAST_APPLIED,
@@ -604,7 +614,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.batches_since_durable = 0;
         }
         let db = self.db.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_batch(&db, batch, durable))
+        let clock = self.clock.clone();
+        let applied = tokio::task::spawn_blocking(move || apply_batch(&db, batch, durable, &clock))
             .await
             .map_err(io_error)??;
         for (responder, response) in applied {

@@ -1,0 +1,84 @@
+//! Command semantics: what each keyspace command does and answers, written once against the
+//! [`Keyspace`] trait so the same code serves apply (a write transaction, at the leader's time)
+//! and linearizable reads (a read transaction).
+//!
+//! Every function here is deterministic: given the same keyspace, arguments and time it gives
+//! the same reply and the same changes on every replica. Replies and error texts are Redis
+//! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
+//!
+//! One file per family: [`strings`], [`keys`], [`hashes`].
+
+pub mod hashes;
+pub mod keys;
+pub mod strings;
+
+use bytes::Bytes;
+
+use crate::resp::Reply;
+use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
+use crate::store::state_machine::parse_redis_i64;
+
+/// `-ERR syntax error`.
+pub fn syntax_error() -> Reply {
+    Reply::error("ERR syntax error")
+}
+
+/// `-WRONGTYPE …`.
+pub fn wrong_type() -> Reply {
+    Reply::error("WRONGTYPE Operation against a key holding the wrong kind of value")
+}
+
+/// `-ERR value is not an integer or out of range`.
+pub fn not_an_integer() -> Reply {
+    Reply::error("ERR value is not an integer or out of range")
+}
+
+/// Parses an integer argument as Redis does (`string2ll`).
+pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
+    parse_redis_i64(arg).ok_or_else(not_an_integer)
+}
+
+/// The live record of `key` if it holds `kind`; `Err(reply)` with WRONGTYPE otherwise.
+pub fn typed_record<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+    kind: Kind,
+) -> StoreResult<Result<Option<Record>, Reply>> {
+    Ok(match ks.record(key)? {
+        Some(record) if record.kind != kind => Err(wrong_type()),
+        other => Ok(other),
+    })
+}
+
+/// A string key's value, or WRONGTYPE.
+pub fn string_value<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+) -> StoreResult<Result<Option<Bytes>, Reply>> {
+    Ok(typed_record(ks, key, Kind::String)?.map(|r| r.map(|r| r.payload)))
+}
+
+/// Whether `name` is one of the commands this module executes.
+pub fn is_keyspace_command(name: &str) -> bool {
+    strings::handles(name) || keys::handles(name) || hashes::handles(name)
+}
+
+/// Executes one command (name first, arity already checked) against `ks`.
+pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+    let Some(name) = args.first() else {
+        return Ok(Reply::error("ERR empty command"));
+    };
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    if strings::handles(&name) {
+        return strings::execute(ks, &name, args);
+    }
+    if keys::handles(&name) {
+        return keys::execute(ks, &name, args);
+    }
+    if hashes::handles(&name) {
+        return hashes::execute(ks, &name, args);
+    }
+    Ok(Reply::error(format!(
+        "ERR unknown command '{name}' in the state machine"
+    )))
+}
