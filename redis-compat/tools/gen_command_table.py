@@ -56,6 +56,18 @@ COMMANDS = [
     ("mget", None),
     ("mset", None),
     ("unlink", None),
+    ("setnx", None), ("setex", None), ("psetex", None), ("getset", None), ("getdel", None),
+    ("getex", None), ("msetnx", None), ("append", None), ("strlen", None), ("getrange", None),
+    ("setrange", None), ("incrbyfloat", None), ("lcs", None),
+    ("expire", None), ("pexpire", None), ("expireat", None), ("pexpireat", None), ("ttl", None),
+    ("pttl", None), ("expiretime", None), ("pexpiretime", None), ("persist", None),
+    ("keys", None), ("scan", None), ("randomkey", None), ("rename", None), ("renamenx", None),
+    ("copy", None), ("touch", None),
+    ("object", ["encoding", "freq", "help", "idletime", "refcount"]),
+    ("hset", None), ("hsetnx", None), ("hget", None), ("hmget", None), ("hmset", None),
+    ("hdel", None), ("hexists", None), ("hlen", None), ("hstrlen", None), ("hkeys", None),
+    ("hvals", None), ("hgetall", None), ("hincrby", None), ("hincrbyfloat", None),
+    ("hrandfield", None), ("hscan", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

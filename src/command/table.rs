@@ -1368,6 +1368,729 @@ pub static COMMANDS: &[CommandSpec] = &[
             "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of.",
         )
         .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("setnx", 3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["OW", "insert"], 1, 0, 1, 0)])
+        .summary("Set the value of a key, only if the key does not exist")
+        .since("1.0.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("value")]),
+    CommandSpec::new("setex", 4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["OW", "update"], 1, 0, 1, 0)])
+        .summary("Set the value and expiration of a key")
+        .since("2.0.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("seconds"),
+            Arg::string("value"),
+        ]),
+    CommandSpec::new("psetex", 4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["OW", "update"], 1, 0, 1, 0)])
+        .summary("Set the value and expiration in milliseconds of a key")
+        .since("2.6.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("milliseconds"),
+            Arg::string("value"),
+        ]),
+    CommandSpec::new("getset", 3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary("Set the string value of a key and return its old value")
+        .since("1.0.0")
+        .group("string")
+        .complexity("O(1)")
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`SET` with the `!GET` argument")
+        .args(&[Arg::key("key", 0), Arg::string("value")]),
+    CommandSpec::new("getdel", 2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary("Get the value of a key and delete the key")
+        .since("6.2.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("getex", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)
+                .notes("RW and UPDATE because it changes the TTL"),
+        ])
+        .summary("Get the value of a key and optionally set its expiration")
+        .since("6.2.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::oneof(
+                "expiration",
+                &[
+                    Arg::integer("seconds").token("EX"),
+                    Arg::integer("milliseconds").token("PX"),
+                    Arg::unix_time("unix-time-seconds").token("EXAT"),
+                    Arg::unix_time("unix-time-milliseconds").token("PXAT"),
+                    Arg::pure_token("persist", "PERSIST"),
+                ],
+            )
+            .optional(),
+        ]),
+    CommandSpec::new("msetnx", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 2)
+        .acl(&["write", "string", "slow"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_min"])
+        .key_specs(&[KeySpec::range(&["OW", "insert"], 1, -1, 2, 0)])
+        .summary(
+            "Set multiple keys to multiple values, only if none of the keys exist",
+        )
+        .since("1.0.1")
+        .group("string")
+        .complexity("O(N) where N is the number of keys to set.")
+        .args(&[
+            Arg::block("key_value", &[Arg::key("key", 0), Arg::string("value")])
+                .multiple(),
+        ]),
+    CommandSpec::new("append", 3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Append a value to a key")
+        .since("2.0.0")
+        .group("string")
+        .complexity(
+            "O(1). The amortized time complexity is O(1) assuming the appended value is small and the already present value is of any size, since the dynamic string library used by Redis will double the free space available on every reallocation.",
+        )
+        .args(&[Arg::key("key", 0), Arg::string("value")]),
+    CommandSpec::new("strlen", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the length of the value stored in a key")
+        .since("2.2.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("getrange", 4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get a substring of the string stored at a key")
+        .since("2.4.0")
+        .group("string")
+        .complexity(
+            "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("end"),
+        ]),
+    CommandSpec::new("setrange", 4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Overwrite part of a string at key starting at the specified offset",
+        )
+        .since("2.2.0")
+        .group("string")
+        .complexity(
+            "O(1), not counting the time taken to copy the new string in place. Usually, this string is very small so the amortized complexity is O(1). Otherwise, complexity is O(M) with M being the length of the value argument.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("offset"),
+            Arg::string("value"),
+        ]),
+    CommandSpec::new("incrbyfloat", 3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "string", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary("Increment the float value of a key by the given amount")
+        .since("2.6.0")
+        .group("string")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::double("increment")]),
+    CommandSpec::new("lcs", -3)
+        .flags(&["readonly"])
+        .keys(1, 2, 1)
+        .acl(&["read", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 1, 1, 0)])
+        .summary("Find longest common substring")
+        .since("7.0.0")
+        .group("string")
+        .complexity(
+            "O(N*M) where N and M are the lengths of s1 and s2, respectively",
+        )
+        .args(&[
+            Arg::key("key1", 0),
+            Arg::key("key2", 0),
+            Arg::pure_token("len", "LEN").optional(),
+            Arg::pure_token("idx", "IDX").optional(),
+            Arg::integer("len").token("MINMATCHLEN").optional(),
+            Arg::pure_token("withmatchlen", "WITHMATCHLEN").optional(),
+        ]),
+    CommandSpec::new("expire", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set a key's time to live in seconds")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("seconds"),
+            Arg::oneof(
+                "condition",
+                &[
+                    Arg::pure_token("nx", "NX"),
+                    Arg::pure_token("xx", "XX"),
+                    Arg::pure_token("gt", "GT"),
+                    Arg::pure_token("lt", "LT"),
+                ],
+            )
+            .since("7.0.0")
+            .optional(),
+        ]),
+    CommandSpec::new("pexpire", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set a key's time to live in milliseconds")
+        .since("2.6.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("milliseconds"),
+            Arg::oneof(
+                "condition",
+                &[
+                    Arg::pure_token("nx", "NX"),
+                    Arg::pure_token("xx", "XX"),
+                    Arg::pure_token("gt", "GT"),
+                    Arg::pure_token("lt", "LT"),
+                ],
+            )
+            .since("7.0.0")
+            .optional(),
+        ]),
+    CommandSpec::new("expireat", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set the expiration for a key as a UNIX timestamp")
+        .since("1.2.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::unix_time("unix-time-seconds"),
+            Arg::oneof(
+                "condition",
+                &[
+                    Arg::pure_token("nx", "NX"),
+                    Arg::pure_token("xx", "XX"),
+                    Arg::pure_token("gt", "GT"),
+                    Arg::pure_token("lt", "LT"),
+                ],
+            )
+            .since("7.0.0")
+            .optional(),
+        ]),
+    CommandSpec::new("pexpireat", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Set the expiration for a key as a UNIX timestamp specified in milliseconds",
+        )
+        .since("2.6.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("7.0.0", "Added options: `NX`, `XX`, `GT` and `LT`.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::unix_time("unix-time-milliseconds"),
+            Arg::oneof(
+                "condition",
+                &[
+                    Arg::pure_token("nx", "NX"),
+                    Arg::pure_token("xx", "XX"),
+                    Arg::pure_token("gt", "GT"),
+                    Arg::pure_token("lt", "LT"),
+                ],
+            )
+            .since("7.0.0")
+            .optional(),
+        ]),
+    CommandSpec::new("ttl", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get the time to live for a key in seconds")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("2.8.0", "Added the -2 reply.")])
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("pttl", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get the time to live for a key in milliseconds")
+        .since("2.6.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[("2.8.0", "Added the -2 reply.")])
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("expiretime", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get the expiration Unix timestamp for a key")
+        .since("7.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("pexpiretime", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Get the expiration Unix timestamp for a key in milliseconds",
+        )
+        .since("7.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("persist", 2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Remove the expiration from a key")
+        .since("2.2.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("keys", 2)
+        .flags(&["readonly"])
+        .acl(&["keyspace", "read", "slow", "dangerous"])
+        .tips(&["request_policy:all_shards", "nondeterministic_output_order"])
+        .summary("Find all keys matching the given pattern")
+        .since("1.0.0")
+        .group("generic")
+        .complexity(
+            "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.",
+        )
+        .args(&[Arg::pattern("pattern")]),
+    CommandSpec::new("scan", -2)
+        .flags(&["readonly"])
+        .acl(&["keyspace", "read", "slow"])
+        .tips(&["nondeterministic_output", "request_policy:special"])
+        .summary("Incrementally iterate the keys space")
+        .since("2.8.0")
+        .group("generic")
+        .complexity(
+            "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
+        )
+        .history(&[("6.0.0", "Added the `TYPE` subcommand.")])
+        .args(&[
+            Arg::integer("cursor"),
+            Arg::pattern("pattern").token("MATCH").optional(),
+            Arg::integer("count").token("COUNT").optional(),
+            Arg::string("type").token("TYPE").since("6.0.0").optional(),
+        ]),
+    CommandSpec::new("randomkey", 1)
+        .flags(&["readonly"])
+        .acl(&["keyspace", "read", "slow"])
+        .tips(&["request_policy:all_shards", "nondeterministic_output"])
+        .summary("Return a random key from the keyspace")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)"),
+    CommandSpec::new("rename", 3)
+        .flags(&["write"])
+        .keys(1, 2, 1)
+        .acl(&["keyspace", "write", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["OW", "update"], 2, 0, 1, 0),
+        ])
+        .summary("Rename a key")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::key("newkey", 1)]),
+    CommandSpec::new("renamenx", 3)
+        .flags(&["write", "fast"])
+        .keys(1, 2, 1)
+        .acl(&["keyspace", "write", "fast"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["OW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary("Rename a key, only if the new key does not exist")
+        .since("1.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .history(&[
+            (
+                "3.2.0",
+                "The command no longer returns an error when source and destination names are the same.",
+            ),
+        ])
+        .args(&[Arg::key("key", 0), Arg::key("newkey", 1)]),
+    CommandSpec::new("copy", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, 2, 1)
+        .acl(&["keyspace", "write", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RO", "access"], 1, 0, 1, 0),
+            KeySpec::range(&["OW", "update"], 2, 0, 1, 0),
+        ])
+        .summary("Copy a key")
+        .since("6.2.0")
+        .group("generic")
+        .complexity(
+            "O(N) worst case for collections, where N is the number of nested items. O(1) for string values.",
+        )
+        .args(&[
+            Arg::key("source", 0),
+            Arg::key("destination", 1),
+            Arg::integer("destination-db").token("DB").optional(),
+            Arg::pure_token("replace", "REPLACE").optional(),
+        ]),
+    CommandSpec::new("touch", -2)
+        .flags(&["readonly", "fast"])
+        .keys(1, -1, 1)
+        .acl(&["keyspace", "read", "fast"])
+        .tips(&["request_policy:multi_shard", "response_policy:agg_sum"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, -1, 1, 0)])
+        .summary(
+            "Alters the last access time of a key(s). Returns the number of existing keys specified.",
+        )
+        .since("3.2.1")
+        .group("generic")
+        .complexity("O(N) where N is the number of keys that will be touched.")
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("object", -2)
+        .acl(&["slow"])
+        .summary("A container for object introspection commands")
+        .since("2.2.3")
+        .group("generic")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("object|encoding", 3)
+                .flags(&["readonly"])
+                .keys(2, 2, 1)
+                .acl(&["keyspace", "read", "slow"])
+                .tips(&["nondeterministic_output"])
+                .key_specs(&[KeySpec::range(&["RO"], 2, 0, 1, 0)])
+                .summary("Inspect the internal encoding of a Redis object")
+                .since("2.2.3")
+                .group("generic")
+                .complexity("O(1)")
+                .args(&[Arg::key("key", 0)]),
+            CommandSpec::new("object|freq", 3)
+                .flags(&["readonly"])
+                .keys(2, 2, 1)
+                .acl(&["keyspace", "read", "slow"])
+                .tips(&["nondeterministic_output"])
+                .key_specs(&[KeySpec::range(&["RO"], 2, 0, 1, 0)])
+                .summary(
+                    "Get the logarithmic access frequency counter of a Redis object",
+                )
+                .since("4.0.0")
+                .group("generic")
+                .complexity("O(1)")
+                .args(&[Arg::key("key", 0)]),
+            CommandSpec::new("object|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["keyspace", "slow"])
+                .summary("Show helpful text about the different subcommands")
+                .since("6.2.0")
+                .group("generic")
+                .complexity("O(1)"),
+            CommandSpec::new("object|idletime", 3)
+                .flags(&["readonly"])
+                .keys(2, 2, 1)
+                .acl(&["keyspace", "read", "slow"])
+                .tips(&["nondeterministic_output"])
+                .key_specs(&[KeySpec::range(&["RO"], 2, 0, 1, 0)])
+                .summary("Get the time since a Redis object was last accessed")
+                .since("2.2.3")
+                .group("generic")
+                .complexity("O(1)")
+                .args(&[Arg::key("key", 0)]),
+            CommandSpec::new("object|refcount", 3)
+                .flags(&["readonly"])
+                .keys(2, 2, 1)
+                .acl(&["keyspace", "read", "slow"])
+                .tips(&["nondeterministic_output"])
+                .key_specs(&[KeySpec::range(&["RO"], 2, 0, 1, 0)])
+                .summary("Get the number of references to the value of the key")
+                .since("2.2.3")
+                .group("generic")
+                .complexity("O(1)")
+                .args(&[Arg::key("key", 0)]),
+        ]),
+    CommandSpec::new("hset", -4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set the string value of a hash field")
+        .since("2.0.0")
+        .group("hash")
+        .complexity(
+            "O(1) for each field/value pair added, so O(N) to add N field/value pairs when the command is called with multiple field/value pairs.",
+        )
+        .history(&[("4.0.0", "Accepts multiple `field` and `value` arguments.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block("field_value", &[Arg::string("field"), Arg::string("value")])
+                .multiple(),
+        ]),
+    CommandSpec::new("hsetnx", 4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary(
+            "Set the value of a hash field, only if the field does not exist",
+        )
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("field"),
+            Arg::string("value"),
+        ]),
+    CommandSpec::new("hget", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get the value of a hash field")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("field")]),
+    CommandSpec::new("hmget", -3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get the values of all the given hash fields")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the number of fields being requested.")
+        .args(&[Arg::key("key", 0), Arg::string("field").multiple()]),
+    CommandSpec::new("hmset", -4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set multiple hash fields to multiple values")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the number of fields being set.")
+        .doc_flags(&["deprecated"])
+        .deprecated_since("4.0.0")
+        .replaced_by("`HSET` with multiple field-value pairs")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block("field_value", &[Arg::string("field"), Arg::string("value")])
+                .multiple(),
+        ]),
+    CommandSpec::new("hdel", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Delete one or more hash fields")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the number of fields to be removed.")
+        .history(&[("2.4.0", "Accepts multiple `field` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("field").multiple()]),
+    CommandSpec::new("hexists", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Determine if a hash field exists")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("field")]),
+    CommandSpec::new("hlen", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the number of fields in a hash")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("hstrlen", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the length of the value of a hash field")
+        .since("3.2.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("field")]),
+    CommandSpec::new("hkeys", 2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get all the fields in a hash")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the size of the hash.")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("hvals", 2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get all the values in a hash")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the size of the hash.")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("hgetall", 2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get all the fields and values in a hash")
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(N) where N is the size of the hash.")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("hincrby", 4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Increment the integer value of a hash field by the given number",
+        )
+        .since("2.0.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("field"),
+            Arg::integer("increment"),
+        ]),
+    CommandSpec::new("hincrbyfloat", 4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hash", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Increment the float value of a hash field by the given amount",
+        )
+        .since("2.6.0")
+        .group("hash")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("field"),
+            Arg::double("increment"),
+        ]),
+    CommandSpec::new("hrandfield", -2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get one or multiple random fields from a hash")
+        .since("6.2.0")
+        .group("hash")
+        .complexity("O(N) where N is the number of fields returned")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block(
+                "options",
+                &[
+                    Arg::integer("count"),
+                    Arg::pure_token("withvalues", "WITHVALUES").optional(),
+                ],
+            )
+            .optional(),
+        ]),
+    CommandSpec::new("hscan", -3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "hash", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Incrementally iterate hash fields and associated values")
+        .since("2.8.0")
+        .group("hash")
+        .complexity(
+            "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection..",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("cursor"),
+            Arg::pattern("pattern").token("MATCH").optional(),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
 ];
 // END GENERATED COMMAND TABLE
 

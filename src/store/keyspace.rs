@@ -27,6 +27,26 @@ pub const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 pub const FIELDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fields");
 /// Deadline-ordered index of keys with an expiry.
 pub const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
+/// Every key in the order of its [`scan_hash`], for SCAN cursors that survive concurrent
+/// inserts and deletes.
+pub const SCAN_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("scan_index");
+
+/// The 64-bit hash that orders keys for SCAN (FNV-1a: fixed forever, the same on every node).
+pub fn scan_hash(key: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+fn scan_index_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&scan_hash(key).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
 
 /// "No expiry" in a record.
 const NO_EXPIRY: i64 = i64::MAX;
@@ -184,6 +204,14 @@ pub trait Keyspace {
     /// Keys in key order after `after` (exclusive), at most `limit`, expired ones included
     /// (callers filter with [`Keyspace::record`]).
     fn keys_after(&mut self, after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<Bytes>>;
+    /// One SCAN step: stored keys whose [`scan_hash`] is at least `cursor`, in hash order,
+    /// about `count` of them (never splitting keys of equal hash), expired ones included;
+    /// and the next cursor (0 when the iteration is complete). Every key present for the
+    /// whole iteration is returned at least once.
+    fn scan(&mut self, cursor: u64, count: usize) -> StoreResult<(Vec<Bytes>, u64)>;
+    /// A seed for commands that pick at random (RANDOMKEY, HRANDFIELD): random on the read
+    /// path, derived from the log index in apply so every replica picks the same.
+    fn random_seed(&mut self) -> u64;
     /// Number of stored keys (expired but not yet removed ones included).
     fn stored_key_count(&mut self) -> StoreResult<u64>;
     /// Number of stored keys whose deadline has passed.
@@ -274,6 +302,7 @@ pub struct ReadView {
     keys: ReadOnlyTable<&'static [u8], &'static [u8]>,
     fields: ReadOnlyTable<&'static [u8], &'static [u8]>,
     expiry: ReadOnlyTable<&'static [u8], ()>,
+    scan_index: ReadOnlyTable<&'static [u8], ()>,
     now_ms: i64,
 }
 
@@ -284,6 +313,7 @@ impl ReadView {
             keys: txn.open_table(KEYS).map_err(storage)?,
             fields: txn.open_table(FIELDS).map_err(storage)?,
             expiry: txn.open_table(EXPIRY).map_err(storage)?,
+            scan_index: txn.open_table(SCAN_INDEX).map_err(storage)?,
             now_ms,
         })
     }
@@ -331,6 +361,17 @@ impl Keyspace for ReadView {
         read_keys_after(&self.keys, after, limit)
     }
 
+    fn scan(&mut self, cursor: u64, count: usize) -> StoreResult<(Vec<Bytes>, u64)> {
+        scan_step(&self.scan_index, cursor, count)
+    }
+
+    fn random_seed(&mut self) -> u64 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        scan_hash(&nanos.to_le_bytes())
+    }
+
     fn stored_key_count(&mut self) -> StoreResult<u64> {
         self.keys.len().map_err(storage)
     }
@@ -369,6 +410,8 @@ pub struct WriteView<'t> {
     keys: Table<'t, &'static [u8], &'static [u8]>,
     fields: Table<'t, &'static [u8], &'static [u8]>,
     expiry: Table<'t, &'static [u8], ()>,
+    scan_index: Table<'t, &'static [u8], ()>,
+    random_calls: u64,
     now_ms: i64,
     revision: u64,
 }
@@ -380,6 +423,8 @@ impl<'t> WriteView<'t> {
             keys: txn.open_table(KEYS).map_err(storage)?,
             fields: txn.open_table(FIELDS).map_err(storage)?,
             expiry: txn.open_table(EXPIRY).map_err(storage)?,
+            scan_index: txn.open_table(SCAN_INDEX).map_err(storage)?,
+            random_calls: 0,
             now_ms: 0,
             revision: 0,
         })
@@ -404,15 +449,25 @@ impl<'t> WriteView<'t> {
     }
 
     fn write_record(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
-        self.keys
+        let existed = self
+            .keys
             .insert(key, record.encode().as_slice())
-            .map_err(storage)?;
+            .map_err(storage)?
+            .is_some();
+        if !existed {
+            self.scan_index
+                .insert(scan_index_key(key).as_slice(), ())
+                .map_err(storage)?;
+        }
         Ok(())
     }
 
     /// Removes a record and everything hanging off it, live or not.
     fn remove_all(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
         self.keys.remove(key).map_err(storage)?;
+        self.scan_index
+            .remove(scan_index_key(key).as_slice())
+            .map_err(storage)?;
         if let Some(deadline) = record.expire_at_ms {
             self.expiry
                 .remove(expiry_key(deadline, key).as_slice())
@@ -444,6 +499,29 @@ impl<'t> WriteView<'t> {
             None => Ok(None),
         }
     }
+}
+
+/// One SCAN step over a scan index (see [`Keyspace::scan`]).
+fn scan_step<T: ReadableTable<&'static [u8], ()>>(
+    table: &T,
+    cursor: u64,
+    count: usize,
+) -> StoreResult<(Vec<Bytes>, u64)> {
+    let start = cursor.to_be_bytes();
+    let mut out = Vec::new();
+    let mut last_hash = None;
+    for item in table.range::<&[u8]>(start.as_slice()..).map_err(storage)? {
+        let (k, _) = item.map_err(storage)?;
+        let k = k.value();
+        let hash = u64::from_be_bytes(k[..8].try_into().expect("8-byte hash prefix"));
+        if out.len() >= count.max(1) && last_hash != Some(hash) {
+            // Resume at this hash next time; equal hashes never straddle two steps.
+            return Ok((out, hash.max(1)));
+        }
+        last_hash = Some(hash);
+        out.push(Bytes::copy_from_slice(&k[8..]));
+    }
+    Ok((out, 0))
 }
 
 /// How many keys in an expiry index are due at `now_ms`.
@@ -516,6 +594,17 @@ impl Keyspace for WriteView<'_> {
 
     fn keys_after(&mut self, after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<Bytes>> {
         read_keys_after(&self.keys, after, limit)
+    }
+
+    fn scan(&mut self, cursor: u64, count: usize) -> StoreResult<(Vec<Bytes>, u64)> {
+        scan_step(&self.scan_index, cursor, count)
+    }
+
+    fn random_seed(&mut self) -> u64 {
+        self.random_calls += 1;
+        let mut seed = self.revision.to_le_bytes().to_vec();
+        seed.extend_from_slice(&self.random_calls.to_le_bytes());
+        scan_hash(&seed)
     }
 
     fn stored_key_count(&mut self) -> StoreResult<u64> {
@@ -630,6 +719,7 @@ impl Keyspace for WriteView<'_> {
         self.keys.retain(|_, _| false).map_err(storage)?;
         self.fields.retain(|_, _| false).map_err(storage)?;
         self.expiry.retain(|_, _| false).map_err(storage)?;
+        self.scan_index.retain(|_, _| false).map_err(storage)?;
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::resp::Reply;
 use crate::store::commands;
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, WriteView};
+use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, SCAN_INDEX, WriteView};
 use crate::store::request::{Request, Response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -217,7 +217,7 @@ struct SnapshotHeader {
 /// One record of a snapshot file body.
 #[derive(Serialize, Deserialize)]
 enum SnapshotRecord {
-    /// A row of table `table` (0 keys, 1 fields, 2 expiry).
+    /// A row of table `table` (0 keys, 1 fields, 2 expiry, 3 scan index).
     Pair {
         table: u8,
         key: Vec<u8>,
@@ -280,6 +280,7 @@ impl StateMachine {
         txn.open_table(KEYS).map_err(io_error)?;
         txn.open_table(FIELDS).map_err(io_error)?;
         txn.open_table(EXPIRY).map_err(io_error)?;
+        txn.open_table(SCAN_INDEX).map_err(io_error)?;
         let clock = match txn
             .open_table(META)
             .map_err(io_error)?
@@ -484,18 +485,20 @@ impl SnapshotBuilder {
                     pairs += 1;
                 }
             }
-            let expiry = read.open_table(EXPIRY).map_err(io_error)?;
-            for item in expiry.iter().map_err(io_error)? {
-                let (key, _) = item.map_err(io_error)?;
-                write_record(
-                    &mut out,
-                    &SnapshotRecord::Pair {
-                        table: 2,
-                        key: key.value().to_vec(),
-                        value: Vec::new(),
-                    },
-                )?;
-                pairs += 1;
+            for (table, definition) in [(2u8, EXPIRY), (3u8, SCAN_INDEX)] {
+                let rows = read.open_table(definition).map_err(io_error)?;
+                for item in rows.iter().map_err(io_error)? {
+                    let (key, _) = item.map_err(io_error)?;
+                    write_record(
+                        &mut out,
+                        &SnapshotRecord::Pair {
+                            table,
+                            key: key.value().to_vec(),
+                            value: Vec::new(),
+                        },
+                    )?;
+                    pairs += 1;
+                }
             }
             write_record(&mut out, &SnapshotRecord::End { pairs })?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -542,9 +545,11 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
         let mut keys = txn.open_table(KEYS).map_err(io_error)?;
         let mut fields = txn.open_table(FIELDS).map_err(io_error)?;
         let mut expiry = txn.open_table(EXPIRY).map_err(io_error)?;
+        let mut scan_index = txn.open_table(SCAN_INDEX).map_err(io_error)?;
         keys.retain(|_, _| false).map_err(io_error)?;
         fields.retain(|_, _| false).map_err(io_error)?;
         expiry.retain(|_, _| false).map_err(io_error)?;
+        scan_index.retain(|_, _| false).map_err(io_error)?;
         let mut pairs = 0u64;
         loop {
             match read_record(&mut input)? {
@@ -552,7 +557,8 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
                     match table {
                         0 => keys.insert(key.as_slice(), value.as_slice()).map(|_| ()),
                         1 => fields.insert(key.as_slice(), value.as_slice()).map(|_| ()),
-                        _ => expiry.insert(key.as_slice(), ()).map(|_| ()),
+                        2 => expiry.insert(key.as_slice(), ()).map(|_| ()),
+                        _ => scan_index.insert(key.as_slice(), ()).map(|_| ()),
                     }
                     .map_err(io_error)?;
                     pairs += 1;
