@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver as _;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{ReadPolicy, SnapshotPolicy};
@@ -75,6 +76,67 @@ pub struct Node {
     /// The leader as last seen in raft's metrics, for routing without cloning the metrics on
     /// every command.
     pub(crate) leader_hint: Arc<LeaderHint>,
+    /// Keys removed by active expiry on this node while it led (INFO stats).
+    pub expired_keys: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// How often the leader looks for keys past their deadline.
+const ACTIVE_EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Most keys one expiry entry removes; a full batch is followed by another at once.
+const ACTIVE_EXPIRY_BATCH: usize = 512;
+
+/// The leader's active expiry: finds keys past their deadline and proposes their removal
+/// through the log, stamped with its clock, so every replica removes the same keys. Reads hide
+/// expired keys meanwhile; this only reclaims them.
+async fn run_active_expiry(
+    raft: Raft,
+    reader: StoreReader,
+    writes: mpsc::UnboundedSender<QueuedWrite>,
+    hint: Arc<LeaderHint>,
+    me: NodeId,
+    expired: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut ticker = tokio::time::interval(ACTIVE_EXPIRY_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if hint.leader_id() != me {
+            continue;
+        }
+        loop {
+            let now_ms = wall_clock_ms();
+            let scan = reader.clone();
+            let due = match tokio::task::spawn_blocking(move || {
+                scan.due_keys(now_ms, ACTIVE_EXPIRY_BATCH)
+            })
+            .await
+            {
+                Ok(Ok(keys)) => keys,
+                _ => break,
+            };
+            if due.is_empty() {
+                break;
+            }
+            let full = due.len() == ACTIVE_EXPIRY_BATCH;
+            let (reply, pending) = oneshot::channel();
+            let request = Request::Expire { keys: due, now_ms };
+            if writes.send(QueuedWrite { request, reply }).is_err() {
+                return;
+            }
+            match pending.await {
+                Ok(Ok(Reply::Integer(n))) => {
+                    expired.fetch_add(n.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => break,
+            }
+            if !full {
+                break;
+            }
+        }
+        if raft.metrics().borrow_watched().running_state.is_err() {
+            return;
+        }
+    }
 }
 
 /// The leader and this node's standing, refreshed by a task that watches raft's metrics.
@@ -121,7 +183,6 @@ impl LeaderHint {
 
 /// Keeps a [`LeaderHint`] up to date until raft stops.
 async fn watch_leader(raft: Raft, me: NodeId, hint: Arc<LeaderHint>) {
-    use openraft::async_runtime::watch::WatchReceiver as _;
     let mut metrics = raft.metrics();
     loop {
         let (leader, removed) = {
@@ -282,7 +343,17 @@ impl Node {
             config.node_id,
             leader_hint.clone(),
         ));
+        let expired_keys = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run_active_expiry(
+            raft.clone(),
+            reader.clone(),
+            writes.clone(),
+            leader_hint.clone(),
+            config.node_id,
+            expired_keys.clone(),
+        ));
         Ok(Arc::new(Node {
+            expired_keys,
             leader_hint,
             id: config.node_id,
             member,

@@ -565,3 +565,61 @@ fn cluster_redis_crate_cluster_client_proxy_mode_across_leader_change() {
 fn cluster_redis_crate_cluster_client_redirect_mode_across_leader_change() {
     redis_crate_cluster_client_survives_a_leader_change("redirect");
 }
+
+#[test]
+fn cluster_expired_keys_never_reappear_across_failover() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[leader].client();
+    let _: () = redis::cmd("SET")
+        .arg("short")
+        .arg("lived")
+        .arg("PX")
+        .arg(300)
+        .query(&mut con)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("long")
+        .arg("lived")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut con)
+        .unwrap();
+    wait_for(
+        "the short-lived key to expire",
+        Duration::from_secs(10),
+        || {
+            let value: Option<String> = con.get("short").ok()?;
+            value.is_none().then_some(())
+        },
+    );
+    // Active expiry removes it through the log: DBSIZE is exact on every node.
+    wait_for("active expiry", Duration::from_secs(10), || {
+        let size: i64 = redis::cmd("DBSIZE").query(&mut con).ok()?;
+        (size == 1).then_some(())
+    });
+    cluster.nodes[leader].kill9();
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.running() {
+            continue;
+        }
+        let mut con = node.client();
+        if i != new_leader {
+            let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+        }
+        let short: Option<String> = con.get("short").unwrap();
+        assert_eq!(short, None, "node {} shows an expired key", node.id);
+        let long: Option<String> = con.get("long").unwrap();
+        assert_eq!(long.as_deref(), Some("lived"));
+        let ttl: i64 = con.ttl("long").unwrap_or(-3);
+        assert!(ttl > 990 || ttl == -3, "ttl {ttl}");
+    }
+    cluster.restart(leader);
+    cluster.wait_caught_up(leader, Duration::from_secs(30));
+    let mut con = cluster.nodes[leader].client();
+    let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+    let short: Option<String> = con.get("short").unwrap();
+    assert_eq!(short, None);
+}

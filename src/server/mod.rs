@@ -355,7 +355,10 @@ impl Server {
                             "rejected_connections",
                             s.rejected_connections.load(Relaxed).to_string(),
                         ),
-                        ("expired_keys", "0".into()),
+                        (
+                            "expired_keys",
+                            self.node.expired_keys.load(Relaxed).to_string(),
+                        ),
                         ("evicted_keys", "0".into()),
                         ("keyspace_hits", "0".into()),
                         ("keyspace_misses", "0".into()),

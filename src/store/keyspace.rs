@@ -436,6 +436,17 @@ impl<'t> WriteView<'t> {
         self.revision = revision;
     }
 
+    /// Removes `key` if its deadline is at or before the current time; true when it did.
+    pub fn expire_if_due(&mut self, key: &[u8]) -> StoreResult<bool> {
+        match self.raw_record(key)? {
+            Some(record) if !is_live(&record, self.now_ms) => {
+                self.remove_all(key, &record)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Keys whose deadline is at or before `now_ms`, earliest first, at most `limit`.
     pub fn due_keys(&mut self, now_ms: i64, limit: usize) -> StoreResult<Vec<Bytes>> {
         due_keys(&self.expiry, now_ms, limit)

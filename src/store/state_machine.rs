@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::resp::Reply;
 use crate::store::commands;
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, SCAN_INDEX, WriteView};
+use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, ReadView, SCAN_INDEX, WriteView};
 use crate::store::request::{Request, Response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -144,6 +144,13 @@ impl StoreReader {
             out.push(commands::execute(&mut view, &read.args).map_err(io_error)?);
         }
         Ok(out)
+    }
+
+    /// Keys past their deadline at `now_ms` (for the leader's active expiry), at most `limit`.
+    pub fn due_keys(&self, now_ms: i64, limit: usize) -> io::Result<Vec<Bytes>> {
+        let txn = self.db.begin_read().map_err(io_error)?;
+        let expiry = txn.open_table(EXPIRY).map_err(io_error)?;
+        crate::store::keyspace::due_keys(&expiry, now_ms, limit).map_err(io_error)
     }
 
     /// Number of keys, without linearizing (INFO keyspace).
@@ -344,9 +351,7 @@ fn apply_request(
             let mut removed = 0;
             for key in keys {
                 // Only keys still past their deadline now: one refreshed meanwhile stays.
-                if view.record(key).map_err(io_error)?.is_none() {
-                    removed += i64::from(view.delete(key).map_err(io_error)?);
-                }
+                removed += i64::from(view.expire_if_due(key).map_err(io_error)?);
             }
             Response::Reply(Reply::Integer(removed))
         }
