@@ -456,6 +456,12 @@ fn detach_small_buffers(request: &mut Request) {
     match request {
         Request::Command { args, .. } => args.iter_mut().for_each(detach),
         Request::Expire { keys, .. } => keys.iter_mut().for_each(detach),
+        Request::Exec {
+            commands, watched, ..
+        } => {
+            commands.iter_mut().flatten().for_each(detach);
+            watched.iter_mut().for_each(|(key, _)| detach(key));
+        }
         Request::Batch(requests) => requests.iter_mut().for_each(detach_small_buffers),
     }
 }
@@ -505,6 +511,7 @@ fn request_size(request: &Request) -> usize {
     match request {
         Request::Command { args, .. } => args.iter().map(|a| a.len()).sum(),
         Request::Expire { keys, .. } => keys.iter().map(|k| k.len()).sum(),
+        Request::Exec { commands, .. } => commands.iter().flatten().map(|a| a.len()).sum(),
         Request::Batch(requests) => requests.iter().map(request_size).sum(),
     }
 }

@@ -623,3 +623,42 @@ fn cluster_expired_keys_never_reappear_across_failover() {
     let short: Option<String> = con.get("short").unwrap();
     assert_eq!(short, None);
 }
+
+#[test]
+fn cluster_watch_multi_exec_through_a_follower_detects_conflicts() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = cluster.a_follower();
+    let mut a = cluster.nodes[follower].client();
+    let mut b = cluster.nodes[leader].client();
+    let _: () = a.set("balance", 100).unwrap();
+
+    // A watches, B changes the key, A's transaction must not apply.
+    let _: () = redis::cmd("WATCH").arg("balance").query(&mut a).unwrap();
+    let _: () = b.set("balance", 50).unwrap();
+    let result: Option<(i64,)> = redis::pipe()
+        .atomic()
+        .cmd("DECRBY")
+        .arg("balance")
+        .arg(30)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(result, None, "EXEC after a conflicting write answers nil");
+    let balance: i64 = a.get("balance").unwrap();
+    assert_eq!(balance, 50);
+
+    // Without interference it applies, atomically, as one log entry.
+    let _: () = redis::cmd("WATCH").arg("balance").query(&mut a).unwrap();
+    let result: Option<(i64, i64)> = redis::pipe()
+        .atomic()
+        .cmd("DECRBY")
+        .arg("balance")
+        .arg(30)
+        .cmd("INCRBY")
+        .arg("spent")
+        .arg(30)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(result, Some((20, 30)));
+}

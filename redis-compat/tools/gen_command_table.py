@@ -68,6 +68,7 @@ COMMANDS = [
     ("hdel", None), ("hexists", None), ("hlen", None), ("hstrlen", None), ("hkeys", None),
     ("hvals", None), ("hgetall", None), ("hincrby", None), ("hincrbyfloat", None),
     ("hrandfield", None), ("hscan", None),
+    ("multi", None), ("exec", None), ("discard", None), ("watch", None), ("unwatch", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -87,6 +87,26 @@ pub enum Command {
     /// `REDRAFT.PROXIED`: marks a connection opened by a follower's proxy; such a connection is
     /// never forwarded again.
     Proxied,
+    /// `MULTI`.
+    Multi,
+    /// `EXEC` (turned into [`Command::Transaction`] by the connection, which holds the queue).
+    Exec,
+    /// `DISCARD`.
+    Discard,
+    /// `WATCH key...`.
+    Watch(Vec<Bytes>),
+    /// `UNWATCH`.
+    Unwatch,
+    /// A transaction ready to apply as one log entry: the queued commands, and the watched
+    /// keys with the revisions they had when watched (EXEC answers nil if any changed).
+    /// Built by the connection from MULTI…EXEC, or received from a follower's proxy as
+    /// `REDRAFT.EXEC`.
+    Transaction {
+        /// The queued commands, each name first.
+        commands: Vec<Vec<Bytes>>,
+        /// Watched keys and their revisions.
+        watched: Vec<(Bytes, u64)>,
+    },
     /// `RAFT.MEMBERS`: members, roles and replication progress.
     RaftMembers,
     /// `RAFT.ADDNODE id host:port[@peerport]`: add a learner, then promote it to voter.
@@ -117,8 +137,8 @@ impl Command {
     /// How this command touches the keyspace.
     pub fn access(&self) -> Access {
         match self {
-            Command::Keyspace { write: true, .. } => Access::Write,
-            Command::Keyspace { write: false, .. } => Access::Read,
+            Command::Keyspace { write: true, .. } | Command::Transaction { .. } => Access::Write,
+            Command::Keyspace { write: false, .. } | Command::Watch(_) => Access::Read,
             _ => Access::Local,
         }
     }
@@ -127,8 +147,31 @@ impl Command {
     pub fn routing_key(&self) -> Option<&Bytes> {
         match self {
             Command::Keyspace { key, .. } => key.as_ref(),
+            Command::Watch(keys) => keys.first(),
+            Command::Transaction { commands, watched } => watched
+                .first()
+                .map(|(key, _)| key)
+                .or_else(|| commands.iter().find_map(|c| first_key(c))),
             _ => None,
         }
+    }
+
+    /// `REDRAFT.EXEC`: a transaction as a follower forwards it to the leader.
+    pub fn transaction_args(commands: &[Vec<Bytes>], watched: &[(Bytes, u64)]) -> Vec<Bytes> {
+        let mut args = vec![
+            Bytes::from_static(b"REDRAFT.EXEC"),
+            Bytes::from(watched.len().to_string()),
+        ];
+        for (key, revision) in watched {
+            args.push(key.clone());
+            args.push(Bytes::from(revision.to_string()));
+        }
+        args.push(Bytes::from(commands.len().to_string()));
+        for command in commands {
+            args.push(Bytes::from(command.len().to_string()));
+            args.extend(command.iter().cloned());
+        }
+        args
     }
 
     /// Whether Redis lets this command run before authentication.
@@ -154,9 +197,10 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     let Some(name) = args.first() else {
         return Err(table::unknown_command_error(&args));
     };
-    if name.len() > 5 && name[..5].eq_ignore_ascii_case(b"raft.")
-        || name.eq_ignore_ascii_case(b"redraft.proxied")
-    {
+    let has_prefix = |prefix: &[u8]| {
+        name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if has_prefix(b"raft.") || has_prefix(b"redraft.") {
         return parse_admin(&args);
     }
     let Some(spec) = table::lookup(name) else {
@@ -209,6 +253,11 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             }
             Command::Cluster(args.split_off(1))
         }
+        "multi" => Command::Multi,
+        "exec" => Command::Exec,
+        "discard" => Command::Discard,
+        "watch" => Command::Watch(args.split_off(1)),
+        "unwatch" => Command::Unwatch,
         "readonly" => Command::ReadOnly,
         "readwrite" => Command::ReadWrite,
         "asking" => Command::Asking,
@@ -254,6 +303,14 @@ fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
     };
     match name.as_str() {
         "redraft.proxied" if args.len() == 1 => Ok(Command::Proxied),
+        "redraft.revisions" if args.len() >= 2 => Ok(Command::Keyspace {
+            key: args.get(1).cloned(),
+            write: false,
+            args: args.to_vec(),
+        }),
+        "redraft.exec" => {
+            parse_transaction(&args[1..]).ok_or_else(|| Reply::error("ERR malformed REDRAFT.EXEC"))
+        }
         "raft.members" if args.len() == 1 => Ok(Command::RaftMembers),
         "raft.addnode" if args.len() == 3 => {
             let id = id_arg(&args[1])?;
@@ -265,10 +322,45 @@ fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
         "raft.transfer" if args.len() <= 2 => Ok(Command::RaftTransfer(
             args.get(1).map(|a| id_arg(a)).transpose()?,
         )),
-        "redraft.proxied" | "raft.members" | "raft.addnode" | "raft.removenode"
-        | "raft.transfer" => Err(arity_error()),
+        "redraft.proxied" | "redraft.revisions" | "raft.members" | "raft.addnode"
+        | "raft.removenode" | "raft.transfer" => Err(arity_error()),
         _ => Err(table::unknown_command_error(args)),
     }
+}
+
+/// The first key of a command line, by the command table.
+pub fn first_key(args: &[Bytes]) -> Option<&Bytes> {
+    let spec = table::lookup(args.first()?)?;
+    table::key_positions(spec, args.len())
+        .first()
+        .and_then(|&i| args.get(i))
+}
+
+/// Decodes the arguments of `REDRAFT.EXEC` (see [`Command::transaction_args`]).
+fn parse_transaction(args: &[Bytes]) -> Option<Command> {
+    let mut rest = args.iter();
+    let number =
+        |arg: Option<&Bytes>| -> Option<usize> { std::str::from_utf8(arg?).ok()?.parse().ok() };
+    let watched_count = number(rest.next())?;
+    let mut watched = Vec::with_capacity(watched_count.min(1024));
+    for _ in 0..watched_count {
+        let key = rest.next()?.clone();
+        let revision: u64 = std::str::from_utf8(rest.next()?).ok()?.parse().ok()?;
+        watched.push((key, revision));
+    }
+    let command_count = number(rest.next())?;
+    let mut commands = Vec::with_capacity(command_count.min(1024));
+    for _ in 0..command_count {
+        let argc = number(rest.next())?;
+        let mut command = Vec::with_capacity(argc.min(1024));
+        for _ in 0..argc {
+            command.push(rest.next()?.clone());
+        }
+        commands.push(command);
+    }
+    rest.next()
+        .is_none()
+        .then_some(Command::Transaction { commands, watched })
 }
 
 fn parse_hello(args: &[Bytes]) -> Result<Command, Reply> {

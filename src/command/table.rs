@@ -2091,6 +2091,46 @@ pub static COMMANDS: &[CommandSpec] = &[
             Arg::pattern("pattern").token("MATCH").optional(),
             Arg::integer("count").token("COUNT").optional(),
         ]),
+    CommandSpec::new("multi", 1)
+        .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+        .acl(&["fast", "transaction"])
+        .summary("Mark the start of a transaction block")
+        .since("1.2.0")
+        .group("transactions")
+        .complexity("O(1)"),
+    CommandSpec::new("exec", 1)
+        .flags(&["noscript", "loading", "stale", "skip_slowlog"])
+        .acl(&["slow", "transaction"])
+        .summary("Execute all commands issued after MULTI")
+        .since("1.2.0")
+        .group("transactions")
+        .complexity("Depends on commands in the transaction"),
+    CommandSpec::new("discard", 1)
+        .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+        .acl(&["fast", "transaction"])
+        .summary("Discard all commands issued after MULTI")
+        .since("2.0.0")
+        .group("transactions")
+        .complexity("O(N), when N is the number of queued commands"),
+    CommandSpec::new("watch", -2)
+        .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+        .keys(1, -1, 1)
+        .acl(&["fast", "transaction"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, -1, 1, 0)])
+        .summary(
+            "Watch the given keys to determine execution of the MULTI/EXEC block",
+        )
+        .since("2.2.0")
+        .group("transactions")
+        .complexity("O(1) for every key.")
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("unwatch", 1)
+        .flags(&["noscript", "loading", "stale", "fast", "allow_busy"])
+        .acl(&["fast", "transaction"])
+        .summary("Forget about all watched keys")
+        .since("2.2.0")
+        .group("transactions")
+        .complexity("O(1)"),
 ];
 // END GENERATED COMMAND TABLE
 

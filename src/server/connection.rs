@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::Server;
 use crate::server::clients::ClientHandle;
-use crate::store::Read;
+use crate::store::{Read, Request};
 
 /// Most commands in flight on one connection before it stops reading.
 const IN_FLIGHT_MAX: usize = 16 * 1024;
@@ -67,6 +67,18 @@ struct Session {
     readonly: bool,
     /// The connection comes from another node's proxy: never forward its commands again.
     proxied: bool,
+    /// MULTI…EXEC in progress.
+    multi: Option<Transaction>,
+    /// WATCHed keys with their revisions; filled in when each WATCH's read answers.
+    watched: Arc<std::sync::Mutex<Vec<(Bytes, u64)>>>,
+}
+
+/// Commands queued after MULTI.
+#[derive(Default)]
+struct Transaction {
+    queued: Vec<Vec<Bytes>>,
+    /// A queued command was refused: EXEC answers EXECABORT.
+    dirty: bool,
 }
 
 /// What dispatching one command produced.
@@ -90,6 +102,44 @@ fn pending(receiver: crate::node::Pending) -> Outcome {
         }
         .boxed(),
     )
+}
+
+/// The internal read that answers WATCH: each key's revision.
+fn revisions_args(keys: &[Bytes]) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(keys.len() + 1);
+    args.push(Bytes::from_static(b"REDRAFT.REVISIONS"));
+    args.extend(keys.iter().cloned());
+    args
+}
+
+/// Stores WATCH's revisions for the coming EXEC and answers `+OK`.
+fn record_watch(
+    watched: &std::sync::Mutex<Vec<(Bytes, u64)>>,
+    keys: Vec<Bytes>,
+    revisions: Option<Vec<u64>>,
+) -> Reply {
+    let Some(revisions) = revisions.filter(|r| r.len() == keys.len()) else {
+        return Error::Internal("WATCH could not read the keys' revisions".into()).to_resp();
+    };
+    let mut watched = watched.lock().unwrap_or_else(|p| p.into_inner());
+    for (key, revision) in keys.into_iter().zip(revisions) {
+        if !watched.iter().any(|(k, _)| *k == key) {
+            watched.push((key, revision));
+        }
+    }
+    Reply::ok()
+}
+
+/// Reads a RESP array of integers (the leader's answer to REDRAFT.REVISIONS).
+fn parse_integer_array(raw: &[u8]) -> Option<Vec<u64>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut lines = text.split("\r\n");
+    let count: usize = lines.next()?.strip_prefix('*')?.parse().ok()?;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        out.push(lines.next()?.strip_prefix(':')?.parse().ok()?);
+    }
+    Some(out)
 }
 
 /// Runs an administrative command in its own task; its reply keeps its place in the order.
@@ -154,6 +204,8 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         reply_mode: ReplyMode::On,
         readonly: false,
         proxied: false,
+        multi: None,
+        watched: Arc::default(),
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -170,7 +222,7 @@ impl Session {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut reads_in_flight = 0usize;
         let mut writes_in_flight = 0usize;
-        let mut stalled: Option<(Command, Option<Vec<Bytes>>)> = None;
+        let mut stalled: Option<Command> = None;
         let mut closing: Option<Reply> = None;
         let mut eof = false;
         let client = self.client.clone();
@@ -178,16 +230,28 @@ impl Session {
         loop {
             // Dispatch whatever complete commands the input holds.
             while closing.is_none() && in_flight.len() < IN_FLIGHT_MAX {
-                let (command, original) = match stalled.take() {
+                let command = match stalled.take() {
                     Some(command) => command,
                     None => match parser.next_command(&mut input, self.authenticated) {
                         Ok(Some(args)) => {
                             self.server.stats.commands_processed.fetch_add(1, Relaxed);
-                            // A follower may have to forward the command as it came.
-                            let original = (!self.server.node.is_leader()).then(|| args.clone());
                             match command::parse(args) {
-                                Ok(command) => (command, original),
+                                Ok(command) => match self.transaction_step(command) {
+                                    Ok(command) => command,
+                                    Err(reply) => {
+                                        self.push(
+                                            &mut in_flight,
+                                            Access::Local,
+                                            Outcome::Ready(reply),
+                                            &mut closing,
+                                        );
+                                        continue;
+                                    }
+                                },
                                 Err(reply) => {
+                                    if let Some(multi) = &mut self.multi {
+                                        multi.dirty = true;
+                                    }
                                     self.push(
                                         &mut in_flight,
                                         Access::Local,
@@ -212,7 +276,7 @@ impl Session {
                     Access::Local => false,
                 };
                 if must_wait {
-                    stalled = Some((command, original));
+                    stalled = Some(command);
                     break;
                 }
                 match access {
@@ -222,7 +286,7 @@ impl Session {
                 }
                 let outcome = match access {
                     Access::Local => self.dispatch(command),
-                    Access::Read | Access::Write => self.route(command, original, access),
+                    Access::Read | Access::Write => self.route(command, access),
                 };
                 self.push(&mut in_flight, access, outcome, &mut closing);
             }
@@ -319,9 +383,69 @@ impl Session {
         in_flight.push_back(async move { (access, send, reply.await) }.boxed());
     }
 
+    /// MULTI/EXEC/DISCARD bookkeeping: queues commands while a transaction is open and turns
+    /// EXEC into one [`Command::Transaction`]. `Err` is the reply to send instead of running.
+    fn transaction_step(&mut self, command: Command) -> Result<Command, Reply> {
+        let Some(multi) = &mut self.multi else {
+            return match command {
+                Command::Exec => Err(Reply::error("ERR EXEC without MULTI")),
+                Command::Discard => Err(Reply::error("ERR DISCARD without MULTI")),
+                Command::Multi if self.authenticated => {
+                    self.multi = Some(Transaction::default());
+                    Err(Reply::ok())
+                }
+                Command::Unwatch if self.authenticated => {
+                    self.clear_watched();
+                    Err(Reply::ok())
+                }
+                other => Ok(other),
+            };
+        };
+        match command {
+            Command::Exec => {
+                let transaction = self.multi.take().unwrap_or_default();
+                let watched = self.clear_watched();
+                if transaction.dirty {
+                    return Err(Reply::error(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    ));
+                }
+                Ok(Command::Transaction {
+                    commands: transaction.queued,
+                    watched,
+                })
+            }
+            Command::Discard => {
+                self.multi = None;
+                self.clear_watched();
+                Err(Reply::ok())
+            }
+            Command::Multi => Err(Reply::error("ERR MULTI calls can not be nested")),
+            Command::Watch(_) => Err(Reply::error("ERR WATCH inside MULTI is not allowed")),
+            command @ (Command::Quit | Command::Reset) => {
+                self.multi = None;
+                Ok(command)
+            }
+            Command::Keyspace { args, .. } => {
+                multi.queued.push(args);
+                Err(Reply::simple("QUEUED"))
+            }
+            _ => {
+                multi.dirty = true;
+                Err(Reply::error(
+                    "ERR only keyspace commands can be queued in a transaction on redraft",
+                ))
+            }
+        }
+    }
+
+    fn clear_watched(&mut self) -> Vec<(Bytes, u64)> {
+        std::mem::take(&mut *self.watched.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Runs a keyspace command here, on the leader, through the leader's proxy, or answers
     /// where to go.
-    fn route(&mut self, command: Command, original: Option<Vec<Bytes>>, access: Access) -> Outcome {
+    fn route(&mut self, command: Command, access: Access) -> Outcome {
         if !self.authenticated {
             return Outcome::Ready(Error::NoAuth.to_resp());
         }
@@ -332,7 +456,7 @@ impl Session {
             ));
         }
         if node.is_leader() {
-            return self.dispatch(command);
+            return self.run_here(command);
         }
         if self.proxied {
             // Another node forwarded this here believing this node leads: let it retry.
@@ -357,25 +481,30 @@ impl Session {
                 &leader.client_addr,
             ));
         }
-        let Some(args) = original else {
-            // Leadership moved away between parsing and routing: answer like a leader would
-            // when it loses leadership mid-request.
-            return Outcome::Ready(
-                Error::TryAgain("leadership changed; retry the command".into()).to_resp(),
-            );
-        };
         let target = LeaderTarget {
             id: leader_id,
             client_addr: leader.client_addr,
+        };
+        let (args, watch) = match command {
+            Command::Keyspace { args, .. } => (args, None),
+            Command::Watch(keys) => (revisions_args(&keys), Some(keys)),
+            Command::Transaction { commands, watched } => {
+                (Command::transaction_args(&commands, &watched), None)
+            }
+            other => return self.dispatch(other),
         };
         let forwarded = self
             .server
             .proxy
             .forward(&target, self.protocol, self.client.id, args);
+        let watched = self.watched.clone();
         Outcome::Pending(
             async move {
                 match forwarded.await {
-                    Ok(raw) => Reply::Raw(raw),
+                    Ok(raw) => match watch {
+                        Some(keys) => record_watch(&watched, keys, parse_integer_array(&raw)),
+                        None => Reply::Raw(raw),
+                    },
                     Err(ProxyError::Unreachable(reason)) => Error::ClusterDown(format!(
                         "The cluster is down (leader unreachable: {reason})"
                     ))
@@ -389,6 +518,44 @@ impl Session {
             }
             .boxed(),
         )
+    }
+
+    /// Runs a keyspace command, WATCH or transaction on this node (the leader).
+    fn run_here(&mut self, command: Command) -> Outcome {
+        let node = &self.server.node;
+        match command {
+            Command::Watch(keys) => {
+                let pending = node.read(Read {
+                    args: revisions_args(&keys),
+                });
+                let watched = self.watched.clone();
+                Outcome::Pending(
+                    async move {
+                        let revisions = match pending.await {
+                            Ok(Ok(Reply::Array(items))) => Some(
+                                items
+                                    .into_iter()
+                                    .map(|r| match r {
+                                        Reply::Integer(n) => n as u64,
+                                        _ => 0,
+                                    })
+                                    .collect(),
+                            ),
+                            Ok(Err(err)) => return err.to_resp(),
+                            _ => None,
+                        };
+                        record_watch(&watched, keys, revisions)
+                    }
+                    .boxed(),
+                )
+            }
+            Command::Transaction { commands, watched } => pending(node.propose(Request::Exec {
+                commands,
+                watched,
+                now_ms: crate::store::state_machine::wall_clock_ms(),
+            })),
+            other => self.dispatch(other),
+        }
     }
 
     /// Executes or queues one command.
@@ -452,6 +619,11 @@ impl Session {
                 Outcome::Ready(Reply::ok())
             }
             Command::Asking => Outcome::Ready(Reply::ok()),
+            command @ (Command::Watch(_) | Command::Transaction { .. }) => self.run_here(command),
+            // Handled by `transaction_step` before dispatch.
+            Command::Multi | Command::Exec | Command::Discard | Command::Unwatch => {
+                Outcome::Ready(Reply::ok())
+            }
             Command::Proxied => {
                 self.proxied = true;
                 Outcome::Ready(Reply::ok())

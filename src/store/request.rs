@@ -31,6 +31,16 @@ pub enum Request {
         /// The leader's clock when it found them due.
         now_ms: i64,
     },
+    /// MULTI…EXEC: the commands apply together, or not at all if a watched key's revision
+    /// changed since it was watched (the reply is then a null array).
+    Exec {
+        /// The queued commands, each name first.
+        commands: Vec<Vec<Bytes>>,
+        /// Watched keys with the revision each had when watched (0: absent).
+        watched: Vec<(Bytes, u64)>,
+        /// The leader's clock.
+        now_ms: i64,
+    },
     /// Several requests from concurrent or pipelined clients sharing one log entry; applied in
     /// order, answered with [`Response::Batch`] in the same order.
     Batch(Vec<Request>),
@@ -49,6 +59,7 @@ impl fmt::Display for Request {
                 None => write!(f, "(empty command)"),
             },
             Request::Expire { keys, .. } => write!(f, "EXPIRE ({} keys)", keys.len()),
+            Request::Exec { commands, .. } => write!(f, "EXEC ({} commands)", commands.len()),
             Request::Batch(requests) => write!(f, "BATCH ({} requests)", requests.len()),
         }
     }

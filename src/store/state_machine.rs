@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::resp::Reply;
 use crate::store::commands;
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, ReadView, SCAN_INDEX, WriteView};
+use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, SCAN_INDEX, WriteView};
 use crate::store::request::{Request, Response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -354,6 +354,31 @@ fn apply_request(
                 removed += i64::from(view.expire_if_due(key).map_err(io_error)?);
             }
             Response::Reply(Reply::Integer(removed))
+        }
+        Request::Exec {
+            commands,
+            watched,
+            now_ms,
+        } => {
+            *clock = (*clock).max(*now_ms);
+            view.at(*clock, index);
+            let mut changed = false;
+            for (key, revision) in watched {
+                let current = view
+                    .record(key)
+                    .map_err(io_error)?
+                    .map_or(0, |r| r.revision);
+                changed |= current != *revision;
+            }
+            if changed {
+                Response::Reply(Reply::NilArray)
+            } else {
+                let mut replies = Vec::with_capacity(commands.len());
+                for command in commands {
+                    replies.push(commands::execute(view, command).map_err(io_error)?);
+                }
+                Response::Reply(Reply::Array(replies))
+            }
         }
         Request::Batch(requests) => Response::Batch(
             requests

@@ -69,6 +69,15 @@ pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(Reply::error("ERR empty command"));
     };
     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    if name == "redraft.revisions" {
+        // WATCH: the revision of each key now (0 when absent).
+        let mut out = Vec::with_capacity(args.len() - 1);
+        for key in &args[1..] {
+            let revision = ks.record(key)?.map_or(0, |r| r.revision);
+            out.push(Reply::Integer(revision as i64));
+        }
+        return Ok(Reply::Array(out));
+    }
     if strings::handles(&name) {
         return strings::execute(ks, &name, args);
     }
