@@ -181,35 +181,41 @@ impl LeaderHint {
     }
 }
 
+/// Updates `hint` from the current metrics.
+fn refresh_leader_hint(raft: &Raft, me: NodeId, hint: &LeaderHint) {
+    let (leader, removed) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        let leader = m.current_leader.and_then(|id| {
+            if id == me && m.state != openraft::ServerState::Leader {
+                return None;
+            }
+            membership.get_node(&id).cloned().map(|member| (id, member))
+        });
+        let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
+        (leader, removed)
+    };
+    if removed && !hint.removed() {
+        tracing::warn!("this node was removed from the cluster; it no longer serves requests");
+    }
+    hint.leader_id.store(
+        leader.as_ref().map_or(0, |(id, _)| *id),
+        std::sync::atomic::Ordering::Release,
+    );
+    *hint
+        .leader
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = leader;
+    hint.removed
+        .store(removed, std::sync::atomic::Ordering::Release);
+}
+
 /// Keeps a [`LeaderHint`] up to date until raft stops.
 async fn watch_leader(raft: Raft, me: NodeId, hint: Arc<LeaderHint>) {
     let mut metrics = raft.metrics();
     loop {
-        let (leader, removed) = {
-            let m = metrics.borrow_watched();
-            let membership = m.membership_config.membership();
-            let leader = m.current_leader.and_then(|id| {
-                if id == me && m.state != openraft::ServerState::Leader {
-                    return None;
-                }
-                membership.get_node(&id).cloned().map(|member| (id, member))
-            });
-            let removed = membership.nodes().next().is_some() && membership.get_node(&me).is_none();
-            (leader, removed)
-        };
-        if removed && !hint.removed() {
-            tracing::warn!("this node was removed from the cluster; it no longer serves requests");
-        }
-        hint.leader_id.store(
-            leader.as_ref().map_or(0, |(id, _)| *id),
-            std::sync::atomic::Ordering::Release,
-        );
-        *hint
-            .leader
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = leader;
-        hint.removed
-            .store(removed, std::sync::atomic::Ordering::Release);
+        refresh_leader_hint(&raft, me, &hint);
         if metrics.changed().await.is_err() {
             return;
         }
@@ -338,6 +344,7 @@ impl Node {
             read_queue,
             read_policy,
         ));
+        refresh_leader_hint(&raft, config.node_id, &leader_hint);
         tokio::spawn(watch_leader(
             raft.clone(),
             config.node_id,
@@ -371,6 +378,15 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The index this node's state machine has applied.
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |l| l.index)
     }
 
     /// The raft handle (metrics, shutdown).

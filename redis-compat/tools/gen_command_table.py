@@ -69,6 +69,14 @@ COMMANDS = [
     ("hvals", None), ("hgetall", None), ("hincrby", None), ("hincrbyfloat", None),
     ("hrandfield", None), ("hscan", None),
     ("multi", None), ("exec", None), ("discard", None), ("watch", None), ("unwatch", None),
+    ("lastsave", None), ("save", None), ("bgsave", None), ("wait", None),
+    ("memory", ["doctor", "help", "malloc-stats", "purge", "stats", "usage"]),
+    ("latency", ["doctor", "graph", "help", "histogram", "history", "latest", "reset"]),
+    ("slowlog", ["get", "help", "len", "reset"]),
+    ("function", ["delete", "dump", "flush", "help", "kill", "list", "load", "restore", "stats"]),
+    ("script", ["exists", "flush", "help", "kill", "load"]),
+    ("eval", None), ("evalsha", None), ("eval_ro", None), ("evalsha_ro", None),
+    ("fcall", None), ("fcall_ro", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

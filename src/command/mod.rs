@@ -107,6 +107,14 @@ pub enum Command {
         /// Watched keys and their revisions.
         watched: Vec<(Bytes, u64)>,
     },
+    /// LASTSAVE, SAVE, BGSAVE, WAIT, MEMORY (but USAGE), LATENCY, SLOWLOG, FUNCTION, SCRIPT,
+    /// EVAL…: answered by `server::ops`.
+    ServerOp {
+        /// Lowercase command name.
+        name: String,
+        /// The whole command.
+        args: Vec<Bytes>,
+    },
     /// `RAFT.MEMBERS`: members, roles and replication progress.
     RaftMembers,
     /// `RAFT.ADDNODE id host:port[@peerport]`: add a learner, then promote it to voter.
@@ -188,6 +196,11 @@ pub fn parse_id(arg: &[u8]) -> Option<u64> {
     parse_redis_i64(arg).filter(|&n| n > 0).map(|n| n as u64)
 }
 
+/// Parses an integer argument; `Err` is Redis's error reply.
+pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
+    integer_arg(arg)
+}
+
 fn integer_arg(arg: &[u8]) -> Result<i64, Reply> {
     parse_redis_i64(arg).ok_or_else(|| Reply::error(NOT_AN_INTEGER))
 }
@@ -209,7 +222,11 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     if !table::arity_ok(spec, args.len()) {
         return Err(table::wrong_arity_error(spec));
     }
-    if crate::store::commands::is_keyspace_command(spec.name) {
+    let is_memory_usage = spec.name == "memory"
+        && args
+            .get(1)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"usage"));
+    if crate::store::commands::is_keyspace_command(spec.name) || is_memory_usage {
         let key = table::key_positions(spec, args.len())
             .first()
             .and_then(|&i| args.get(i).cloned());
@@ -258,6 +275,23 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         "discard" => Command::Discard,
         "watch" => Command::Watch(args.split_off(1)),
         "unwatch" => Command::Unwatch,
+        "memory" | "latency" | "slowlog" | "function" | "script" => {
+            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
+                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
+            };
+            if !table::arity_ok(sub, args.len()) {
+                return Err(table::wrong_arity_error(sub));
+            }
+            Command::ServerOp {
+                name: spec.name.to_string(),
+                args,
+            }
+        }
+        "lastsave" | "save" | "bgsave" | "wait" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro"
+        | "fcall" | "fcall_ro" => Command::ServerOp {
+            name: spec.name.to_string(),
+            args,
+        },
         "readonly" => Command::ReadOnly,
         "readwrite" => Command::ReadWrite,
         "asking" => Command::Asking,

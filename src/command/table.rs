@@ -2131,6 +2131,617 @@ pub static COMMANDS: &[CommandSpec] = &[
         .since("2.2.0")
         .group("transactions")
         .complexity("O(1)"),
+    CommandSpec::new("lastsave", 1)
+        .flags(&["loading", "stale", "fast"])
+        .acl(&["admin", "fast", "dangerous"])
+        .tips(&["nondeterministic_output"])
+        .summary(
+            "Get the UNIX time stamp of the last successful save to disk",
+        )
+        .since("1.0.0")
+        .group("server")
+        .complexity("O(1)"),
+    CommandSpec::new("save", 1)
+        .flags(&["admin", "noscript", "no_async_loading", "no_multi"])
+        .acl(&["admin", "slow", "dangerous"])
+        .summary("Synchronously save the dataset to disk")
+        .since("1.0.0")
+        .group("server")
+        .complexity("O(N) where N is the total number of keys in all databases"),
+    CommandSpec::new("bgsave", -1)
+        .flags(&["admin", "noscript", "no_async_loading"])
+        .acl(&["admin", "slow", "dangerous"])
+        .summary("Asynchronously save the dataset to disk")
+        .since("1.0.0")
+        .group("server")
+        .complexity("O(1)")
+        .history(&[("3.2.2", "Added the `SCHEDULE` option.")])
+        .args(&[
+            Arg::pure_token("schedule", "SCHEDULE")
+                .since("3.2.2")
+                .optional(),
+        ]),
+    CommandSpec::new("wait", 3)
+        .flags(&["noscript"])
+        .acl(&["slow", "connection"])
+        .tips(&["request_policy:all_shards", "response_policy:agg_min"])
+        .summary(
+            "Wait for the synchronous replication of all the write commands sent in the context of the current connection",
+        )
+        .since("3.0.0")
+        .group("generic")
+        .complexity("O(1)")
+        .args(&[Arg::integer("numreplicas"), Arg::integer("timeout")]),
+    CommandSpec::new("memory", -2)
+        .acl(&["slow"])
+        .summary("A container for memory diagnostics commands")
+        .since("4.0.0")
+        .group("server")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("memory|doctor", 2)
+                .acl(&["slow"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_shards",
+                    "response_policy:special",
+                ])
+                .summary("Outputs memory problems report")
+                .since("4.0.0")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("memory|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow"])
+                .summary("Show helpful text about the different subcommands")
+                .since("4.0.0")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("memory|malloc-stats", 2)
+                .acl(&["slow"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_shards",
+                    "response_policy:special",
+                ])
+                .summary("Show allocator internal stats")
+                .since("4.0.0")
+                .group("server")
+                .complexity("Depends on how much memory is allocated, could be slow"),
+            CommandSpec::new("memory|purge", 2)
+                .acl(&["slow"])
+                .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+                .summary("Ask the allocator to release memory")
+                .since("4.0.0")
+                .group("server")
+                .complexity("Depends on how much memory is allocated, could be slow"),
+            CommandSpec::new("memory|stats", 2)
+                .acl(&["slow"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_shards",
+                    "response_policy:special",
+                ])
+                .summary("Show memory usage details")
+                .since("4.0.0")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("memory|usage", -3)
+                .flags(&["readonly"])
+                .keys(2, 2, 1)
+                .acl(&["read", "slow"])
+                .key_specs(&[KeySpec::range(&["RO"], 2, 0, 1, 0)])
+                .summary("Estimate the memory usage of a key")
+                .since("4.0.0")
+                .group("server")
+                .complexity("O(N) where N is the number of samples.")
+                .args(&[
+                    Arg::key("key", 0),
+                    Arg::integer("count").token("SAMPLES").optional(),
+                ]),
+        ]),
+    CommandSpec::new("latency", -2)
+        .acl(&["slow"])
+        .summary("A container for latency diagnostics commands")
+        .since("2.8.13")
+        .group("server")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("latency|doctor", 2)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_nodes",
+                    "response_policy:special",
+                ])
+                .summary("Return a human readable latency analysis report.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("latency|graph", 3)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_nodes",
+                    "response_policy:special",
+                ])
+                .summary("Return a latency graph for the event.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)")
+                .args(&[Arg::string("event")]),
+            CommandSpec::new("latency|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow"])
+                .summary("Show helpful text about the different subcommands.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("latency|histogram", -2)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_nodes",
+                    "response_policy:special",
+                ])
+                .summary(
+                    "Return the cumulative distribution of latencies of a subset of commands or all.",
+                )
+                .since("7.0.0")
+                .group("server")
+                .complexity(
+                    "O(N) where N is the number of commands with latency information being retrieved.",
+                )
+                .args(&[Arg::string("command").optional().multiple()]),
+            CommandSpec::new("latency|history", 3)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_nodes",
+                    "response_policy:special",
+                ])
+                .summary("Return timestamp-latency samples for the event.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)")
+                .args(&[Arg::string("event")]),
+            CommandSpec::new("latency|latest", 2)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_nodes",
+                    "response_policy:special",
+                ])
+                .summary("Return the latest latency samples for all events.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("latency|reset", -2)
+                .flags(&["admin", "noscript", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+                .summary("Reset latency data for one or more events.")
+                .since("2.8.13")
+                .group("server")
+                .complexity("O(1)")
+                .args(&[Arg::string("event").optional().multiple()]),
+        ]),
+    CommandSpec::new("slowlog", -2)
+        .acl(&["slow"])
+        .summary("A container for slow log commands")
+        .since("2.2.12")
+        .group("server")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("slowlog|get", -2)
+                .flags(&["admin", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&["request_policy:all_nodes", "nondeterministic_output"])
+                .summary("Get the slow log's entries")
+                .since("2.2.12")
+                .group("server")
+                .complexity("O(N) where N is the number of entries returned")
+                .history(&[
+                    (
+                        "4.0.0",
+                        "Added client IP address, port and name to the reply.",
+                    ),
+                ])
+                .args(&[Arg::integer("count").optional()]),
+            CommandSpec::new("slowlog|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow"])
+                .summary("Show helpful text about the different subcommands")
+                .since("6.2.0")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("slowlog|len", 2)
+                .flags(&["admin", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&[
+                    "request_policy:all_nodes",
+                    "response_policy:agg_sum",
+                    "nondeterministic_output",
+                ])
+                .summary("Get the slow log's length")
+                .since("2.2.12")
+                .group("server")
+                .complexity("O(1)"),
+            CommandSpec::new("slowlog|reset", 2)
+                .flags(&["admin", "loading", "stale"])
+                .acl(&["admin", "slow", "dangerous"])
+                .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+                .summary("Clear all entries from the slow log")
+                .since("2.2.12")
+                .group("server")
+                .complexity("O(N) where N is the number of entries in the slowlog"),
+        ]),
+    CommandSpec::new("function", -2)
+        .acl(&["slow"])
+        .summary("A container for function commands")
+        .since("7.0.0")
+        .group("scripting")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("function|delete", 3)
+                .flags(&["write", "noscript"])
+                .acl(&["write", "slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+                .summary("Delete a function by name")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(1)")
+                .args(&[Arg::string("library-name")]),
+            CommandSpec::new("function|dump", 2)
+                .flags(&["noscript"])
+                .acl(&["slow", "scripting"])
+                .summary("Dump all functions into a serialized binary payload")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(N) where N is the number of functions"),
+            CommandSpec::new("function|flush", -2)
+                .flags(&["write", "noscript"])
+                .acl(&["write", "slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+                .summary("Deleting all functions")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(N) where N is the number of functions deleted")
+                .args(&[
+                    Arg::oneof(
+                        "async",
+                        &[
+                            Arg::pure_token("async", "ASYNC"),
+                            Arg::pure_token("sync", "SYNC"),
+                        ],
+                    )
+                    .optional(),
+                ]),
+            CommandSpec::new("function|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow", "scripting"])
+                .summary("Show helpful text about the different subcommands")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(1)"),
+            CommandSpec::new("function|kill", 2)
+                .flags(&["noscript", "allow_busy"])
+                .acl(&["slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:one_succeeded"])
+                .summary("Kill the function currently in execution.")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(1)"),
+            CommandSpec::new("function|list", -2)
+                .flags(&["noscript"])
+                .acl(&["slow", "scripting"])
+                .tips(&["nondeterministic_output_order"])
+                .summary("List information about all the functions")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(N) where N is the number of functions")
+                .args(&[
+                    Arg::string("library-name-pattern")
+                        .token("LIBRARYNAME")
+                        .optional(),
+                    Arg::pure_token("withcode", "WITHCODE").optional(),
+                ]),
+            CommandSpec::new("function|load", -3)
+                .flags(&["write", "denyoom", "noscript"])
+                .acl(&["write", "slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+                .summary(
+                    "Create a function with the given arguments (name, code, description)",
+                )
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(1) (considering compilation time is redundant)")
+                .args(&[
+                    Arg::pure_token("replace", "REPLACE").optional(),
+                    Arg::string("function-code"),
+                ]),
+            CommandSpec::new("function|restore", -3)
+                .flags(&["write", "denyoom", "noscript"])
+                .acl(&["write", "slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:all_succeeded"])
+                .summary("Restore all the functions on the given payload")
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(N) where N is the number of functions on the payload")
+                .args(&[
+                    Arg::string("serialized-value"),
+                    Arg::oneof(
+                        "policy",
+                        &[
+                            Arg::pure_token("flush", "FLUSH"),
+                            Arg::pure_token("append", "APPEND"),
+                            Arg::pure_token("replace", "REPLACE"),
+                        ],
+                    )
+                    .optional(),
+                ]),
+            CommandSpec::new("function|stats", 2)
+                .flags(&["noscript", "allow_busy"])
+                .acl(&["slow", "scripting"])
+                .tips(&[
+                    "nondeterministic_output",
+                    "request_policy:all_shards",
+                    "response_policy:special",
+                ])
+                .summary(
+                    "Return information about the function currently running (name, description, duration)",
+                )
+                .since("7.0.0")
+                .group("scripting")
+                .complexity("O(1)"),
+        ]),
+    CommandSpec::new("script", -2)
+        .acl(&["slow"])
+        .summary("A container for Lua scripts management commands")
+        .since("2.6.0")
+        .group("scripting")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("script|exists", -3)
+                .flags(&["noscript"])
+                .acl(&["slow", "scripting"])
+                .tips(&[
+                    "request_policy:all_shards",
+                    "response_policy:agg_logical_and",
+                ])
+                .summary("Check existence of scripts in the script cache.")
+                .since("2.6.0")
+                .group("scripting")
+                .complexity(
+                    "O(N) with N being the number of scripts to check (so checking a single script is an O(1) operation).",
+                )
+                .args(&[Arg::string("sha1").multiple()]),
+            CommandSpec::new("script|flush", -2)
+                .flags(&["noscript"])
+                .acl(&["slow", "scripting"])
+                .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+                .summary("Remove all the scripts from the script cache.")
+                .since("2.6.0")
+                .group("scripting")
+                .complexity("O(N) with N being the number of scripts in cache")
+                .history(&[
+                    (
+                        "6.2.0",
+                        "Added the `ASYNC` and `SYNC` flushing mode modifiers.",
+                    ),
+                ])
+                .args(&[
+                    Arg::oneof(
+                        "async",
+                        &[
+                            Arg::pure_token("async", "ASYNC"),
+                            Arg::pure_token("sync", "SYNC"),
+                        ],
+                    )
+                    .since("6.2.0")
+                    .optional(),
+                ]),
+            CommandSpec::new("script|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow", "scripting"])
+                .summary("Show helpful text about the different subcommands")
+                .since("5.0.0")
+                .group("scripting")
+                .complexity("O(1)"),
+            CommandSpec::new("script|kill", 2)
+                .flags(&["noscript", "allow_busy"])
+                .acl(&["slow", "scripting"])
+                .tips(&["request_policy:all_shards", "response_policy:one_succeeded"])
+                .summary("Kill the script currently in execution.")
+                .since("2.6.0")
+                .group("scripting")
+                .complexity("O(1)"),
+            CommandSpec::new("script|load", 3)
+                .flags(&["noscript", "stale"])
+                .acl(&["slow", "scripting"])
+                .tips(&["request_policy:all_nodes", "response_policy:all_succeeded"])
+                .summary("Load the specified Lua script into the script cache.")
+                .since("2.6.0")
+                .group("scripting")
+                .complexity("O(N) with N being the length in bytes of the script body.")
+                .args(&[Arg::string("script")]),
+        ]),
+    CommandSpec::new("eval", -3)
+        .flags(&[
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "update"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            )
+            .notes(
+                "We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
+            ),
+        ])
+        .summary("Execute a Lua script server side")
+        .since("2.6.0")
+        .group("scripting")
+        .complexity("Depends on the script that is executed.")
+        .args(&[
+            Arg::string("script"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
+    CommandSpec::new("evalsha", -3)
+        .flags(&[
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "update"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Execute a Lua script server side")
+        .since("2.6.0")
+        .group("scripting")
+        .complexity("Depends on the script that is executed.")
+        .args(&[
+            Arg::string("sha1"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
+    CommandSpec::new("eval_ro", -3)
+        .flags(&[
+            "readonly",
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            )
+            .notes(
+                "We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
+            ),
+        ])
+        .summary("Execute a read-only Lua script server side")
+        .since("7.0.0")
+        .group("scripting")
+        .complexity("Depends on the script that is executed.")
+        .args(&[
+            Arg::string("script"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
+    CommandSpec::new("evalsha_ro", -3)
+        .flags(&[
+            "readonly",
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Execute a read-only Lua script server side")
+        .since("7.0.0")
+        .group("scripting")
+        .complexity("Depends on the script that is executed.")
+        .args(&[
+            Arg::string("sha1"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
+    CommandSpec::new("fcall", -3)
+        .flags(&[
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "update"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            )
+            .notes(
+                "We cannot tell how the keys will be used so we assume the worst, RW and UPDATE",
+            ),
+        ])
+        .summary("Invoke a function")
+        .since("7.0.0")
+        .group("scripting")
+        .complexity("Depends on the function that is executed.")
+        .args(&[
+            Arg::string("function"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
+    CommandSpec::new("fcall_ro", -3)
+        .flags(&[
+            "readonly",
+            "noscript",
+            "stale",
+            "skip_monitor",
+            "no_mandatory_keys",
+            "movablekeys",
+        ])
+        .acl(&["slow", "scripting"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            )
+            .notes(
+                "We cannot tell how the keys will be used so we assume the worst, RO and ACCESS",
+            ),
+        ])
+        .summary("Invoke a read-only function")
+        .since("7.0.0")
+        .group("scripting")
+        .complexity("Depends on the function that is executed.")
+        .args(&[
+            Arg::string("function"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).optional().multiple(),
+            Arg::string("arg").optional().multiple(),
+        ]),
 ];
 // END GENERATED COMMAND TABLE
 

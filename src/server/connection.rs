@@ -31,8 +31,8 @@ use crate::cluster::topology;
 use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
 use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
-use crate::server::Server;
 use crate::server::clients::ClientHandle;
+use crate::server::{Server, ops};
 use crate::store::{Read, Request};
 
 /// Most commands in flight on one connection before it stops reading.
@@ -71,6 +71,8 @@ struct Session {
     multi: Option<Transaction>,
     /// WATCHed keys with their revisions; filled in when each WATCH's read answers.
     watched: Arc<std::sync::Mutex<Vec<(Bytes, u64)>>>,
+    /// Applied index when this connection's last write completed (for WAIT).
+    last_write_index: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Commands queued after MULTI.
@@ -206,6 +208,7 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         proxied: false,
         multi: None,
         watched: Arc::default(),
+        last_write_index: Arc::default(),
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -439,6 +442,62 @@ impl Session {
         }
     }
 
+    /// A write's reply that also records, once it succeeds, how far this node had applied
+    /// (at least the write's own index): WAIT waits for followers to reach it.
+    fn track_write(&self, receiver: crate::node::Pending) -> Outcome {
+        let node = self.server.node.clone();
+        let last = self.last_write_index.clone();
+        Outcome::Pending(
+            async move {
+                match receiver.await {
+                    Ok(Ok(reply)) => {
+                        last.fetch_max(node.applied_index(), Relaxed);
+                        reply
+                    }
+                    Ok(Err(err)) => err.to_resp(),
+                    Err(_) => Error::Internal("request dropped".into()).to_resp(),
+                }
+            }
+            .boxed(),
+        )
+    }
+
+    /// Answers a server command (see `server::ops`).
+    fn server_op(&mut self, name: &str, args: Vec<Bytes>) -> Outcome {
+        let node = self.server.node.clone();
+        match name {
+            "save" => admin(async move { ops::save(&node).await }),
+            "bgsave" => admin(async move { ops::bgsave(&node).await }),
+            "wait" => {
+                let (Ok(wanted), Ok(timeout)) =
+                    (command::int_arg(&args[1]), command::int_arg(&args[2]))
+                else {
+                    return Outcome::Ready(Reply::error(command::NOT_AN_INTEGER));
+                };
+                if timeout < 0 {
+                    return Outcome::Ready(Reply::error("ERR timeout is negative"));
+                }
+                if !node.is_leader() {
+                    // Followers forward WAIT like a keyspace command; the leader counts.
+                    return self.route(
+                        Command::Keyspace {
+                            args,
+                            write: false,
+                            key: None,
+                        },
+                        Access::Read,
+                    );
+                }
+                let index = self.last_write_index.load(Relaxed);
+                admin(async move { Ok(ops::wait(&node, index, wanted, timeout).await) })
+            }
+            _ => Outcome::Ready(
+                ops::answer(name, &args, self.server.last_save_secs())
+                    .unwrap_or_else(|| table::unknown_command_error(&args)),
+            ),
+        }
+    }
+
     fn clear_watched(&mut self) -> Vec<(Bytes, u64)> {
         std::mem::take(&mut *self.watched.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -549,11 +608,13 @@ impl Session {
                     .boxed(),
                 )
             }
-            Command::Transaction { commands, watched } => pending(node.propose(Request::Exec {
-                commands,
-                watched,
-                now_ms: crate::store::state_machine::wall_clock_ms(),
-            })),
+            Command::Transaction { commands, watched } => {
+                self.track_write(node.propose(Request::Exec {
+                    commands,
+                    watched,
+                    now_ms: crate::store::state_machine::wall_clock_ms(),
+                }))
+            }
             other => self.dispatch(other),
         }
     }
@@ -567,7 +628,7 @@ impl Session {
         match command {
             Command::Keyspace {
                 args, write: true, ..
-            } => pending(node.write(args)),
+            } => self.track_write(node.write(args)),
             Command::Keyspace { args, .. } => pending(node.read(Read { args })),
             Command::Ping(None) => Outcome::Ready(Reply::simple("PONG")),
             Command::Ping(Some(message)) | Command::Echo(message) => {
@@ -619,6 +680,7 @@ impl Session {
                 Outcome::Ready(Reply::ok())
             }
             Command::Asking => Outcome::Ready(Reply::ok()),
+            Command::ServerOp { name, args } => self.server_op(&name, args),
             command @ (Command::Watch(_) | Command::Transaction { .. }) => self.run_here(command),
             // Handled by `transaction_step` before dispatch.
             Command::Multi | Command::Exec | Command::Discard | Command::Unwatch => {

@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod connection;
+pub mod ops;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -488,6 +489,21 @@ impl Server {
         for (key, value) in fields {
             let _ = write!(out, "{key}:{value}\r\n");
         }
+    }
+
+    /// LASTSAVE: when the newest snapshot was written (or the server started).
+    pub fn last_save_secs(&self) -> u64 {
+        let newest = std::fs::read_dir(self.config.dir.join("snapshots"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+            .max();
+        let started = SystemTime::now() - self.started.elapsed();
+        newest
+            .unwrap_or(started)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// The CONFIG command.

@@ -78,6 +78,9 @@ pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
         }
         return Ok(Reply::Array(out));
     }
+    if name == "memory" {
+        return memory_usage(ks, args);
+    }
     if strings::handles(&name) {
         return strings::execute(ks, &name, args);
     }
@@ -90,4 +93,30 @@ pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(Reply::error(format!(
         "ERR unknown command '{name}' in the state machine"
     )))
+}
+
+/// `MEMORY USAGE key [SAMPLES n]`: an estimate of the bytes the key takes (nil when missing).
+fn memory_usage<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+    /// Per-key overhead of a record and its index entries.
+    const KEY_OVERHEAD: usize = 48;
+    let Some(key) = args.get(2) else {
+        return Ok(syntax_error());
+    };
+    if args.len() != 3 && args.len() != 5 {
+        return Ok(syntax_error());
+    }
+    let Some(record) = ks.record(key)? else {
+        return Ok(Reply::Nil);
+    };
+    let value_bytes = match record.kind {
+        Kind::String => record.payload.len(),
+        Kind::Hash => ks
+            .fields(key, None, usize::MAX)?
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + 16)
+            .sum(),
+    };
+    Ok(Reply::Integer(
+        (KEY_OVERHEAD + key.len() + value_bytes) as i64,
+    ))
 }

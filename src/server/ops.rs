@@ -1,0 +1,222 @@
+//! Server commands that describe or steer the process rather than the keyspace: persistence
+//! (LASTSAVE, SAVE, BGSAVE), replication (WAIT), introspection (MEMORY, LATENCY, SLOWLOG) and the
+//! scripting families a server without scripting answers sensibly (FUNCTION, SCRIPT, EVAL…).
+//!
+//! SAVE and BGSAVE build a raft snapshot (the state machine is always durable through the log;
+//! a snapshot compacts it). WAIT counts the followers whose log holds the connection's last
+//! write, which is meaningful here: they have it durably.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver as _;
+
+use crate::error::Error;
+use crate::node::Node;
+use crate::resp::Reply;
+
+fn lines(text: &[&str]) -> Reply {
+    Reply::Array(
+        text.iter()
+            .map(|l| Reply::Simple(Bytes::copy_from_slice(l.as_bytes())))
+            .collect(),
+    )
+}
+
+/// `-ERR …` for the scripting commands.
+pub fn no_scripting(command: &str) -> Reply {
+    Reply::error(format!(
+        "ERR redraft does not support scripting: {} is not available",
+        command.to_ascii_uppercase()
+    ))
+}
+
+/// Answers the synchronous server commands; `None` for those that wait (SAVE, WAIT).
+pub fn answer(name: &str, args: &[Bytes], last_save_secs: u64) -> Option<Reply> {
+    let sub = args
+        .get(1)
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .unwrap_or_default();
+    Some(match name {
+        "lastsave" => Reply::Integer(last_save_secs as i64),
+        "memory" => match sub.as_str() {
+            "doctor" => Reply::Verbatim(Bytes::from_static(
+                b"Hi Sam, this instance is empty or is using very little memory, my issues \
+detector can't be used in these conditions. Please, leave for your mission on Earth and fill \
+it with some data. The new Sam and I will be back to our programming as soon as I finished \
+rebooting.\n",
+            )),
+            "malloc-stats" => Reply::Verbatim(Bytes::from_static(
+                b"Stats not supported for the current allocator",
+            )),
+            "purge" => Reply::ok(),
+            "stats" => Reply::Map(vec![
+                (Reply::bulk_str("peak.allocated"), Reply::Integer(0)),
+                (Reply::bulk_str("total.allocated"), Reply::Integer(0)),
+                (Reply::bulk_str("keys.count"), Reply::Integer(0)),
+            ]),
+            _ => lines(&[
+                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "DOCTOR",
+                "    Return memory problems reports.",
+                "MALLOC-STATS",
+                "    Return internal statistics report from the memory allocator.",
+                "PURGE",
+                "    Attempt to purge dirty pages for reclamation by the allocator.",
+                "STATS",
+                "    Return information about the memory usage of the server.",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return memory in bytes used by <key> and its value. Nested values are",
+                "    sampled up to <count> times (default: 5, 0 means sample all).",
+                "HELP",
+                "    Print this help.",
+            ]),
+        },
+        "latency" => match sub.as_str() {
+            "latest" | "history" => Reply::Array(vec![]),
+            "histogram" => Reply::Map(vec![]),
+            "reset" => Reply::Integer(0),
+            "doctor" => Reply::Verbatim(Bytes::from_static(
+                b"I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this \
+Redis instance. You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order \
+to enable it. If we weren't in a deep space mission I'd suggest to take a look at \
+https://redis.io/topics/latency-monitor.\n",
+            )),
+            "graph" => Reply::error(format!(
+                "ERR No samples available for event '{}'",
+                args.get(2)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .unwrap_or_default()
+            )),
+            _ => lines(&[
+                "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "LATEST",
+                "    Return the latest latency samples for all events.",
+                "HISTORY <event>",
+                "    Return time-latency samples for the specified event.",
+                "RESET [<event> ...]",
+                "    Reset latency data of one or more <event> classes.",
+                "HELP",
+                "    Print this help.",
+            ]),
+        },
+        "slowlog" => match sub.as_str() {
+            "get" => Reply::Array(vec![]),
+            "len" => Reply::Integer(0),
+            "reset" => Reply::ok(),
+            _ => lines(&[
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+                "HELP",
+                "    Print this help.",
+            ]),
+        },
+        "function" => match sub.as_str() {
+            "list" => Reply::Array(vec![]),
+            "flush" => Reply::ok(),
+            "stats" => Reply::Map(vec![
+                (Reply::bulk_str("running_script"), Reply::Nil),
+                (
+                    Reply::bulk_str("engines"),
+                    Reply::Map(vec![(
+                        Reply::bulk_str("LUA"),
+                        Reply::Map(vec![
+                            (Reply::bulk_str("libraries_count"), Reply::Integer(0)),
+                            (Reply::bulk_str("functions_count"), Reply::Integer(0)),
+                        ]),
+                    )]),
+                ),
+            ]),
+            "delete" => Reply::error("ERR Library not found"),
+            "kill" => Reply::error("NOTBUSY No scripts in execution right now."),
+            "help" => lines(&[
+                "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "LIST, STATS, FLUSH: answered (redraft runs no scripts).",
+                "LOAD, RESTORE, DUMP, DELETE, KILL: not available.",
+            ]),
+            other => no_scripting(&format!("function {other}")),
+        },
+        "script" => match sub.as_str() {
+            "exists" => Reply::Array(args[2..].iter().map(|_| Reply::Integer(0)).collect()),
+            "flush" => Reply::ok(),
+            "kill" => Reply::error("NOTBUSY No scripts in execution right now."),
+            "help" => lines(&[
+                "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "EXISTS, FLUSH: answered (redraft runs no scripts).",
+                "LOAD, KILL: not available.",
+            ]),
+            other => no_scripting(&format!("script {other}")),
+        },
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => no_scripting(name),
+        _ => return None,
+    })
+}
+
+/// SAVE: builds a snapshot and waits (bounded) until it covers what was applied when called.
+pub async fn save(node: &Node) -> Result<Reply, Error> {
+    let applied = node
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .map_or(0, |l| l.index);
+    node.raft()
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    node.raft()
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= applied),
+            "snapshot",
+        )
+        .await
+        .map_err(|e| Error::err(format!("snapshot did not finish: {e}")))?;
+    Ok(Reply::ok())
+}
+
+/// BGSAVE: starts a snapshot.
+pub async fn bgsave(node: &Node) -> Result<Reply, Error> {
+    node.raft()
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Reply::simple("Background saving started"))
+}
+
+/// WAIT: how many followers hold the log up to `index` (the connection's last write), waiting
+/// up to `timeout_ms` (0: forever, as Redis) for `wanted` of them.
+pub async fn wait(node: &Node, index: u64, wanted: i64, timeout_ms: i64) -> Reply {
+    let me = node.id();
+    let count = |m: &openraft::RaftMetrics<crate::raft::TypeConfig>| -> i64 {
+        m.replication.as_ref().map_or(0, |r| {
+            r.iter()
+                .filter(|(id, matched)| {
+                    **id != me && matched.as_ref().is_some_and(|l| l.index >= index)
+                })
+                .count() as i64
+        })
+    };
+    let timeout = if timeout_ms == 0 {
+        None
+    } else {
+        Some(Duration::from_millis(timeout_ms as u64))
+    };
+    let waited = node
+        .raft()
+        .wait(timeout)
+        .metrics(|m| count(m) >= wanted, "WAIT")
+        .await;
+    let metrics = match waited {
+        Ok(metrics) => metrics,
+        Err(_) => node.raft().metrics().borrow_watched().clone(),
+    };
+    Reply::Integer(count(&metrics))
+}
