@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod real_redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
