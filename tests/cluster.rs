@@ -465,19 +465,6 @@ fn cluster_commands_describe_one_shard() {
     assert_eq!(ranges.len(), 1);
 }
 
-/// The Python interpreter with redis-py (`bash .ci/test` makes `target/pyenv`).
-fn python() -> String {
-    if let Ok(python) = std::env::var("REDRAFT_TEST_PYTHON") {
-        return python;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        venv.to_string()
-    } else {
-        "python3".to_string()
-    }
-}
-
 fn redis_py_cluster_client_survives_a_leader_change(mode: &str) {
     use std::io::{BufRead, BufReader, Write};
     let _serial = serial();
@@ -486,7 +473,7 @@ fn redis_py_cluster_client_survives_a_leader_change(mode: &str) {
         env!("CARGO_MANIFEST_DIR"),
         "/redis-compat/clients/redis_py_cluster.py"
     );
-    let mut child = std::process::Command::new(python())
+    let mut child = std::process::Command::new(common::python())
         .arg(script)
         .args(cluster.nodes.iter().map(|n| n.port.to_string()))
         .stdin(std::process::Stdio::piped())

@@ -1,0 +1,88 @@
+//! Real client libraries running the patterns applications use.
+//!
+//! Goal: counters, SET NX EX locks, MULTI/EXEC, WATCH retry loops and pipelines work unchanged
+//! through redis-py (sync and asyncio, RESP2 and RESP3) and the `redis` crate. Method: each
+//! test starts the real binary and runs the library against it; the Python script lives in
+//! `redis-compat/clients/` (`bash .ci/test` installs redis-py).
+
+mod common;
+
+use common::TestServer;
+use redis::Commands;
+
+#[test]
+fn clients_redis_py_sync_and_asyncio_patterns() {
+    let server = TestServer::start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/redis_py_patterns.py"
+    );
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(common::python())
+        .arg(script)
+        .arg(server.port.to_string())
+        .output()
+        .expect("python3 with redis-py (bash .ci/test installs it)");
+    assert!(
+        output.status.success(),
+        "redis-py patterns failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
+
+#[test]
+fn clients_redis_crate_patterns() {
+    let server = TestServer::start();
+    let mut con = server.client();
+    // Counters.
+    assert_eq!(con.incr::<_, _, i64>("rs:counter", 1).unwrap(), 1);
+    assert_eq!(con.incr::<_, _, i64>("rs:counter", 41).unwrap(), 42);
+    // A lock with SET NX EX.
+    let acquired: bool = redis::cmd("SET")
+        .arg("rs:lock")
+        .arg("me")
+        .arg("NX")
+        .arg("EX")
+        .arg(30)
+        .query::<Option<String>>(&mut con)
+        .unwrap()
+        .is_some();
+    assert!(acquired);
+    let again: Option<String> = redis::cmd("SET")
+        .arg("rs:lock")
+        .arg("you")
+        .arg("NX")
+        .arg("EX")
+        .arg(30)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(again, None);
+    // MULTI/EXEC.
+    let _: () = con.set("rs:balance", 100).unwrap();
+    let (balance, spent): (i64, i64) = redis::pipe()
+        .atomic()
+        .decr("rs:balance", 30)
+        .incr("rs:spent", 30)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((balance, spent), (70, 30));
+    // WATCH retry loop.
+    let (balance,): (i64,) = redis::transaction(&mut con, &["rs:balance"], |con, pipe| {
+        let balance: i64 = con.get("rs:balance")?;
+        pipe.set("rs:balance", balance - 10)
+            .ignore()
+            .get("rs:balance")
+            .query(con)
+    })
+    .unwrap();
+    assert_eq!(balance, 60);
+    // Pipelines.
+    let mut pipe = redis::pipe();
+    for _ in 0..100 {
+        pipe.incr("rs:counter", 1);
+    }
+    let values: Vec<i64> = pipe.query(&mut con).unwrap();
+    assert_eq!(values, (43..143).collect::<Vec<_>>());
+}
