@@ -1,16 +1,1573 @@
-//! Hash commands.
+//! Hash commands: HSET, HSETNX, HGET, HMGET, HMSET, HDEL, HEXISTS, HLEN, HSTRLEN, HKEYS, HVALS,
+//! HGETALL, HINCRBY, HINCRBYFLOAT, HRANDFIELD and HSCAN, with Redis 7.0's replies and errors.
+//!
+//! # Deliberate differences from Redis 7.0
+//! - **Field order.** Redis lists a small (listpack) hash's fields in insertion order; redraft
+//!   keeps fields sorted by their bytes, so HKEYS, HVALS, HGETALL, HSCAN and HRANDFIELD list
+//!   them in byte order. Both orders are unspecified by Redis's documentation.
+//! - **HSCAN cursors.** A hash of at most [`SMALL_HASH_FIELDS`] fields is answered whole with
+//!   cursor 0 whatever the cursor, as Redis answers a listpack hash. A larger hash is walked in
+//!   field order: the cursor is the first 8 bytes (zero-padded, big-endian) of the next field to
+//!   return, so it survives concurrent inserts and deletes. A step returns about COUNT fields
+//!   and never ends inside the group of fields sharing its starting 8-byte prefix, so it always
+//!   makes progress (fields sharing long prefixes make larger steps); fields of a group split
+//!   between two steps may be returned twice, which SCAN's contract allows. Redis returns fewer or more fields per step for a hashtable hash.
+//! - **HRANDFIELD WITHVALUES in RESP3.** Redis 7.0 answers a flat array in RESP2 and an array
+//!   of `[field, value]` pairs in RESP3. A command's [`Reply`] cannot depend on the protocol and
+//!   no variant encodes that way, so both protocols get the flat RESP2 shape.
+//! - **HRANDFIELD with a negative count** (repeats allowed) answers at most
+//!   [`MAX_RANDOM_REPEATS`] elements instead of building an unbounded reply; picking a field
+//!   costs a walk of the hash (the store has no index by rank), as does HRANDFIELD without a
+//!   count. Random choices come from [`Keyspace::random_seed`], never from a clock.
+//! - **HINCRBYFLOAT** computes in an exact software model of x87's 80-bit `long double`
+//!   ([`long_double`]): parsing as glibc's `strtold`, adding with round-to-nearest-even and
+//!   printing as `%.17Lf`, so replies match Redis on x86-64 byte for byte and every replica
+//!   computes the same bits. (Redis built where `long double` is another format, e.g. 128-bit
+//!   on aarch64, prints differently in the last digits.)
 
 use bytes::Bytes;
 
+use super::{int_arg, syntax_error, typed_record};
+use crate::command::glob::glob_match;
+use crate::command::table;
 use crate::resp::Reply;
-use crate::store::keyspace::{Keyspace, StoreResult};
+use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
+use crate::store::state_machine::parse_redis_i64;
+
+/// A hash with at most this many fields is answered whole by HSCAN (Redis's default
+/// `hash-max-listpack-entries`).
+pub const SMALL_HASH_FIELDS: u64 = 128;
+
+/// The most elements HRANDFIELD answers with a negative count.
+pub const MAX_RANDOM_REPEATS: u64 = 1_000_000;
+
+/// Fields read from the store per page when walking a hash.
+const PAGE: usize = 1024;
 
 /// Whether this family executes `name`.
-pub fn handles(_name: &str) -> bool {
-    false
+pub fn handles(name: &str) -> bool {
+    matches!(
+        name,
+        "hset"
+            | "hsetnx"
+            | "hget"
+            | "hmget"
+            | "hmset"
+            | "hdel"
+            | "hexists"
+            | "hlen"
+            | "hstrlen"
+            | "hkeys"
+            | "hvals"
+            | "hgetall"
+            | "hincrby"
+            | "hincrbyfloat"
+            | "hrandfield"
+            | "hscan"
+    )
 }
 
-/// Executes one hash command.
-pub fn execute<K: Keyspace>(_ks: &mut K, name: &str, _args: &[Bytes]) -> StoreResult<Reply> {
-    Ok(Reply::error(format!("ERR unknown hash command '{name}'")))
+/// Executes one hash command (`name` lowercase, `args` name first).
+pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
+    let unknown = || Ok(Reply::error(format!("ERR unknown hash command '{name}'")));
+    if !handles(name) {
+        return unknown();
+    }
+    // Arity is checked before commands reach the store; check again so no input can index
+    // past the arguments (every hash command takes a key).
+    match table::lookup(name.as_bytes()) {
+        Some(spec) if !table::arity_ok(spec, args.len()) => {
+            return Ok(table::wrong_arity_error(spec));
+        }
+        Some(_) if args.len() >= 2 => {}
+        _ => return unknown(),
+    }
+    let key = &args[1];
+    match name {
+        "hset" | "hmset" => hset(ks, name, args),
+        "hsetnx" => hsetnx(ks, key, &args[2], &args[3]),
+        "hget" => Ok(match hash(ks, key)? {
+            Err(reply) => reply,
+            Ok(None) => Reply::Nil,
+            Ok(Some(_)) => ks.field(key, &args[2])?.map_or(Reply::Nil, Reply::Bulk),
+        }),
+        "hmget" => hmget(ks, key, &args[2..]),
+        "hdel" => hdel(ks, key, &args[2..]),
+        "hexists" => Ok(match hash(ks, key)? {
+            Err(reply) => reply,
+            Ok(None) => Reply::Integer(0),
+            Ok(Some(_)) => Reply::Integer(i64::from(ks.field(key, &args[2])?.is_some())),
+        }),
+        "hlen" => Ok(match hash(ks, key)? {
+            Err(reply) => reply,
+            Ok(record) => Reply::Integer(record.map_or(0, |r| count_i64(r.field_count()))),
+        }),
+        "hstrlen" => Ok(match hash(ks, key)? {
+            Err(reply) => reply,
+            Ok(None) => Reply::Integer(0),
+            Ok(Some(_)) => Reply::Integer(
+                ks.field(key, &args[2])?
+                    .map_or(0, |v| count_i64(v.len() as u64)),
+            ),
+        }),
+        "hkeys" | "hvals" | "hgetall" => hgetall(ks, name, key),
+        "hincrby" => hincrby(ks, key, &args[2], &args[3]),
+        "hincrbyfloat" => hincrbyfloat(ks, key, &args[2], &args[3]),
+        "hrandfield" => hrandfield(ks, args),
+        "hscan" => hscan(ks, args),
+        _ => unknown(),
+    }
+}
+
+/// The live record of a hash key, or WRONGTYPE.
+fn hash<K: Keyspace>(ks: &mut K, key: &[u8]) -> StoreResult<Result<Option<Record>, Reply>> {
+    typed_record(ks, key, Kind::Hash)
+}
+
+fn count_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An argument as C code sees it: up to its first NUL byte (Redis compares option names with
+/// `strcasecmp`).
+fn c_str(arg: &[u8]) -> &[u8] {
+    arg.iter()
+        .position(|&b| b == 0)
+        .map_or(arg, |end| &arg[..end])
+}
+
+fn hset<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
+    // The name, the key and field-value pairs: an even count.
+    if !args.len().is_multiple_of(2) {
+        return Ok(Reply::error(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        )));
+    }
+    let key = &args[1];
+    if let Err(reply) = hash(ks, key)? {
+        return Ok(reply);
+    }
+    let mut created = 0;
+    for pair in args[2..].chunks_exact(2) {
+        if ks.put_field(key, &pair[0], &pair[1])? {
+            created += 1;
+        }
+    }
+    Ok(if name == "hmset" {
+        Reply::ok()
+    } else {
+        Reply::Integer(created)
+    })
+}
+
+fn hsetnx<K: Keyspace>(ks: &mut K, key: &[u8], field: &[u8], value: &[u8]) -> StoreResult<Reply> {
+    Ok(match hash(ks, key)? {
+        Err(reply) => reply,
+        Ok(Some(_)) if ks.field(key, field)?.is_some() => Reply::Integer(0),
+        Ok(_) => {
+            ks.put_field(key, field, value)?;
+            Reply::Integer(1)
+        }
+    })
+}
+
+fn hmget<K: Keyspace>(ks: &mut K, key: &[u8], fields: &[Bytes]) -> StoreResult<Reply> {
+    let exists = match hash(ks, key)? {
+        Err(reply) => return Ok(reply),
+        Ok(record) => record.is_some(),
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for field in fields {
+        out.push(if exists {
+            ks.field(key, field)?.map_or(Reply::Nil, Reply::Bulk)
+        } else {
+            Reply::Nil
+        });
+    }
+    Ok(Reply::Array(out))
+}
+
+fn hdel<K: Keyspace>(ks: &mut K, key: &[u8], fields: &[Bytes]) -> StoreResult<Reply> {
+    match hash(ks, key)? {
+        Err(reply) => return Ok(reply),
+        Ok(None) => return Ok(Reply::Integer(0)),
+        Ok(Some(_)) => {}
+    }
+    let mut deleted = 0;
+    for field in fields {
+        // The hash goes with its last field; later deletes then find nothing.
+        if ks.delete_field(key, field)? {
+            deleted += 1;
+        }
+    }
+    Ok(Reply::Integer(deleted))
+}
+
+fn hgetall<K: Keyspace>(ks: &mut K, name: &str, key: &[u8]) -> StoreResult<Reply> {
+    let fields = match hash(ks, key)? {
+        Err(reply) => return Ok(reply),
+        Ok(None) => Vec::new(),
+        Ok(Some(_)) => ks.fields(key, None, usize::MAX)?,
+    };
+    Ok(match name {
+        "hkeys" => Reply::Array(fields.into_iter().map(|(f, _)| Reply::Bulk(f)).collect()),
+        "hvals" => Reply::Array(fields.into_iter().map(|(_, v)| Reply::Bulk(v)).collect()),
+        _ => Reply::Map(
+            fields
+                .into_iter()
+                .map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v)))
+                .collect(),
+        ),
+    })
+}
+
+fn hincrby<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+    field: &[u8],
+    increment: &[u8],
+) -> StoreResult<Reply> {
+    let increment = match int_arg(increment) {
+        Ok(n) => n,
+        Err(reply) => return Ok(reply),
+    };
+    if let Err(reply) = hash(ks, key)? {
+        return Ok(reply);
+    }
+    let current = match ks.field(key, field)? {
+        Some(value) => match parse_redis_i64(&value) {
+            Some(n) => n,
+            None => return Ok(Reply::error("ERR hash value is not an integer")),
+        },
+        None => 0,
+    };
+    let Some(new) = current.checked_add(increment) else {
+        return Ok(Reply::error("ERR increment or decrement would overflow"));
+    };
+    let mut digits = itoa::Buffer::new();
+    ks.put_field(key, field, digits.format(new).as_bytes())?;
+    Ok(Reply::Integer(new))
+}
+
+fn hincrbyfloat<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+    field: &[u8],
+    increment: &[u8],
+) -> StoreResult<Reply> {
+    use long_double::{LongDouble, Parsed};
+    let increment = match long_double::parse(increment) {
+        Some(Parsed::Finite(n)) => n,
+        Some(Parsed::Infinite) => return Ok(Reply::error("ERR value is NaN or Infinity")),
+        None => return Ok(Reply::error("ERR value is not a valid float")),
+    };
+    if let Err(reply) = hash(ks, key)? {
+        return Ok(reply);
+    }
+    let current = match ks.field(key, field)? {
+        Some(value) => match long_double::parse(&value) {
+            Some(Parsed::Finite(n)) => Some(n),
+            Some(Parsed::Infinite) => None,
+            None => return Ok(Reply::error("ERR hash value is not a float")),
+        },
+        None => Some(LongDouble::ZERO),
+    };
+    let Some(sum) = current.and_then(|current| current.checked_add(increment)) else {
+        return Ok(Reply::error("ERR increment would produce NaN or Infinity"));
+    };
+    let text = sum.format_human();
+    ks.put_field(key, field, text.as_bytes())?;
+    Ok(Reply::Bulk(Bytes::from(text)))
+}
+
+/// SplitMix64: a small deterministic generator seeded from [`Keyspace::random_seed`].
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// The fields at the given positions (sorted, distinct) of a hash in field order, in one walk.
+fn fields_at<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+    positions: &[u64],
+) -> StoreResult<Vec<(Bytes, Bytes)>> {
+    let mut out = Vec::with_capacity(positions.len());
+    let mut after: Option<Bytes> = None;
+    let mut position = 0u64;
+    let mut wanted = positions.iter().peekable();
+    while wanted.peek().is_some() {
+        let page = ks.fields(key, after.as_deref(), PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for pair in page {
+            if wanted.peek() == Some(&&position) {
+                wanted.next();
+                out.push(pair);
+            }
+            position += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The reply of HRANDFIELD with a count: fields, or fields and values flat (RESP2's shape).
+fn random_reply(picked: Vec<(Bytes, Bytes)>, with_values: bool) -> Reply {
+    let mut out = Vec::with_capacity(picked.len() * if with_values { 2 } else { 1 });
+    for (field, value) in picked {
+        out.push(Reply::Bulk(field));
+        if with_values {
+            out.push(Reply::Bulk(value));
+        }
+    }
+    Reply::Array(out)
+}
+
+fn hrandfield<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+    let key = &args[1];
+    let Some(count) = args.get(2) else {
+        let size = match hash(ks, key)? {
+            Err(reply) => return Ok(reply),
+            Ok(None) => return Ok(Reply::Nil),
+            Ok(Some(record)) => record.field_count(),
+        };
+        if size == 0 {
+            return Ok(Reply::Nil);
+        }
+        let position = SplitMix(ks.random_seed()).below(size);
+        return Ok(fields_at(ks, key, &[position])?
+            .pop()
+            .map_or(Reply::Nil, |(field, _)| Reply::Bulk(field)));
+    };
+    let count = match int_arg(count) {
+        Ok(i64::MIN) => {
+            return Ok(Reply::error(
+                "ERR value is out of range, value must between -9223372036854775807 and \
+                 9223372036854775807",
+            ));
+        }
+        Ok(n) => n,
+        Err(reply) => return Ok(reply),
+    };
+    let with_values = match args.get(3) {
+        None => false,
+        Some(arg) if args.len() == 4 && c_str(arg).eq_ignore_ascii_case(b"withvalues") => true,
+        Some(_) => return Ok(syntax_error()),
+    };
+    if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+        return Ok(Reply::error("ERR value is out of range"));
+    }
+    let size = match hash(ks, key)? {
+        Err(reply) => return Ok(reply),
+        Ok(None) => return Ok(Reply::Array(Vec::new())),
+        Ok(Some(record)) => record.field_count(),
+    };
+    if count == 0 || size == 0 {
+        return Ok(Reply::Array(Vec::new()));
+    }
+    let wanted = count.unsigned_abs();
+    let mut rng = SplitMix(ks.random_seed());
+    if count < 0 {
+        // Repeats allowed, in the order picked.
+        if wanted > MAX_RANDOM_REPEATS {
+            return Ok(Reply::error(format!(
+                "ERR HRANDFIELD with a negative count answers at most {MAX_RANDOM_REPEATS} \
+                 elements"
+            )));
+        }
+        let picks: Vec<u64> = (0..wanted).map(|_| rng.below(size)).collect();
+        let mut positions = picks.clone();
+        positions.sort_unstable();
+        positions.dedup();
+        let found = fields_at(ks, key, &positions)?;
+        let picked = picks
+            .iter()
+            .filter_map(|p| positions.binary_search(p).ok())
+            .filter_map(|i| found.get(i).cloned())
+            .collect();
+        return Ok(random_reply(picked, with_values));
+    }
+    if wanted >= size {
+        return Ok(random_reply(ks.fields(key, None, usize::MAX)?, with_values));
+    }
+    // `wanted` distinct positions (Floyd's algorithm), answered in field order.
+    let mut chosen = std::collections::BTreeSet::new();
+    for upper in size - wanted..size {
+        let pick = rng.below(upper + 1);
+        if !chosen.insert(pick) {
+            chosen.insert(upper);
+        }
+    }
+    let positions: Vec<u64> = chosen.into_iter().collect();
+    Ok(random_reply(fields_at(ks, key, &positions)?, with_values))
+}
+
+/// Redis's `parseScanCursorOrReply`: `strtoul` in base 10, refusing a leading space, trailing
+/// bytes and overflow (so `-1` is 2^64 - 1 and the empty string is 0, as in Redis).
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let text = c_str(arg);
+    if text
+        .first()
+        .is_some_and(|&b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+    {
+        return None;
+    }
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        // No conversion: `strtoul` points back at the start, fine only for "".
+        return text.is_empty().then_some(0);
+    }
+    let mut value: u64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
+/// The HSCAN position of a field: its first 8 bytes, zero-padded, big-endian.
+fn field_cursor(field: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = field.len().min(8);
+    bytes[..n].copy_from_slice(&field[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// One HSCAN step over a large hash (see the module docs): fields whose [`field_cursor`] is
+/// at least `cursor`, about `count` of them, and the next cursor (0 at the end).
+fn scan_fields<K: Keyspace>(
+    ks: &mut K,
+    key: &[u8],
+    cursor: u64,
+    count: usize,
+) -> StoreResult<(Vec<(Bytes, Bytes)>, u64)> {
+    // The fields at or after `cursor` are exactly those at or after this byte string.
+    let start_bytes = cursor.to_be_bytes();
+    let keep = start_bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i + 1);
+    let start = &start_bytes[..keep];
+    let mut out = Vec::new();
+    let mut after = None;
+    if !start.is_empty() {
+        if let Some(value) = ks.field(key, start)? {
+            out.push((Bytes::copy_from_slice(start), value));
+        }
+        after = Some(Bytes::copy_from_slice(start));
+    }
+    let page_size = count.saturating_add(1).min(PAGE);
+    loop {
+        let page = ks.fields(key, after.as_deref(), page_size)?;
+        let Some((last, _)) = page.last() else {
+            return Ok((out, 0));
+        };
+        after = Some(last.clone());
+        for (field, value) in page {
+            if out.len() >= count {
+                let next = field_cursor(&field);
+                if next > cursor {
+                    return Ok((out, next));
+                }
+            }
+            out.push((field, value));
+        }
+    }
+}
+
+fn hscan<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+    let key = &args[1];
+    let Some(cursor) = parse_cursor(&args[2]) else {
+        return Ok(Reply::error("ERR invalid cursor"));
+    };
+    let size = match hash(ks, key)? {
+        Err(reply) => return Ok(reply),
+        Ok(None) => {
+            return Ok(Reply::Array(vec![
+                Reply::bulk_str("0"),
+                Reply::Array(Vec::new()),
+            ]));
+        }
+        Ok(Some(record)) => record.field_count(),
+    };
+    let mut count: i64 = 10;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 3;
+    while i < args.len() {
+        let option = c_str(&args[i]);
+        let value = args.get(i + 1);
+        match value {
+            Some(value) if option.eq_ignore_ascii_case(b"count") => {
+                count = match int_arg(value) {
+                    Ok(n) if n < 1 => return Ok(syntax_error()),
+                    Ok(n) => n,
+                    Err(reply) => return Ok(reply),
+                };
+            }
+            Some(value) if option.eq_ignore_ascii_case(b"match") => {
+                pattern = (value.as_ref() != b"*").then_some(value.as_ref());
+            }
+            _ => return Ok(syntax_error()),
+        }
+        i += 2;
+    }
+    let (fields, next) = if size <= SMALL_HASH_FIELDS {
+        (ks.fields(key, None, usize::MAX)?, 0)
+    } else {
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        scan_fields(ks, key, cursor, count)?
+    };
+    let mut items = Vec::with_capacity(fields.len() * 2);
+    for (field, value) in fields {
+        if pattern.is_none_or(|p| glob_match(p, &field, false)) {
+            items.push(Reply::Bulk(field));
+            items.push(Reply::Bulk(value));
+        }
+    }
+    let mut digits = itoa::Buffer::new();
+    Ok(Reply::Array(vec![
+        Reply::bulk_str(digits.format(next)),
+        Reply::Array(items),
+    ]))
+}
+
+pub mod long_double {
+    //! An exact software model of x86's 80-bit `long double` for HINCRBYFLOAT (and later
+    //! INCRBYFLOAT): Redis parses with `strtold`, adds in x87 extended precision and prints
+    //! with `%.17Lf`, none of which Rust's `f64` reproduces (`0.1 + 0.2` is `0.3` in Redis).
+    //!
+    //! A value is `mantissa × 2^exponent` with a 64-bit mantissa, rounded to nearest-even like
+    //! the x87 unit, with its exponent range (subnormals down to 2^-16445, overflow past
+    //! 2^16384). Arithmetic uses a small big-integer type, so it is exact and the same on every
+    //! machine.
+
+    use std::cmp::Ordering;
+
+    /// The exponent of the smallest subnormal: 2^-16445.
+    const MIN_EXP: i64 = -16445;
+    /// The exponent of the largest finite value's mantissa: (2^64 - 1) × 2^16320.
+    const MAX_EXP: i64 = 16320;
+    /// Redis's `MAX_LONG_DOUBLE_CHARS`: longer strings are not floats to `string2ld`.
+    const MAX_CHARS: usize = 5 * 1024;
+
+    /// A finite extended-precision value: `(-1)^negative × mantissa × 2^exponent`, the
+    /// mantissa normalized (top bit set) unless the value is subnormal or zero.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LongDouble {
+        negative: bool,
+        mantissa: u64,
+        exponent: i64,
+    }
+
+    /// What [`parse`] read.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Parsed {
+        /// A finite value.
+        Finite(LongDouble),
+        /// `inf`/`infinity` of either sign.
+        Infinite,
+    }
+
+    impl LongDouble {
+        /// Positive zero.
+        pub const ZERO: LongDouble = LongDouble {
+            negative: false,
+            mantissa: 0,
+            exponent: MIN_EXP,
+        };
+
+        fn zero(negative: bool) -> LongDouble {
+            LongDouble {
+                negative,
+                ..LongDouble::ZERO
+            }
+        }
+
+        /// `self + other` rounded to nearest-even; `None` when it overflows to infinity.
+        pub fn checked_add(self, other: LongDouble) -> Option<LongDouble> {
+            if self.mantissa == 0 && other.mantissa == 0 {
+                return Some(LongDouble::zero(self.negative && other.negative));
+            }
+            if self.mantissa == 0 {
+                return Some(other);
+            }
+            if other.mantissa == 0 {
+                return Some(self);
+            }
+            let (a, b) = if self.exponent >= other.exponent {
+                (self, other)
+            } else {
+                (other, self)
+            };
+            // Both at 2^(a.exponent - 62): a's mantissa fills bits 62..126, b's is shifted to
+            // match, and bits shifted out of b only count as "something below" (sticky).
+            let base = a.exponent - 62;
+            let wide_a = u128::from(a.mantissa) << 62;
+            let distance = (a.exponent - b.exponent) as u64;
+            let (wide_b, sticky) = if distance <= 62 {
+                (u128::from(b.mantissa) << (62 - distance), false)
+            } else if distance - 62 >= 64 {
+                (0, true)
+            } else {
+                let shift = distance - 62;
+                (
+                    u128::from(b.mantissa >> shift),
+                    b.mantissa & ((1u64 << shift) - 1) != 0,
+                )
+            };
+            if a.negative == b.negative {
+                return round(a.negative, &Big::from_u128(wide_a + wide_b), base, sticky);
+            }
+            // With a sticky b, a is normal and far larger (wide_a ≥ 2^125 > wide_b): the
+            // difference is (wide_a - wide_b - 1) plus a fraction strictly between 0 and 1.
+            match wide_a.cmp(&wide_b) {
+                Ordering::Greater => round(
+                    a.negative,
+                    &Big::from_u128(wide_a - wide_b - u128::from(sticky)),
+                    base,
+                    sticky,
+                ),
+                Ordering::Less => round(b.negative, &Big::from_u128(wide_b - wide_a), base, false),
+                Ordering::Equal => Some(LongDouble::ZERO),
+            }
+        }
+
+        /// Redis's `ld2string(…, LD_STR_HUMAN)`: `%.17Lf` (rounded half to even, as glibc
+        /// does), trailing zeros and point removed, `-0` written `0`.
+        pub fn format_human(self) -> String {
+            let scaled = u128::from(self.mantissa) * 100_000_000_000_000_000;
+            let units = if self.exponent >= 0 {
+                Big::from_u128(scaled).shl(self.exponent as u64)
+            } else {
+                let shift = self.exponent.unsigned_abs();
+                let whole = Big::from_u128(scaled);
+                let mut units = whole.shr(shift);
+                let half = whole.bit(shift - 1);
+                if half && (whole.any_below(shift - 1) || units.bit(0)) {
+                    units.mul_add_small(1, 1);
+                }
+                units
+            };
+            let mut digits = units.to_decimal();
+            if digits.len() < 18 {
+                digits.insert_str(0, &"0".repeat(18 - digits.len()));
+            }
+            let (int_part, fraction) = digits.split_at(digits.len() - 17);
+            let fraction = fraction.trim_end_matches('0');
+            let mut out = String::with_capacity(digits.len() + 2);
+            if self.negative {
+                out.push('-');
+            }
+            out.push_str(int_part);
+            if !fraction.is_empty() {
+                out.push('.');
+                out.push_str(fraction);
+            }
+            if out == "-0" {
+                out = "0".into();
+            }
+            out
+        }
+    }
+
+    /// Rounds `(-1)^negative × (n + sticky fraction) × 2^exponent` to a [`LongDouble`];
+    /// `None` on overflow. `sticky` says there is a nonzero amount below `n`'s last bit.
+    fn round(negative: bool, n: &Big, exponent: i64, sticky: bool) -> Option<LongDouble> {
+        if n.is_zero() {
+            return Some(LongDouble::zero(negative));
+        }
+        let len = n.bit_len() as i64;
+        let shift = (len - 64).max(MIN_EXP.saturating_sub(exponent));
+        let (mantissa, exponent) = if shift <= 0 {
+            (n.shl(shift.unsigned_abs()).low_u64(), exponent + shift)
+        } else {
+            let shift_bits = shift as u64;
+            let mut mantissa = n.shr(shift_bits).low_u64();
+            let mut exponent = exponent.saturating_add(shift);
+            let half = n.bit(shift_bits - 1);
+            if half && (sticky || n.any_below(shift_bits - 1) || mantissa & 1 == 1) {
+                mantissa = match mantissa.checked_add(1) {
+                    Some(m) => m,
+                    None => {
+                        exponent += 1;
+                        1 << 63
+                    }
+                };
+            }
+            (mantissa, exponent)
+        };
+        if mantissa == 0 {
+            return Some(LongDouble::zero(negative));
+        }
+        (exponent <= MAX_EXP).then_some(LongDouble {
+            negative,
+            mantissa,
+            exponent,
+        })
+    }
+
+    /// Redis's `string2ld`: glibc `strtold` over the whole argument (decimal, `0x` hex,
+    /// `inf`/`infinity`), refusing empty or over-long input, leading spaces, trailing bytes,
+    /// NaN, overflow and underflow to zero. `None` is "not a float".
+    pub fn parse(text: &[u8]) -> Option<Parsed> {
+        if text.is_empty() || text.len() >= MAX_CHARS {
+            return None;
+        }
+        let (negative, body) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            _ => (false, text),
+        };
+        if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
+            return Some(Parsed::Infinite);
+        }
+        let hex = body.len() > 2 && body[0] == b'0' && (body[1] | 0x20) == b'x';
+        let value = if hex {
+            parse_hex(negative, &body[2..])?
+        } else {
+            parse_decimal(negative, body)?
+        };
+        Some(Parsed::Finite(value))
+    }
+
+    /// Splits `digits[.digits]` off the front of `text` with `radix` digits: the digits
+    /// without the point, how many came after it, and the rest of `text`.
+    fn mantissa_digits(text: &[u8], radix: u32) -> (Vec<u8>, usize, &[u8]) {
+        let is_digit = |b: &u8| (*b as char).is_digit(radix);
+        let int_len = text.iter().take_while(|b| is_digit(b)).count();
+        let mut digits: Vec<u8> = text[..int_len].to_vec();
+        let mut rest = &text[int_len..];
+        let mut fraction_len = 0;
+        if let Some((b'.', after)) = rest.split_first() {
+            fraction_len = after.iter().take_while(|b| is_digit(b)).count();
+            digits.extend_from_slice(&after[..fraction_len]);
+            rest = &after[fraction_len..];
+        }
+        (digits, fraction_len, rest)
+    }
+
+    /// An exponent `[sign]digits` filling all of `text`, saturated far beyond any range.
+    fn exponent_digits(text: &[u8]) -> Option<i64> {
+        let (negative, digits) = match text.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            Some((b'+', rest)) => (false, rest),
+            _ => (false, text),
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let value = digits.iter().fold(0i64, |acc, &d| {
+            (acc * 10 + i64::from(d - b'0')).min(1_000_000_000)
+        });
+        Some(if negative { -value } else { value })
+    }
+
+    fn parse_decimal(negative: bool, body: &[u8]) -> Option<LongDouble> {
+        let (digits, fraction_len, rest) = mantissa_digits(body, 10);
+        if digits.is_empty() {
+            return None;
+        }
+        let exponent = match rest.split_first() {
+            None => 0,
+            Some((b'e' | b'E', exp)) => exponent_digits(exp)?,
+            Some(_) => return None,
+        };
+        let digits: &[u8] = {
+            let first = digits.iter().position(|&d| d != b'0');
+            match first {
+                Some(first) => &digits[first..],
+                None => return Some(LongDouble::zero(negative)),
+            }
+        };
+        // The value is digits × 10^exp10, with 10^(len-1+exp10) ≤ value < 10^(len+exp10).
+        let exp10 = exponent - fraction_len as i64;
+        let magnitude = digits.len() as i64 + exp10;
+        if magnitude > 4933 {
+            return None; // ≥ 10^4933: overflow (ERANGE)
+        }
+        if magnitude <= -4952 {
+            return None; // < 10^-4952, under half the smallest subnormal: zero with ERANGE
+        }
+        let mut n = Big::default();
+        for chunk in digits.chunks(9) {
+            let mut chunk_value = 0u32;
+            for &d in chunk {
+                chunk_value = chunk_value * 10 + u32::from(d - b'0');
+            }
+            n.mul_add_small(10u32.pow(chunk.len() as u32), chunk_value);
+        }
+        let value = if exp10 >= 0 {
+            n.mul_pow10(exp10 as u64);
+            round(negative, &n, 0, false)?
+        } else {
+            let mut divisor = Big::from_u128(1);
+            divisor.mul_pow10(exp10.unsigned_abs());
+            divide(negative, &n, &divisor)?
+        };
+        // Underflow to zero is an ERANGE strtold result that string2ld refuses.
+        (value.mantissa != 0).then_some(value)
+    }
+
+    /// `numerator / divisor` rounded: a 66..68-bit quotient and a sticky remainder.
+    fn divide(negative: bool, numerator: &Big, divisor: &Big) -> Option<LongDouble> {
+        let shift = divisor.bit_len() as i64 + 67 - numerator.bit_len() as i64;
+        let (mut rest, mut sticky) = if shift >= 0 {
+            (numerator.shl(shift as u64), false)
+        } else {
+            let drop = shift.unsigned_abs();
+            (numerator.shr(drop), numerator.any_below(drop))
+        };
+        let mut quotient: u128 = 0;
+        for bit in (0..=68u64).rev() {
+            let step = divisor.shl(bit);
+            if rest.compare(&step) != Ordering::Less {
+                rest.sub_assign(&step);
+                quotient |= 1 << bit;
+            }
+        }
+        sticky |= !rest.is_zero();
+        round(negative, &Big::from_u128(quotient), -shift, sticky)
+    }
+
+    fn parse_hex(negative: bool, body: &[u8]) -> Option<LongDouble> {
+        let (digits, fraction_len, rest) = mantissa_digits(body, 16);
+        if digits.is_empty() {
+            return None;
+        }
+        let exponent = match rest.split_first() {
+            None => 0,
+            Some((b'p' | b'P', exp)) => exponent_digits(exp)?,
+            Some(_) => return None,
+        };
+        let mut n = Big::default();
+        for &d in &digits {
+            n.mul_add_small(16, (d as char).to_digit(16).unwrap_or(0));
+        }
+        if n.is_zero() {
+            return Some(LongDouble::zero(negative));
+        }
+        let exp2 = exponent - 4 * fraction_len as i64;
+        let value = round(negative, &n, exp2, false)?;
+        (value.mantissa != 0).then_some(value)
+    }
+
+    /// A minimal unsigned big integer: little-endian 32-bit limbs, no high zero limbs.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    struct Big(Vec<u32>);
+
+    impl Big {
+        fn from_u128(mut value: u128) -> Big {
+            let mut limbs = Vec::with_capacity(4);
+            while value != 0 {
+                limbs.push(value as u32);
+                value >>= 32;
+            }
+            Big(limbs)
+        }
+
+        fn trim(&mut self) {
+            while self.0.last() == Some(&0) {
+                self.0.pop();
+            }
+        }
+
+        fn is_zero(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn bit_len(&self) -> u64 {
+            self.0.last().map_or(0, |&top| {
+                (self.0.len() as u64 - 1) * 32 + u64::from(32 - top.leading_zeros())
+            })
+        }
+
+        fn bit(&self, i: u64) -> bool {
+            usize::try_from(i / 32)
+                .ok()
+                .and_then(|limb| self.0.get(limb))
+                .is_some_and(|&l| l >> (i % 32) & 1 == 1)
+        }
+
+        /// Whether any bit below bit `i` is set.
+        fn any_below(&self, i: u64) -> bool {
+            let whole = usize::try_from(i / 32)
+                .unwrap_or(usize::MAX)
+                .min(self.0.len());
+            if self.0[..whole].iter().any(|&l| l != 0) {
+                return true;
+            }
+            let bits = i % 32;
+            whole < self.0.len() && bits > 0 && self.0[whole] & ((1u32 << bits) - 1) != 0
+        }
+
+        /// The lowest 64 bits.
+        fn low_u64(&self) -> u64 {
+            let low = self.0.first().copied().unwrap_or(0);
+            let high = self.0.get(1).copied().unwrap_or(0);
+            u64::from(low) | u64::from(high) << 32
+        }
+
+        /// `self = self × mul + add`.
+        fn mul_add_small(&mut self, mul: u32, add: u32) {
+            let mut carry = u64::from(add);
+            for limb in &mut self.0 {
+                let v = u64::from(*limb) * u64::from(mul) + carry;
+                *limb = v as u32;
+                carry = v >> 32;
+            }
+            if carry != 0 {
+                self.0.push(carry as u32);
+            }
+            self.trim();
+        }
+
+        fn mul_pow10(&mut self, mut n: u64) {
+            while n >= 9 {
+                self.mul_add_small(1_000_000_000, 0);
+                n -= 9;
+            }
+            self.mul_add_small(10u32.pow(n as u32), 0);
+        }
+
+        /// `self × 2^n`; callers keep `n` to the sizes of real values.
+        fn shl(&self, n: u64) -> Big {
+            if self.is_zero() {
+                return Big::default();
+            }
+            let limbs = (n / 32) as usize;
+            let bits = (n % 32) as u32;
+            let mut out = vec![0u32; limbs];
+            out.reserve(self.0.len() + 1);
+            let mut carry = 0u32;
+            for &limb in &self.0 {
+                if bits == 0 {
+                    out.push(limb);
+                } else {
+                    out.push(limb << bits | carry);
+                    carry = limb >> (32 - bits);
+                }
+            }
+            if carry != 0 {
+                out.push(carry);
+            }
+            Big(out)
+        }
+
+        /// `self / 2^n`, rounded down.
+        fn shr(&self, n: u64) -> Big {
+            let Some(limbs) = usize::try_from(n / 32)
+                .ok()
+                .filter(|&limbs| limbs < self.0.len())
+            else {
+                return Big::default();
+            };
+            let bits = (n % 32) as u32;
+            let src = &self.0[limbs..];
+            let mut out = Vec::with_capacity(src.len());
+            for (i, &limb) in src.iter().enumerate() {
+                let next = src.get(i + 1).copied().unwrap_or(0);
+                out.push(if bits == 0 {
+                    limb
+                } else {
+                    limb >> bits | next << (32 - bits)
+                });
+            }
+            let mut out = Big(out);
+            out.trim();
+            out
+        }
+
+        fn compare(&self, other: &Big) -> Ordering {
+            self.0
+                .len()
+                .cmp(&other.0.len())
+                .then_with(|| self.0.iter().rev().cmp(other.0.iter().rev()))
+        }
+
+        /// `self -= other`, for `self ≥ other`.
+        fn sub_assign(&mut self, other: &Big) {
+            let mut borrow = 0i64;
+            for (i, limb) in self.0.iter_mut().enumerate() {
+                let v = i64::from(*limb) - i64::from(other.0.get(i).copied().unwrap_or(0)) - borrow;
+                borrow = i64::from(v < 0);
+                *limb = v.rem_euclid(1 << 32) as u32;
+            }
+            self.trim();
+        }
+
+        /// `self /= d`, returning the remainder.
+        fn div_small(&mut self, d: u32) -> u32 {
+            let mut rem = 0u64;
+            for limb in self.0.iter_mut().rev() {
+                let v = rem << 32 | u64::from(*limb);
+                *limb = (v / u64::from(d)) as u32;
+                rem = v % u64::from(d);
+            }
+            self.trim();
+            rem as u32
+        }
+
+        fn to_decimal(&self) -> String {
+            let mut n = self.clone();
+            let mut chunks = Vec::new();
+            while !n.is_zero() {
+                chunks.push(n.div_small(1_000_000_000));
+            }
+            let Some((top, rest)) = chunks.split_last() else {
+                return "0".into();
+            };
+            let mut out = top.to_string();
+            for chunk in rest.iter().rev() {
+                out.push_str(&format!("{chunk:09}"));
+            }
+            out
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn calc(current: &str, increment: &str) -> Option<String> {
+            let Some(Parsed::Finite(a)) = parse(current.as_bytes()) else {
+                return None;
+            };
+            let Some(Parsed::Finite(b)) = parse(increment.as_bytes()) else {
+                return None;
+            };
+            a.checked_add(b).map(LongDouble::format_human)
+        }
+
+        fn show(text: &str) -> Option<String> {
+            calc("0", text)
+        }
+
+        #[test]
+        fn long_double_prints_decimals_as_redis_does() {
+            assert_eq!(calc("0.1", "0.2").as_deref(), Some("0.3"));
+            assert_eq!(calc("10.50", "0.1").as_deref(), Some("10.6"));
+            assert_eq!(calc("10.6", "-5").as_deref(), Some("5.6"));
+            assert_eq!(calc("5.0e3", "2.0e2").as_deref(), Some("5200"));
+            assert_eq!(show("0x1p-2").as_deref(), Some("0.25"));
+            assert_eq!(show("0x1.8p1").as_deref(), Some("3"));
+            // An exact tie at the 17th decimal rounds to even (glibc).
+            assert_eq!(
+                show("0.000003814697265625").as_deref(),
+                Some("0.00000381469726562")
+            );
+            assert_eq!(show("-1e-20").as_deref(), Some("0"));
+            assert_eq!(calc("-0", "-0").as_deref(), Some("0"));
+            assert_eq!(show("1e-4950").as_deref(), Some("0"));
+            assert_eq!(
+                show("1e100").as_deref(),
+                Some(
+                    "99999999999999999996693535322073426194986990198284960792713915417520186694\
+                     82644324418977840117055488"
+                )
+            );
+        }
+
+        /// Sums checked against glibc (`strtold`, x87 addition, `%.17Lf`) on x86-64.
+        #[test]
+        fn long_double_matches_glibc_vectors() {
+            for (current, increment, expected) in [
+                ("-729.233", "99514.58", "98785.34700000000000131"),
+                ("+8873.", "-2.99317", "8870.00682999999999989"),
+                ("6561.3", "-.707460", "6560.59253999999999962"),
+                (
+                    "42828.34316077492669743043",
+                    "+832697.1340359793",
+                    "875525.47719675422666796",
+                ),
+                (
+                    "47.619",
+                    "-10288823054642271475498136767436.1683121",
+                    "-10288823054642271475043722592256",
+                ),
+                ("-48.06930", "-575882E+18", "-575882000000000000000000"),
+                (
+                    "+08417389E-3386",
+                    "7455.58436451112600773709",
+                    "7455.58436451112600762",
+                ),
+                (
+                    "730548784242812375E-14",
+                    "+7.80918450710074074454e-249",
+                    "7305.48784242812374989",
+                ),
+                (
+                    "+6.58367157731428024e27",
+                    "84173038880913497.459828855",
+                    "6583671577398453279282692096",
+                ),
+                (
+                    "2.423002154522591e+10",
+                    "-0",
+                    "24230021545.2259100005030632",
+                ),
+                ("498e-4", "8.5441543", "8.5939543"),
+                (
+                    "241491092950497417.65857868405842006305",
+                    "-0xcb15c6F8da2199efceP-59",
+                    "241491092950490918.9375",
+                ),
+                ("674255.7513", "0x.41C", "674256.00813593750001473"),
+                ("12554.8666699", "0XF.e3B", "12570.75607419687499977"),
+                (
+                    "0xbc89FcAd9dA85.33BEFFp-45",
+                    "-6241717.295077724815",
+                    "-6241623.02557181823794963",
+                ),
+                (
+                    "0Xa415BB3C6dCEFC8p-2",
+                    "9678.8",
+                    "184743160389788096.796875",
+                ),
+                (
+                    "-0Xb0df9.51p+4",
+                    "16718.93169378",
+                    "-11574854.13080621999961295",
+                ),
+                ("0x1p64", "-0x1p-1", "18446744073709551616"),
+                ("0x1p64", "-0x1p-0", "18446744073709551615"),
+                ("0x1.fffffffffffffffep0", "0x1p-64", "2"),
+                ("1e30", "-1e-30", "1000000000000000000024696061952"),
+            ] {
+                assert_eq!(
+                    calc(current, increment).as_deref(),
+                    Some(expected),
+                    "{current} + {increment}"
+                );
+            }
+            for bad in ["1.8e-4951", "1.2e4932", "0xp1", "0x1p16384", "0x1p-16446"] {
+                assert_eq!(parse(bad.as_bytes()), None, "{bad}");
+            }
+            assert_eq!(show("0x1p-16445").as_deref(), Some("0"));
+            assert_eq!(calc("0x1p16383", "0x1p16383"), None);
+        }
+
+        #[test]
+        fn long_double_parse_follows_string2ld() {
+            for bad in [
+                "", " 1", "1 ", "1e", "1e+", ".", "-", "+-1", "0x", "0xg", "nan", "-nan", "1e5000",
+                "1e-5000", "infin", "1\x002", "0x1p", "--1",
+            ] {
+                assert_eq!(parse(bad.as_bytes()), None, "{bad:?}");
+            }
+            for inf in ["inf", "-INF", "Infinity", "+infinity"] {
+                assert_eq!(parse(inf.as_bytes()), Some(Parsed::Infinite), "{inf:?}");
+            }
+            for good in [
+                "+.5",
+                "5.",
+                "1E5",
+                "0e99999999999",
+                "3e-4951",
+                "0x.8",
+                "007",
+            ] {
+                assert!(
+                    matches!(parse(good.as_bytes()), Some(Parsed::Finite(_))),
+                    "{good:?}"
+                );
+            }
+            assert_eq!(parse(&vec![b'1'; MAX_CHARS]), None);
+        }
+
+        #[test]
+        fn long_double_overflow_and_extremes() {
+            let max = "1.18973149535723176502e+4932";
+            assert!(matches!(parse(max.as_bytes()), Some(Parsed::Finite(_))));
+            assert_eq!(calc(max, max), None);
+            assert_eq!(parse(b"1.2e4932"), None);
+            let text = show(max).expect("finite");
+            assert_eq!(text.len(), 4933);
+            assert_eq!(calc(&text, "0").as_deref(), Some(text.as_str()));
+            // Near the smallest subnormal: parsed (not zero), printed as 0.
+            assert!(matches!(parse(b"3.6e-4951"), Some(Parsed::Finite(_))));
+            assert_eq!(show("3.6e-4951").as_deref(), Some("0"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::{Protocol, Reply};
+    use crate::store::commands::execute as run;
+    use crate::store::keyspace::WriteView;
+    use bytes::BytesMut;
+
+    fn db() -> redb::Database {
+        redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("in-memory database")
+    }
+
+    fn args(line: &[&[u8]]) -> Vec<Bytes> {
+        line.iter().map(|a| Bytes::copy_from_slice(a)).collect()
+    }
+
+    /// Runs `line` in a fresh write transaction at log index `index`.
+    fn exec(db: &redb::Database, index: u64, line: &[&[u8]]) -> Reply {
+        let txn = db.begin_write().expect("write txn");
+        let reply = {
+            let mut view = WriteView::open(&txn).expect("open");
+            view.at(1_000, index);
+            run(&mut view, &args(line)).expect("store")
+        };
+        txn.commit().expect("commit");
+        reply
+    }
+
+    fn encoded(reply: &Reply, protocol: Protocol) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        reply.encode(protocol, &mut out);
+        out.to_vec()
+    }
+
+    fn bulks(reply: Reply) -> Vec<Bytes> {
+        match reply {
+            Reply::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Reply::Bulk(b) => b,
+                    other => panic!("not a bulk: {other:?}"),
+                })
+                .collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+
+    fn fill(db: &redb::Database, key: &[u8], n: usize) {
+        fill_prefixed(db, key, n, "f");
+    }
+
+    fn fill_prefixed(db: &redb::Database, key: &[u8], n: usize, prefix: &str) {
+        let mut line: Vec<Vec<u8>> = vec![b"HSET".to_vec(), key.to_vec()];
+        for i in 0..n {
+            line.push(format!("{prefix}{i:05}").into_bytes());
+            line.push(format!("v{i}").into_bytes());
+        }
+        let line: Vec<&[u8]> = line.iter().map(Vec::as_slice).collect();
+        assert_eq!(exec(db, 1, &line), Reply::Integer(n as i64));
+    }
+
+    #[test]
+    fn hrandfield_is_deterministic_for_a_log_index() {
+        let db = db();
+        fill(&db, b"h", 50);
+        for line in [
+            &[&b"HRANDFIELD"[..], b"h"][..],
+            &[b"HRANDFIELD", b"h", b"5"],
+            &[b"HRANDFIELD", b"h", b"-20", b"WITHVALUES"],
+        ] {
+            let first = exec(&db, 7, line);
+            assert_eq!(exec(&db, 7, line), first);
+            let others: Vec<Reply> = (8..40).map(|i| exec(&db, i, line)).collect();
+            assert!(others.iter().any(|r| *r != first), "{line:?} never varies");
+        }
+    }
+
+    #[test]
+    fn hrandfield_counts() {
+        let db = db();
+        fill(&db, b"h", 50);
+        let unique = bulks(exec(&db, 2, &[b"HRANDFIELD", b"h", b"20"]));
+        assert_eq!(unique.len(), 20);
+        assert!(
+            unique.windows(2).all(|w| w[0] < w[1]),
+            "distinct, field order"
+        );
+        let all = bulks(exec(&db, 2, &[b"HRANDFIELD", b"h", b"50"]));
+        assert_eq!(all.len(), 50);
+        let repeats = bulks(exec(&db, 2, &[b"HRANDFIELD", b"h", b"-200"]));
+        assert_eq!(repeats.len(), 200);
+        assert!(repeats.iter().all(|f| all.contains(f)));
+        let pairs = bulks(exec(&db, 3, &[b"HRANDFIELD", b"h", b"-7", b"WITHVALUES"]));
+        assert_eq!(pairs.len(), 14);
+        for pair in pairs.chunks(2) {
+            let i: usize = std::str::from_utf8(&pair[0][1..]).unwrap().parse().unwrap();
+            assert_eq!(pair[1], format!("v{i}").as_bytes());
+        }
+        let too_many = exec(&db, 2, &[b"HRANDFIELD", b"h", b"-1000001"]);
+        assert!(too_many.is_error());
+        let single = exec(&db, 2, &[b"HRANDFIELD", b"h"]);
+        assert!(matches!(single, Reply::Bulk(ref f) if all.contains(f)));
+    }
+
+    #[test]
+    fn hrandfield_withvalues_is_flat_in_both_protocols() {
+        let db = db();
+        exec(&db, 1, &[b"HSET", b"h", b"f", b"v"]);
+        let reply = exec(&db, 2, &[b"HRANDFIELD", b"h", b"1", b"WITHVALUES"]);
+        let flat = b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n".to_vec();
+        assert_eq!(encoded(&reply, Protocol::Resp2), flat);
+        assert_eq!(encoded(&reply, Protocol::Resp3), flat);
+    }
+
+    fn scan_all(db: &redb::Database, key: &[u8], count: &[u8]) -> (Vec<Bytes>, usize) {
+        let mut cursor = b"0".to_vec();
+        let mut seen = Vec::new();
+        let mut steps = 0;
+        loop {
+            let reply = exec(db, 5, &[b"HSCAN", key, &cursor, b"COUNT", count]);
+            let Reply::Array(mut parts) = reply else {
+                panic!("not an array");
+            };
+            let items = bulks(parts.pop().unwrap());
+            let Some(Reply::Bulk(next)) = parts.pop() else {
+                panic!("no cursor");
+            };
+            seen.extend(items.chunks(2).map(|pair| pair[0].clone()));
+            steps += 1;
+            assert!(steps < 10_000, "no progress");
+            if next.as_ref() == b"0" {
+                return (seen, steps);
+            }
+            cursor = next.to_vec();
+        }
+    }
+
+    #[test]
+    fn hscan_walks_a_large_hash_with_a_cursor() {
+        let db = db();
+        fill(&db, b"h", 1000);
+        let distinct = |mut seen: Vec<Bytes>| {
+            seen.sort();
+            seen.dedup();
+            seen.len()
+        };
+        let (seen, steps) = scan_all(&db, b"h", b"10");
+        assert!(steps > 10, "a large hash takes several steps");
+        assert_eq!(seen.len(), 1000, "short fields: no field twice");
+        assert_eq!(distinct(seen), 1000, "every field at least once");
+        // Fields sharing their first 8 bytes in groups of 10 ("fld:0000x") or all together
+        // ("field:00xxx"): a step that starts in a group takes all of it, so walks end.
+        fill_prefixed(&db, b"groups", 1000, "fld:");
+        fill_prefixed(&db, b"one-group", 1000, "field:");
+        for count in [&b"1"[..], b"10", b"99", b"1000"] {
+            let (seen, steps) = scan_all(&db, b"groups", count);
+            assert_eq!(distinct(seen), 1000, "COUNT {count:?}");
+            assert!(steps <= 101);
+            let (seen, steps) = scan_all(&db, b"one-group", count);
+            assert_eq!(distinct(seen), 1000, "COUNT {count:?}");
+            assert!(steps <= 2);
+        }
+        // A small hash is answered whole whatever the cursor.
+        fill(&db, b"small", 100);
+        let reply = exec(&db, 5, &[b"HSCAN", b"small", b"12345", b"COUNT", b"1"]);
+        let Reply::Array(parts) = reply else {
+            panic!("not an array");
+        };
+        assert_eq!(parts[0], Reply::bulk_str("0"));
+        assert_eq!(bulks(parts[1].clone()).len(), 200);
+    }
+
+    #[test]
+    fn hscan_cursor_survives_deletes_and_binary_fields() {
+        let db = db();
+        fill(&db, b"h", 300);
+        for field in [
+            &b""[..],
+            b"\x00",
+            b"\x00\x00\x00\x00\x00\x00\x00\x00\x01",
+            b"\xff",
+        ] {
+            exec(&db, 1, &[b"HSET", b"h", field, b"x"]);
+        }
+        let reply = exec(&db, 5, &[b"HSCAN", b"h", b"0", b"COUNT", b"150"]);
+        let Reply::Array(parts) = reply else {
+            panic!("not an array");
+        };
+        let Reply::Bulk(cursor) = parts[0].clone() else {
+            panic!("no cursor");
+        };
+        let first: Vec<Bytes> = bulks(parts[1].clone())
+            .chunks(2)
+            .map(|p| p[0].clone())
+            .collect();
+        assert!(first.contains(&Bytes::from_static(b"")));
+        // Delete fields already returned; the rest still comes back.
+        for field in &first[..100] {
+            exec(&db, 6, &[b"HDEL", b"h", field]);
+        }
+        let mut rest = Vec::new();
+        let mut cursor = cursor.to_vec();
+        while cursor != b"0" {
+            let Reply::Array(parts) = exec(&db, 7, &[b"HSCAN", b"h", &cursor]) else {
+                panic!("not an array");
+            };
+            rest.extend(bulks(parts[1].clone()).chunks(2).map(|p| p[0].clone()));
+            let Reply::Bulk(next) = parts[0].clone() else {
+                panic!("no cursor");
+            };
+            cursor = next.to_vec();
+        }
+        let everything = bulks(exec(&db, 8, &[b"HKEYS", b"h"]));
+        for field in everything {
+            assert!(
+                first.contains(&field) || rest.contains(&field),
+                "{field:?} missed"
+            );
+        }
+    }
+
+    #[test]
+    fn cursor_parsing_follows_strtoul() {
+        assert_eq!(parse_cursor(b""), Some(0));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"+5"), Some(5));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"18446744073709551616"), None);
+        assert_eq!(parse_cursor(b" 5"), None);
+        assert_eq!(parse_cursor(b"5 "), None);
+        assert_eq!(parse_cursor(b"-"), None);
+        assert_eq!(parse_cursor(b"5\x00x"), Some(5));
+    }
+
+    #[test]
+    fn large_hash_commands() {
+        let db = db();
+        fill(&db, b"h", 2000);
+        assert_eq!(exec(&db, 2, &[b"HLEN", b"h"]), Reply::Integer(2000));
+        assert_eq!(bulks(exec(&db, 2, &[b"HKEYS", b"h"])).len(), 2000);
+        let Reply::Map(pairs) = exec(&db, 2, &[b"HGETALL", b"h"]) else {
+            panic!("not a map");
+        };
+        assert_eq!(pairs.len(), 2000);
+        let mut del: Vec<Vec<u8>> = vec![b"HDEL".to_vec(), b"h".to_vec()];
+        del.extend((0..2000).map(|i| format!("f{i:05}").into_bytes()));
+        del.push(b"f00000".to_vec());
+        let del: Vec<&[u8]> = del.iter().map(Vec::as_slice).collect();
+        assert_eq!(exec(&db, 3, &del), Reply::Integer(2000));
+        assert_eq!(exec(&db, 3, &[b"EXISTS", b"h"]), Reply::Integer(0));
+    }
+
+    fn arb_arg() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::sample::select(vec![
+                &b"h"[..],
+                b"s",
+                b"a",
+                b"0",
+                b"1",
+                b"-1",
+                b"10",
+                b"1.5",
+                b"-0",
+                b"inf",
+                b"",
+                b"WITHVALUES",
+                b"COUNT",
+                b"MATCH",
+                b"*",
+                b"9223372036854775807",
+                b"-9223372036854775808",
+                b"0x1p3",
+                b"1e4932",
+            ])
+            .prop_map(<[u8]>::to_vec),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 300,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Any arguments to any hash command: a reply, never a panic or a storage error.
+        #[test]
+        fn hash_commands_prop_never_fail(
+            names in proptest::collection::vec(0..16usize, 1..8),
+            lines in proptest::collection::vec(proptest::collection::vec(arb_arg(), 0..6), 8),
+        ) {
+            const NAMES: [&str; 16] = [
+                "hset", "hsetnx", "hget", "hmget", "hmset", "hdel", "hexists", "hlen",
+                "hstrlen", "hkeys", "hvals", "hgetall", "hincrby", "hincrbyfloat",
+                "hrandfield", "hscan",
+            ];
+            let db = db();
+            exec(&db, 1, &[b"SET", b"s", b"v"]);
+            exec(&db, 1, &[b"HSET", b"h", b"a", b"1", b"b", b"x"]);
+            for (i, name) in names.iter().enumerate() {
+                let mut line: Vec<&[u8]> = vec![NAMES[*name].as_bytes()];
+                line.extend(lines[i].iter().map(Vec::as_slice));
+                exec(&db, i as u64 + 2, &line);
+            }
+        }
+
+        /// Any text to the float parser and the cursor parser: no panic.
+        #[test]
+        fn parsers_prop_never_panic(text in proptest::collection::vec(any_ascii_float(), 0..40)) {
+            let text: Vec<u8> = text.into_iter().collect();
+            if let Some(long_double::Parsed::Finite(n)) = long_double::parse(&text) {
+                let printed = n.format_human();
+                proptest::prop_assert!(long_double::parse(printed.as_bytes()).is_some());
+            }
+            parse_cursor(&text);
+        }
+    }
+
+    fn any_ascii_float() -> impl proptest::strategy::Strategy<Value = u8> {
+        proptest::sample::select(b"0123456789.eEpPxX+-infa \x00".to_vec())
+    }
+
+    #[test]
+    fn no_panic_on_short_arguments() {
+        let db = db();
+        for name in [
+            "hset",
+            "hsetnx",
+            "hget",
+            "hmget",
+            "hmset",
+            "hdel",
+            "hexists",
+            "hlen",
+            "hstrlen",
+            "hkeys",
+            "hvals",
+            "hgetall",
+            "hincrby",
+            "hincrbyfloat",
+            "hrandfield",
+            "hscan",
+        ] {
+            assert!(handles(name));
+            let txn = db.begin_write().unwrap();
+            let mut view = WriteView::open(&txn).unwrap();
+            let reply = execute(&mut view, name, &args(&[name.as_bytes()])).unwrap();
+            assert!(reply.is_error(), "{name}");
+        }
+    }
 }
