@@ -50,6 +50,7 @@ const VALUES: &[&str] = &[
     "\u{1}\u{2}",
     "3.0e2",
 ];
+const FIELDS: &[&str] = &["f0", "f1", "f2", ""];
 const INTS: &[&str] = &[
     "0",
     "1",
@@ -67,7 +68,8 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let k = |rng: &mut Rng| rng.pick(KEYS).to_string();
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
-    match rng.below(14) {
+    let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
+    match rng.below(24) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -97,6 +99,21 @@ fn command(rng: &mut Rng) -> Vec<String> {
         10 => vec!["TYPE".into(), k(rng)],
         11 => vec!["UNLINK".into(), k(rng)],
         12 => vec!["DBSIZE".into()],
+        13 => vec!["HSET".into(), k(rng), f(rng), v(rng), f(rng), v(rng)],
+        14 => vec!["HGET".into(), k(rng), f(rng)],
+        15 => vec!["HDEL".into(), k(rng), f(rng), f(rng)],
+        16 => vec!["HLEN".into(), k(rng)],
+        17 => vec!["HEXISTS".into(), k(rng), f(rng)],
+        18 => vec!["HINCRBY".into(), k(rng), f(rng), i(rng)],
+        19 => vec!["HSETNX".into(), k(rng), f(rng), v(rng)],
+        20 => vec!["HMGET".into(), k(rng), f(rng), f(rng)],
+        21 => vec!["HSTRLEN".into(), k(rng), f(rng)],
+        22 => vec![
+            "HINCRBYFLOAT".into(),
+            k(rng),
+            f(rng),
+            rng.pick(&["0.1", "1.5", "-2", "1e3", "x", "3"]).into(),
+        ],
         _ => {
             if rng.below(20) == 0 {
                 vec!["FLUSHALL".into()]
