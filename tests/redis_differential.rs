@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(24) {
+    match rng.below(32) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -108,6 +108,24 @@ fn command(rng: &mut Rng) -> Vec<String> {
         19 => vec!["HSETNX".into(), k(rng), f(rng), v(rng)],
         20 => vec!["HMGET".into(), k(rng), f(rng), f(rng)],
         21 => vec!["HSTRLEN".into(), k(rng), f(rng)],
+        23 => vec!["APPEND".into(), k(rng), v(rng)],
+        24 => vec!["STRLEN".into(), k(rng)],
+        25 => vec!["GETSET".into(), k(rng), v(rng)],
+        26 => vec!["GETDEL".into(), k(rng)],
+        27 => vec!["SETNX".into(), k(rng), v(rng)],
+        28 => vec![
+            "INCRBYFLOAT".into(),
+            k(rng),
+            rng.pick(&["0.1", "1.5", "-2", "1e3", "x", "3", "-0.0"])
+                .into(),
+        ],
+        29 => vec![
+            "GETRANGE".into(),
+            k(rng),
+            rng.pick(&["0", "-1", "2", "-100"]).into(),
+            rng.pick(&["0", "-1", "3", "100"]).into(),
+        ],
+        30 => vec!["MSETNX".into(), k(rng), v(rng), k(rng), v(rng)],
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
