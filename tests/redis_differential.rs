@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(32) {
+    match rng.below(40) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -126,6 +126,18 @@ fn command(rng: &mut Rng) -> Vec<String> {
             rng.pick(&["0", "-1", "3", "100"]).into(),
         ],
         30 => vec!["MSETNX".into(), k(rng), v(rng), k(rng), v(rng)],
+        31 => vec![
+            "EXPIRE".into(),
+            k(rng),
+            rng.pick(&["1000", "0", "-1", "x", "5000"]).into(),
+            rng.pick(&["NX", "XX", "GT", "LT", "NX"]).into(),
+        ],
+        32 => vec!["TTL".into(), k(rng)],
+        33 => vec!["PERSIST".into(), k(rng)],
+        34 => vec!["RENAME".into(), k(rng), k(rng)],
+        35 => vec!["RENAMENX".into(), k(rng), k(rng)],
+        36 => vec!["COPY".into(), k(rng), k(rng), "REPLACE".into()],
+        37 => vec!["TOUCH".into(), k(rng), k(rng)],
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
