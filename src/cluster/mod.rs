@@ -62,6 +62,19 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
 }
 
+impl ClusterView {
+    /// `leader`, `follower` or `learner`: a member's role as RAFT.MEMBERS and INFO show it.
+    pub fn role_name(&self, member: &MemberView) -> &'static str {
+        if self.leader == Some(member.id) {
+            "leader"
+        } else if member.voter {
+            "follower"
+        } else {
+            "learner"
+        }
+    }
+}
+
 /// What this node knows of the cluster at one moment; the input of every CLUSTER reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterView {

@@ -165,13 +165,7 @@ fn members_reply(view: &crate::cluster::ClusterView) -> Reply {
         view.members
             .iter()
             .map(|m| {
-                let role = if view.leader == Some(m.id) {
-                    "leader"
-                } else if m.voter {
-                    "follower"
-                } else {
-                    "learner"
-                };
+                let role = view.role_name(m);
                 Reply::Map(vec![
                     (Reply::bulk_str("id"), Reply::Integer(m.id as i64)),
                     (

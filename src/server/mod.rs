@@ -194,13 +194,7 @@ fn members_summary(view: &crate::cluster::ClusterView) -> String {
     view.members
         .iter()
         .map(|m| {
-            let role = if view.leader == Some(m.id) {
-                "leader"
-            } else if m.voter {
-                "follower"
-            } else {
-                "learner"
-            };
+            let role = view.role_name(m);
             format!(
                 "id={},addr={},role={},matched={}",
                 m.id,

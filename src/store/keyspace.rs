@@ -240,6 +240,17 @@ fn is_live(record: &Record, now_ms: i64) -> bool {
     record.expire_at_ms.is_none_or(|deadline| deadline > now_ms)
 }
 
+fn read_field<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    table: &T,
+    key: &[u8],
+    field: &[u8],
+) -> StoreResult<Option<Bytes>> {
+    Ok(table
+        .get(field_key(key, field).as_slice())
+        .map_err(storage)?
+        .map(|v| Bytes::copy_from_slice(v.value())))
+}
+
 fn read_fields<T: ReadableTable<&'static [u8], &'static [u8]>>(
     table: &T,
     key: &[u8],
@@ -338,11 +349,7 @@ impl Keyspace for ReadView {
         if self.record(key)?.is_none() {
             return Ok(None);
         }
-        Ok(self
-            .fields
-            .get(field_key(key, field).as_slice())
-            .map_err(storage)?
-            .map(|v| Bytes::copy_from_slice(v.value())))
+        read_field(&self.fields, key, field)
     }
 
     fn fields(
@@ -584,11 +591,7 @@ impl Keyspace for WriteView<'_> {
         if self.live_record(key)?.is_none() {
             return Ok(None);
         }
-        Ok(self
-            .fields
-            .get(field_key(key, field).as_slice())
-            .map_err(storage)?
-            .map(|v| Bytes::copy_from_slice(v.value())))
+        read_field(&self.fields, key, field)
     }
 
     fn fields(

@@ -27,7 +27,7 @@
 
 use bytes::Bytes;
 
-use super::{int_arg, syntax_error, typed_record};
+use super::{c_str, int_arg, parse_cursor, syntax_error, typed_record};
 use crate::command::glob::glob_match;
 use crate::command::table;
 use crate::resp::Reply;
@@ -126,14 +126,6 @@ fn hash<K: Keyspace>(ks: &mut K, key: &[u8]) -> StoreResult<Result<Option<Record
 
 fn count_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// An argument as C code sees it: up to its first NUL byte (Redis compares option names with
-/// `strcasecmp`).
-fn c_str(arg: &[u8]) -> &[u8] {
-    arg.iter()
-        .position(|&b| b == 0)
-        .map_or(arg, |end| &arg[..end])
 }
 
 fn hset<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
@@ -414,41 +406,6 @@ fn hrandfield<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
     }
     let positions: Vec<u64> = chosen.into_iter().collect();
     Ok(random_reply(fields_at(ks, key, &positions)?, with_values))
-}
-
-/// Redis's `parseScanCursorOrReply`: `strtoul` in base 10, refusing a leading space, trailing
-/// bytes and overflow (so `-1` is 2^64 - 1 and the empty string is 0, as in Redis).
-fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    let text = c_str(arg);
-    if text
-        .first()
-        .is_some_and(|&b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-    {
-        return None;
-    }
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, text),
-    };
-    if digits.is_empty() {
-        // No conversion: `strtoul` points back at the start, fine only for "".
-        return text.is_empty().then_some(0);
-    }
-    let mut value: u64 = 0;
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        value = value
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))?;
-    }
-    Some(if negative {
-        value.wrapping_neg()
-    } else {
-        value
-    })
 }
 
 /// The HSCAN position of a field: its first 8 bytes, zero-padded, big-endian.

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use super::{int_arg, syntax_error};
+use super::{c_str, int_arg, parse_cursor, syntax_error};
 use crate::command::glob::glob_match;
 use crate::command::table;
 use crate::resp::Reply;
@@ -154,13 +154,6 @@ pub fn live_key_count<K: Keyspace>(ks: &mut K) -> StoreResult<u64> {
     Ok(stored.saturating_sub(expired))
 }
 
-/// An argument as C's string functions see it: up to its first NUL byte.
-fn c_str(arg: &[u8]) -> &[u8] {
-    arg.iter()
-        .position(|&b| b == 0)
-        .map_or(arg, |end| &arg[..end])
-}
-
 /// `strcasecmp(arg, word) == 0`, as Redis compares option names.
 fn c_eq(arg: &[u8], word: &str) -> bool {
     c_str(arg).eq_ignore_ascii_case(word.as_bytes())
@@ -286,41 +279,6 @@ fn keys<K: Keyspace>(ks: &mut K, pattern: &[u8]) -> StoreResult<Reply> {
         after = Some(last);
     }
     Ok(Reply::Array(out))
-}
-
-/// Parses a SCAN cursor as Redis does (`strtoul` base 10, refusing a leading space, trailing
-/// garbage and overflow; a sign is accepted and `-n` wraps, as in C).
-fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    if arg
-        .first()
-        .is_some_and(|&b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-    {
-        return None;
-    }
-    // strtoul stops at a NUL byte, which Redis then takes as the end of the argument.
-    let text = c_str(arg);
-    if text.is_empty() {
-        return Some(0);
-    }
-    let (negative, digits) = match text[0] {
-        b'-' => (true, &text[1..]),
-        b'+' => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &digit in digits {
-        value = value
-            .checked_mul(10)?
-            .checked_add(u64::from(digit - b'0'))?;
-    }
-    Some(if negative {
-        value.wrapping_neg()
-    } else {
-        value
-    })
 }
 
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].

@@ -120,3 +120,45 @@ fn memory_usage<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
         (KEY_OVERHEAD + key.len() + value_bytes) as i64,
     ))
 }
+
+/// Parses a SCAN cursor as Redis does (`strtoul` base 10, refusing a leading space, trailing
+/// garbage and overflow; a sign is accepted and `-n` wraps, as in C).
+pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    if arg
+        .first()
+        .is_some_and(|&b| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+    {
+        return None;
+    }
+    // strtoul stops at a NUL byte, which Redis then takes as the end of the argument.
+    let text = c_str(arg);
+    if text.is_empty() {
+        return Some(0);
+    }
+    let (negative, digits) = match text[0] {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in digits {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
+/// An argument as C's string functions see it: up to its first NUL byte.
+pub fn c_str(arg: &[u8]) -> &[u8] {
+    arg.iter()
+        .position(|&b| b == 0)
+        .map_or(arg, |end| &arg[..end])
+}
