@@ -1,9 +1,11 @@
 //! Real client libraries running the patterns applications use.
 //!
 //! Goal: counters, SET NX EX locks, MULTI/EXEC, WATCH retry loops and pipelines work unchanged
-//! through redis-py (sync and asyncio, RESP2 and RESP3) and the `redis` crate. Method: each
-//! test starts the real binary and runs the library against it; the Python script lives in
-//! `redis-compat/clients/` (`bash .ci/test` installs redis-py).
+//! through redis-py (sync and asyncio, RESP2 and RESP3), ioredis (npm, RESP2) and the `redis`
+//! crate. Method: each test starts the real binary and runs the library against it; the
+//! scripts live in `redis-compat/clients/` (`bash .ci/test` installs redis-py in
+//! `target/pyenv` and ioredis, pinned by its `package-lock.json`, in
+//! `redis-compat/clients/ioredis/node_modules`).
 
 mod common;
 
@@ -27,6 +29,36 @@ fn clients_redis_py_sync_and_asyncio_patterns() {
     assert!(
         output.status.success(),
         "redis-py patterns failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
+
+#[test]
+fn clients_ioredis_patterns() {
+    // `bash .ci/test` runs `npm ci` there and exports the folder.
+    let dir = std::env::var("REDRAFT_TEST_NODE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/redis-compat/clients/ioredis").to_string()
+    });
+    let dir = std::path::Path::new(&dir);
+    assert!(
+        dir.join("node_modules/ioredis/package.json").is_file(),
+        "ioredis is not installed in {}: run `bash .ci/test` (it runs npm ci there)",
+        dir.display()
+    );
+    let server = TestServer::start();
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("node")
+        .arg(dir.join("patterns.js"))
+        .arg(server.port.to_string())
+        .output()
+        .expect("timeout and node (run `bash .ci/test`, it installs node when missing)");
+    assert!(
+        output.status.success(),
+        "ioredis patterns failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");

@@ -649,3 +649,42 @@ fn cluster_watch_multi_exec_through_a_follower_detects_conflicts() {
         .unwrap();
     assert_eq!(result, Some((20, 30)));
 }
+
+#[test]
+fn cluster_multi_with_local_commands_through_a_follower_answers_in_order() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = cluster.a_follower();
+    for protocol in [2, 3] {
+        let mut con = cluster.nodes[follower].client();
+        let _: redis::Value = redis::cmd("HELLO").arg(protocol).query(&mut con).unwrap();
+        // The keyspace part goes to the leader as one log entry and comes back encoded; the
+        // follower answers PING and ECHO itself and splices their replies in.
+        let replies: (String, i64, String, Option<String>, i64) = redis::pipe()
+            .atomic()
+            .cmd("PING")
+            .cmd("INCRBY")
+            .arg("spliced")
+            .arg(5)
+            .cmd("ECHO")
+            .arg("between")
+            .cmd("GET")
+            .arg("missing")
+            .cmd("INCR")
+            .arg("spliced")
+            .query(&mut con)
+            .unwrap();
+        let base = if protocol == 2 { 0 } else { 6 };
+        assert_eq!(
+            replies,
+            (
+                "PONG".to_string(),
+                base + 5,
+                "between".to_string(),
+                None,
+                base + 6
+            )
+        );
+    }
+}

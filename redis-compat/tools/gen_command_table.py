@@ -58,6 +58,7 @@ COMMANDS = [
     ("unlink", None),
     ("setnx", None), ("setex", None), ("psetex", None), ("getset", None), ("getdel", None),
     ("getex", None), ("msetnx", None), ("append", None), ("strlen", None), ("getrange", None),
+    ("substr", None),
     ("setrange", None), ("incrbyfloat", None), ("lcs", None),
     ("expire", None), ("pexpire", None), ("expireat", None), ("pexpireat", None), ("ttl", None),
     ("pttl", None), ("expiretime", None), ("pexpiretime", None), ("persist", None),

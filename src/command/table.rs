@@ -1509,6 +1509,25 @@ pub static COMMANDS: &[CommandSpec] = &[
             Arg::integer("start"),
             Arg::integer("end"),
         ]),
+    CommandSpec::new("substr", 4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "string", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get a substring of the string stored at a key")
+        .since("1.0.0")
+        .group("string")
+        .complexity(
+            "O(N) where N is the length of the returned string. The complexity is ultimately determined by the returned length, but because creating a substring from an existing string is very cheap, it can be considered O(1) for small strings.",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("2.0.0")
+        .replaced_by("`GETRANGE`")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("end"),
+        ]),
     CommandSpec::new("setrange", 4)
         .flags(&["write", "denyoom"])
         .keys(1, 1, 1)

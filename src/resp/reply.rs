@@ -41,6 +41,9 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// `~n` set in RESP3, an array in RESP2.
     Set(Vec<Reply>),
+    /// An array of `[a, b]` pairs in RESP3, a flat array `a b a b …` in RESP2 (HRANDFIELD
+    /// WITHVALUES).
+    Pairs(Vec<(Reply, Reply)>),
     /// `,d` double in RESP3, a bulk string in RESP2.
     Double(f64),
     /// `#t`/`#f` in RESP3, `:1`/`:0` in RESP2.
@@ -107,7 +110,15 @@ impl Reply {
                 aggregate_header(out, b'~', items.len());
                 items.iter().for_each(|item| item.encode(protocol, out));
             }
-            (Reply::Map(pairs), Protocol::Resp2) => {
+            (Reply::Pairs(pairs), Protocol::Resp3) => {
+                aggregate_header(out, b'*', pairs.len());
+                for (first, second) in pairs {
+                    aggregate_header(out, b'*', 2);
+                    first.encode(protocol, out);
+                    second.encode(protocol, out);
+                }
+            }
+            (Reply::Map(pairs) | Reply::Pairs(pairs), Protocol::Resp2) => {
                 aggregate_header(out, b'*', pairs.len() * 2);
                 for (key, value) in pairs {
                     key.encode(protocol, out);
@@ -157,6 +168,7 @@ impl Reply {
             | Reply::Array(_)
             | Reply::Set(_)
             | Reply::Map(_)
+            | Reply::Pairs(_)
             | Reply::Raw(_) => Resp2Frame::Null,
         }
     }
@@ -198,6 +210,7 @@ impl Reply {
             | Reply::Array(_)
             | Reply::Set(_)
             | Reply::Map(_)
+            | Reply::Pairs(_)
             | Reply::Raw(_) => Resp3Frame::Null,
         }
     }

@@ -73,12 +73,19 @@ struct Session {
     watched: Arc<std::sync::Mutex<Vec<(Bytes, u64)>>>,
     /// Applied index when this connection's last write completed (for WAIT).
     last_write_index: Arc<std::sync::atomic::AtomicU64>,
+    /// The non-keyspace commands of the EXEC being dispatched (see [`Transaction::local`]).
+    exec_local: Vec<(usize, Command)>,
 }
 
 /// Commands queued after MULTI.
 #[derive(Default)]
 struct Transaction {
+    /// Keyspace commands: EXEC applies them as one log entry.
     queued: Vec<Vec<Bytes>>,
+    /// Other commands (PING, ECHO, INFO, CLIENT SETNAME…) with their place in the queue: they
+    /// touch no key, so the connection answers them when the keyspace part has applied and
+    /// splices their replies in.
+    local: Vec<(usize, Command)>,
     /// A queued command was refused: EXEC answers EXECABORT.
     dirty: bool,
 }
@@ -104,6 +111,64 @@ fn pending(receiver: crate::node::Pending) -> Outcome {
         }
         .boxed(),
     )
+}
+
+/// EXEC's reply with the replies of its non-keyspace commands inserted at their positions
+/// (ascending). `transaction` is the keyspace part's array, typed or already encoded by the
+/// leader; anything else (nil after WATCH, an error) is returned unchanged.
+fn splice_replies(transaction: Reply, local: Vec<(usize, Reply)>, protocol: Protocol) -> Reply {
+    match transaction {
+        Reply::Array(mut replies) => {
+            for (position, reply) in local {
+                replies.insert(position.min(replies.len()), reply);
+            }
+            Reply::Array(replies)
+        }
+        Reply::Raw(raw) => match split_encoded_array(&raw, protocol) {
+            Some(mut items) => {
+                let mut encoded: Vec<Bytes> = Vec::with_capacity(items.len() + local.len());
+                encoded.append(&mut items);
+                for (position, reply) in local {
+                    let mut one = BytesMut::new();
+                    reply.encode(protocol, &mut one);
+                    encoded.insert(position.min(encoded.len()), one.freeze());
+                }
+                let mut out = BytesMut::new();
+                out.extend_from_slice(format!("*{}\r\n", encoded.len()).as_bytes());
+                encoded.iter().for_each(|item| out.extend_from_slice(item));
+                Reply::Raw(out.freeze())
+            }
+            None => Reply::Raw(raw),
+        },
+        other => other,
+    }
+}
+
+/// The encoded elements of an encoded RESP array (`*n` then n replies), or `None` when `raw`
+/// is not a complete array.
+fn split_encoded_array(raw: &Bytes, protocol: Protocol) -> Option<Vec<Bytes>> {
+    let header_end = raw.windows(2).position(|w| w == b"\r\n")?;
+    let count: usize = std::str::from_utf8(raw.get(1..header_end)?)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|_| raw.first() == Some(&b'*'))?;
+    let mut offset = header_end + 2;
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        let rest = raw.get(offset..)?;
+        let used = match protocol {
+            Protocol::Resp2 => redis_protocol::resp2::decode::decode_range(rest).ok()??.1,
+            Protocol::Resp3 => {
+                redis_protocol::resp3::decode::complete::decode_range(rest)
+                    .ok()??
+                    .1
+            }
+        };
+        items.push(raw.slice(offset..offset + used));
+        offset += used;
+    }
+    (offset == raw.len()).then_some(items)
 }
 
 /// The internal read that answers WATCH: each key's revision.
@@ -203,6 +268,7 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         multi: None,
         watched: Arc::default(),
         last_write_index: Arc::default(),
+        exec_local: Vec::new(),
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -285,6 +351,7 @@ impl Session {
                     Access::Local => self.dispatch(command),
                     Access::Read | Access::Write => self.route(command, access),
                 };
+                let outcome = self.with_local_replies(outcome);
                 self.push(&mut in_flight, access, outcome, &mut closing);
             }
 
@@ -407,6 +474,7 @@ impl Session {
                         "EXECABORT Transaction discarded because of previous errors.",
                     ));
                 }
+                self.exec_local = transaction.local;
                 Ok(Command::Transaction {
                     commands: transaction.queued,
                     watched,
@@ -427,13 +495,51 @@ impl Session {
                 multi.queued.push(args);
                 Err(Reply::simple("QUEUED"))
             }
-            _ => {
-                multi.dirty = true;
-                Err(Reply::error(
-                    "ERR only keyspace commands can be queued in a transaction on redraft",
-                ))
+            command => {
+                let position = multi.queued.len() + multi.local.len();
+                multi.local.push((position, command));
+                Err(Reply::simple("QUEUED"))
             }
         }
+    }
+
+    /// Answers the non-keyspace commands an EXEC queued and splices their replies in at their
+    /// places once the keyspace part has applied. They run when EXEC is dispatched (they touch
+    /// no key, so no other client can tell); an EXEC aborted by WATCH (nil) or refused (error)
+    /// drops their replies. Any other outcome passes through.
+    fn with_local_replies(&mut self, outcome: Outcome) -> Outcome {
+        let local = std::mem::take(&mut self.exec_local);
+        if local.is_empty() {
+            return outcome;
+        }
+        let transaction = match outcome {
+            Outcome::Ready(reply) | Outcome::Close(reply) => futures::future::ready(reply).boxed(),
+            Outcome::Pending(future) => future,
+        };
+        let local: Vec<(usize, BoxFuture<'static, Reply>)> = local
+            .into_iter()
+            .map(|(position, command)| {
+                let reply = match self.dispatch(command) {
+                    Outcome::Ready(reply) | Outcome::Close(reply) => {
+                        futures::future::ready(reply).boxed()
+                    }
+                    Outcome::Pending(future) => future,
+                };
+                (position, reply)
+            })
+            .collect();
+        let protocol = self.protocol;
+        Outcome::Pending(
+            async move {
+                let reply = transaction.await;
+                let mut answered = Vec::with_capacity(local.len());
+                for (position, local_reply) in local {
+                    answered.push((position, local_reply.await));
+                }
+                splice_replies(reply, answered, protocol)
+            }
+            .boxed(),
+        )
     }
 
     /// A write's reply that also records, once it succeeds, how far this node had applied

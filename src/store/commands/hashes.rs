@@ -12,9 +12,6 @@
 //!   and never ends inside the group of fields sharing its starting 8-byte prefix, so it always
 //!   makes progress (fields sharing long prefixes make larger steps); fields of a group split
 //!   between two steps may be returned twice, which SCAN's contract allows. Redis returns fewer or more fields per step for a hashtable hash.
-//! - **HRANDFIELD WITHVALUES in RESP3.** Redis 7.0 answers a flat array in RESP2 and an array
-//!   of `[field, value]` pairs in RESP3. A command's [`Reply`] cannot depend on the protocol and
-//!   no variant encodes that way, so both protocols get the flat RESP2 shape.
 //! - **HRANDFIELD with a negative count** (repeats allowed) answers at most
 //!   [`MAX_RANDOM_REPEATS`] elements instead of building an unbounded reply; picking a field
 //!   costs a walk of the hash (the store has no index by rank), as does HRANDFIELD without a
@@ -317,16 +314,24 @@ fn fields_at<K: Keyspace>(
     Ok(out)
 }
 
-/// The reply of HRANDFIELD with a count: fields, or fields and values flat (RESP2's shape).
+/// The reply of HRANDFIELD with a count: fields, or field-value pairs (flat in RESP2, an array
+/// of pairs in RESP3, as Redis answers).
 fn random_reply(picked: Vec<(Bytes, Bytes)>, with_values: bool) -> Reply {
-    let mut out = Vec::with_capacity(picked.len() * if with_values { 2 } else { 1 });
-    for (field, value) in picked {
-        out.push(Reply::Bulk(field));
-        if with_values {
-            out.push(Reply::Bulk(value));
-        }
+    if with_values {
+        Reply::Pairs(
+            picked
+                .into_iter()
+                .map(|(field, value)| (Reply::Bulk(field), Reply::Bulk(value)))
+                .collect(),
+        )
+    } else {
+        Reply::Array(
+            picked
+                .into_iter()
+                .map(|(field, _)| Reply::Bulk(field))
+                .collect(),
+        )
     }
-    Reply::Array(out)
 }
 
 fn hrandfield<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
@@ -1267,11 +1272,16 @@ mod tests {
         let repeats = bulks(exec(&db, 2, &[b"HRANDFIELD", b"h", b"-200"]));
         assert_eq!(repeats.len(), 200);
         assert!(repeats.iter().all(|f| all.contains(f)));
-        let pairs = bulks(exec(&db, 3, &[b"HRANDFIELD", b"h", b"-7", b"WITHVALUES"]));
-        assert_eq!(pairs.len(), 14);
-        for pair in pairs.chunks(2) {
-            let i: usize = std::str::from_utf8(&pair[0][1..]).unwrap().parse().unwrap();
-            assert_eq!(pair[1], format!("v{i}").as_bytes());
+        let Reply::Pairs(pairs) = exec(&db, 3, &[b"HRANDFIELD", b"h", b"-7", b"WITHVALUES"]) else {
+            panic!("WITHVALUES answers pairs");
+        };
+        assert_eq!(pairs.len(), 7);
+        for (field, value) in pairs {
+            let (Reply::Bulk(field), Reply::Bulk(value)) = (field, value) else {
+                panic!("pairs of bulks");
+            };
+            let i: usize = std::str::from_utf8(&field[1..]).unwrap().parse().unwrap();
+            assert_eq!(value, format!("v{i}").as_bytes());
         }
         let too_many = exec(&db, 2, &[b"HRANDFIELD", b"h", b"-1000001"]);
         assert!(too_many.is_error());
@@ -1280,13 +1290,18 @@ mod tests {
     }
 
     #[test]
-    fn hrandfield_withvalues_is_flat_in_both_protocols() {
+    fn hrandfield_withvalues_is_flat_in_resp2_and_pairs_in_resp3() {
         let db = db();
         exec(&db, 1, &[b"HSET", b"h", b"f", b"v"]);
         let reply = exec(&db, 2, &[b"HRANDFIELD", b"h", b"1", b"WITHVALUES"]);
-        let flat = b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n".to_vec();
-        assert_eq!(encoded(&reply, Protocol::Resp2), flat);
-        assert_eq!(encoded(&reply, Protocol::Resp3), flat);
+        assert_eq!(
+            encoded(&reply, Protocol::Resp2),
+            b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n".to_vec()
+        );
+        assert_eq!(
+            encoded(&reply, Protocol::Resp3),
+            b"*1\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n".to_vec()
+        );
     }
 
     fn scan_all(db: &redb::Database, key: &[u8], count: &[u8]) -> (Vec<Bytes>, usize) {

@@ -1,5 +1,6 @@
 //! String commands: GET, SET and its options, SETNX/SETEX/PSETEX, GETSET/GETDEL/GETEX, the
-//! INCR family and INCRBYFLOAT, MGET/MSET/MSETNX, APPEND, STRLEN, GETRANGE/SETRANGE and LCS.
+//! INCR family and INCRBYFLOAT, MGET/MSET/MSETNX, APPEND, STRLEN, GETRANGE (and its old name
+//! SUBSTR)/SETRANGE and LCS.
 //!
 //! Expiry follows Redis 7.0: commands that replace the value (SET without KEEPTTL, SETNX,
 //! SETEX, PSETEX, GETSET, MSET, MSETNX) drop the old deadline; commands that modify it in
@@ -28,7 +29,7 @@ fn min_args(name: &str) -> Option<usize> {
         "get" | "incr" | "decr" | "mget" | "getdel" | "getex" | "strlen" => 2,
         "set" | "incrby" | "decrby" | "mset" | "setnx" | "getset" | "msetnx" | "append"
         | "incrbyfloat" | "lcs" => 3,
-        "setex" | "psetex" | "getrange" | "setrange" => 4,
+        "setex" | "psetex" | "getrange" | "substr" | "setrange" => 4,
         _ => return None,
     })
 }
@@ -128,7 +129,7 @@ pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResu
             Ok(value) => Reply::Integer(value.map_or(0, |v| v.len() as i64)),
             Err(reply) => reply,
         }),
-        "getrange" => getrange(ks, args),
+        "getrange" | "substr" => getrange(ks, args),
         "setrange" => setrange(ks, args),
         "lcs" => lcs(ks, args),
         _ => Ok(Reply::error(format!("ERR unknown string command '{name}'"))),
