@@ -1,0 +1,400 @@
+//! The fault-injection harness (`cargo test --test chaos`): a redraft cluster, one network
+//! namespace per node, clients recording a history of counter and register operations while
+//! the nemesis kills, pauses, partitions, slows and replaces nodes; then every fault is healed,
+//! each node's final state is read, and the history is checked (linearizability of every
+//! register, counter bounds, no acknowledged write lost, all nodes equal).
+//!
+//! ```text
+//! cargo test --release --test chaos -- [--duration 20m] [--seed N] [--nodes 3|5]
+//!     [--faults kill-leader,split-halves,…] [--clients N] [--keep]
+//! ```
+//! Needs root (namespaces, nftables); `bash .ci/test` installs `nftables`. Prints operations,
+//! ok/fail/unknown counts, anomalies, the longest unavailability per fault kind and a verdict
+//! line; exits non-zero on any anomaly. A failing run (or `--keep`) keeps its directory with
+//! the history and every node's log. Without arguments it runs CI's short mix.
+
+mod checker;
+mod nemesis;
+mod net;
+mod nodes;
+mod rng;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use checker::{Call, Op, Outcome};
+use nemesis::{Fault, Window};
+use workload::{Kind, Shared};
+
+/// Settings of one run.
+struct Settings {
+    duration: Duration,
+    seed: u64,
+    nodes: usize,
+    faults: Vec<Fault>,
+    clients: usize,
+    keep: bool,
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().ok()?;
+    Some(Duration::from_secs(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return None,
+    }))
+}
+
+/// Parses the arguments after `--`; libtest's own flags are ignored and a name filter that
+/// does not match "chaos" skips the run (as `cargo test <filter>` expects).
+fn settings() -> Result<Option<Settings>, String> {
+    let mut settings = Settings {
+        duration: Duration::from_secs(75),
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1),
+        nodes: 3,
+        faults: Fault::ALL.to_vec(),
+        clients: 12,
+        keep: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--duration" => {
+                let text = value("--duration")?;
+                settings.duration = parse_duration(&text).ok_or(format!("bad duration {text}"))?;
+            }
+            "--seed" => settings.seed = value("--seed")?.parse().map_err(|_| "bad seed")?,
+            "--nodes" => settings.nodes = value("--nodes")?.parse().map_err(|_| "bad --nodes")?,
+            "--clients" => {
+                settings.clients = value("--clients")?.parse().map_err(|_| "bad --clients")?
+            }
+            "--faults" => {
+                settings.faults = value("--faults")?
+                    .split(',')
+                    .map(|name| Fault::parse(name).ok_or(format!("unknown fault {name}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--keep" => settings.keep = true,
+            flag if flag.starts_with('-') => {} // libtest flags (--nocapture, --quiet, …)
+            filter => {
+                if !"chaos".contains(filter) && !filter.contains("chaos") {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    if !(3..=9).contains(&settings.nodes) {
+        return Err("--nodes must be between 3 and 9".into());
+    }
+    Ok(Some(settings))
+}
+
+fn main() {
+    let settings = match settings() {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return,
+        Err(err) => {
+            eprintln!("chaos: {err}");
+            std::process::exit(2);
+        }
+    };
+    // SAFETY-free root check: namespaces and nftables need CAP_NET_ADMIN.
+    if std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(true)
+    {
+        eprintln!(
+            "chaos: the fault-injection harness must run as root (network namespaces, nftables)"
+        );
+        std::process::exit(1);
+    }
+    let passed = run(&settings);
+    std::process::exit(if passed { 0 } else { 1 });
+}
+
+fn run(settings: &Settings) -> bool {
+    let faults: Vec<&str> = settings.faults.iter().map(|f| f.name()).collect();
+    println!(
+        "chaos: seed {} · {} nodes · {} clients · {:?} of faults: {}",
+        settings.seed,
+        settings.nodes,
+        settings.clients,
+        settings.duration,
+        faults.join(",")
+    );
+    let run_dir = std::env::temp_dir().join(format!(
+        "redraft-chaos-{}-{}",
+        settings.seed,
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&run_dir).expect("run dir");
+    let mut network = match net::Network::create(settings.nodes) {
+        Ok(network) => network,
+        Err(err) => {
+            eprintln!("chaos: cannot build the test network: {err}");
+            return false;
+        }
+    };
+    println!("chaos: link degradation by {:?}", network.degrader());
+    let mut nodes = nodes::Nodes::start(&network, &run_dir, env!("CARGO_BIN_EXE_redraft"), "proxy");
+    if nodes.wait_for_leader(Duration::from_secs(30)).is_none() {
+        eprintln!(
+            "chaos: no leader within 30 s; logs in {}",
+            run_dir.display()
+        );
+        return false;
+    }
+
+    let shared = Shared::new();
+    let mut rng = rng::Rng::new(settings.seed);
+    let addrs = nodes.addrs();
+    let clients: Vec<_> = (0..settings.clients)
+        .map(|id| {
+            let kind = if id % 2 == 0 {
+                Kind::Register
+            } else {
+                Kind::Counter
+            };
+            let addrs = addrs.clone();
+            let shared = shared.clone();
+            let seed = settings.seed;
+            std::thread::spawn(move || workload::client(id, kind, addrs, shared, seed))
+        })
+        .collect();
+
+    let windows = nemesis::run(
+        &settings.faults,
+        settings.duration,
+        &mut nodes,
+        &mut network,
+        &shared,
+        &mut rng,
+    );
+
+    // Heal everything, let the clients see the recovery, then stop them.
+    let _ = network.heal();
+    for i in 0..nodes.nodes.len() {
+        nodes.resume(i);
+        nodes.restart(&network, i);
+    }
+    let healed = shared.now();
+    let leader = nodes.wait_for_leader(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    shared.stop.store(true, Relaxed);
+    for client in clients {
+        let _ = client.join();
+    }
+    let history = std::mem::take(&mut *shared.history.lock().unwrap());
+    let write_times = std::mem::take(&mut *shared.write_times.lock().unwrap());
+
+    let finals = final_reads(&nodes);
+    let passed = report(
+        settings,
+        &history,
+        &write_times,
+        &windows,
+        &finals,
+        leader.is_some(),
+        healed,
+        &run_dir,
+    );
+    nodes.stop_all();
+    drop(nodes);
+    drop(network);
+    if passed && !settings.keep {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    } else {
+        write_history(&run_dir.join("history.txt"), &history);
+        println!("chaos: history and node logs kept in {}", run_dir.display());
+    }
+    passed
+}
+
+/// Each node's own value of every counter (READONLY reads are served from the node's state
+/// machine once it has applied the leader's commit index), retried with a deadline.
+fn final_reads(nodes: &nodes::Nodes) -> BTreeMap<String, Vec<Option<i64>>> {
+    let mut finals: BTreeMap<String, Vec<Option<i64>>> = (0..workload::COUNTER_KEYS)
+        .map(|i| (workload::counter_key(i), Vec::new()))
+        .collect();
+    for addr in nodes.addrs() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let values = loop {
+            let attempt = (|| {
+                let mut con = nodes::connect(&addr, Duration::from_secs(5))?;
+                redis::cmd("READONLY").query::<()>(&mut con).ok()?;
+                (0..workload::COUNTER_KEYS)
+                    .map(|i| {
+                        redis::cmd("GET")
+                            .arg(workload::counter_key(i))
+                            .query::<Option<i64>>(&mut con)
+                            .ok()
+                    })
+                    .collect::<Option<Vec<Option<i64>>>>()
+            })();
+            if let Some(values) = attempt {
+                break Some(values);
+            }
+            if Instant::now() > deadline {
+                eprintln!("chaos: could not read the final state of {addr}");
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if let Some(values) = values {
+            for (i, value) in values.into_iter().enumerate() {
+                finals
+                    .get_mut(&workload::counter_key(i))
+                    .expect("key")
+                    .push(value);
+            }
+        }
+    }
+    finals
+}
+
+/// The longest stretch without a successful write inside `[from, to]` (ns).
+fn longest_gap(write_times: &[u64], from: u64, to: u64) -> u64 {
+    let start = write_times.partition_point(|&t| t < from);
+    let mut last = from;
+    let mut longest = 0;
+    for &t in &write_times[start..] {
+        if t > to {
+            break;
+        }
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest.max(to.saturating_sub(last))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    settings: &Settings,
+    history: &[Op],
+    write_times: &[u64],
+    windows: &[Window],
+    finals: &BTreeMap<String, Vec<Option<i64>>>,
+    recovered: bool,
+    healed: u64,
+    run_dir: &std::path::Path,
+) -> bool {
+    let mut write_times = write_times.to_vec();
+    write_times.sort_unstable();
+    let count = |f: &dyn Fn(&Op) -> bool| history.iter().filter(|op| f(op)).count();
+    let ok = count(&|op| matches!(op.outcome, Outcome::Ok(_)));
+    let fail = count(&|op| op.outcome == Outcome::Fail);
+    let unknown = count(&|op| op.outcome == Outcome::Unknown);
+    let ok_writes =
+        count(&|op| !matches!(op.call, Call::Read) && matches!(op.outcome, Outcome::Ok(_)));
+    println!(
+        "chaos: {} operations: {ok} ok ({ok_writes} writes), {fail} failed, {unknown} unknown",
+        history.len()
+    );
+
+    let (registers, counters): (Vec<Op>, Vec<Op>) = history
+        .iter()
+        .cloned()
+        .partition(|op| op.key.starts_with("register"));
+    let started = Instant::now();
+    let register_verdict = checker::check_registers(&registers, 20_000_000);
+    let counter_verdict = checker::check_counters(&counters, finals);
+    println!(
+        "chaos: checked {} register and {} counter operations in {:.1} s",
+        register_verdict.ops_checked,
+        counter_verdict.ops_checked,
+        started.elapsed().as_secs_f64()
+    );
+    let anomalies: Vec<_> = register_verdict
+        .anomalies
+        .iter()
+        .chain(&counter_verdict.anomalies)
+        .collect();
+    for anomaly in &anomalies {
+        println!(
+            "chaos: ANOMALY {} on {}: {}",
+            anomaly.kind, anomaly.key, anomaly.detail
+        );
+    }
+    let inconclusive: Vec<_> = register_verdict
+        .inconclusive
+        .iter()
+        .chain(&counter_verdict.inconclusive)
+        .collect();
+    if !inconclusive.is_empty() {
+        println!("chaos: search budget exhausted (inconclusive) for {inconclusive:?}");
+    }
+    for (key, values) in finals {
+        println!("chaos: final {key} on each node: {values:?}");
+    }
+
+    // Unavailability: per fault kind, the longest time without a successful write from the
+    // fault's start until the next fault starts (or the end of the run).
+    let mut worst: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, window) in windows.iter().enumerate() {
+        let until = windows.get(i + 1).map_or(healed, |next| next.start);
+        let gap = longest_gap(&write_times, window.start, until);
+        let entry = worst.entry(window.fault.name()).or_default();
+        *entry = (*entry).max(gap);
+    }
+    println!("chaos: faults applied: {}", windows.len());
+    for (fault, gap) in &worst {
+        let applied = windows.iter().filter(|w| w.fault.name() == *fault).count();
+        println!(
+            "chaos:   {fault:<15} ×{applied:<3} longest without a successful write: {:>6} ms",
+            gap / 1_000_000
+        );
+    }
+    let _ = std::fs::write(
+        run_dir.join("faults.txt"),
+        windows
+            .iter()
+            .map(|w| {
+                format!(
+                    "{:.3}s..{:.3}s {}: {}\n",
+                    w.start as f64 / 1e9,
+                    w.end as f64 / 1e9,
+                    w.fault.name(),
+                    w.detail
+                )
+            })
+            .collect::<String>(),
+    );
+
+    let enough = ok_writes >= 50;
+    if !enough {
+        println!("chaos: too few successful writes ({ok_writes}) for a meaningful check");
+    }
+    if !recovered {
+        println!("chaos: no leader after healing");
+    }
+    let passed = anomalies.is_empty() && inconclusive.is_empty() && enough && recovered;
+    println!(
+        "chaos: VERDICT {} (seed {}, {} anomalies, {unknown} indeterminate)",
+        if passed { "PASS" } else { "FAIL" },
+        settings.seed,
+        anomalies.len()
+    );
+    passed
+}
+
+fn write_history(path: &PathBuf, history: &[Op]) {
+    let mut sorted: Vec<&Op> = history.iter().collect();
+    sorted.sort_by_key(|op| op.invoked);
+    let text: String = sorted.iter().map(|op| format!("{op:?}\n")).collect();
+    let _ = std::fs::write(path, text);
+}
