@@ -151,7 +151,7 @@ fn run(settings: &Settings) -> bool {
         }
     };
     println!("chaos: link degradation by {:?}", network.degrader());
-    let mut nodes = nodes::Nodes::start(&network, &run_dir, env!("CARGO_BIN_EXE_redraft"), "proxy");
+    let mut nodes = nodes::Nodes::start(&network, &run_dir, env!("CARGO_BIN_EXE_redraft"));
     if nodes.wait_for_leader(Duration::from_secs(30)).is_none() {
         eprintln!(
             "chaos: no leader within 30 s; logs in {}",

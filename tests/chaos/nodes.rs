@@ -31,13 +31,12 @@ pub struct Nodes {
     /// The nodes, by namespace index.
     pub nodes: Vec<Node>,
     binary: String,
-    follower_mode: String,
     next_id: u64,
 }
 
 impl Nodes {
     /// Starts `n` nodes forming a new cluster.
-    pub fn start(network: &Network, run_dir: &Path, binary: &str, follower_mode: &str) -> Nodes {
+    pub fn start(network: &Network, run_dir: &Path, binary: &str) -> Nodes {
         let n = network_nodes(network);
         let nodes = (0..n)
             .map(|i| Node {
@@ -52,7 +51,6 @@ impl Nodes {
         let mut cluster = Nodes {
             nodes,
             binary: binary.to_string(),
-            follower_mode: follower_mode.to_string(),
             next_id: n as u64 + 1,
         };
         let initial: Vec<String> = cluster
@@ -83,7 +81,7 @@ impl Nodes {
             .arg("--dir")
             .arg(&node.dir)
             .args(["--cluster-secret", SECRET])
-            .args(["--follower-mode", &self.follower_mode])
+            .args(["--follower-mode", follower_mode(i)])
             .args(["--snapshot-entries", "5000"])
             .args(extra)
             .env("REDRAFT_LOG", "info")
@@ -197,6 +195,16 @@ impl Nodes {
 impl Drop for Nodes {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+/// Nodes alternate follower modes, so one run exercises both: even indexes proxy requests to
+/// the leader, odd ones answer `-MOVED` (clients follow it, as cluster clients do).
+pub fn follower_mode(i: usize) -> &'static str {
+    if i.is_multiple_of(2) {
+        "proxy"
+    } else {
+        "redirect"
     }
 }
 

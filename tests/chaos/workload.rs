@@ -1,5 +1,7 @@
 //! Client workloads that record a history: concurrent clients, each with one operation in
-//! flight, on random nodes. Registers: GET, SET, SET NX and a WATCH/GET/MULTI/SET/EXEC
+//! flight, on random nodes. A client follows `-MOVED` to the node it names and retries there
+//! (a redirect proves the command was not applied), as cluster clients do against followers in
+//! redirect mode. Registers: GET, SET, SET NX and a WATCH/GET/MULTI/SET/EXEC
 //! compare-and-set on a few keys that are renewed every few seconds (so SET NX races on fresh
 //! keys). Counters: INCRBY and GET on a few hot keys. Every operation is recorded with its
 //! invocation and completion times and an outcome: ok, fail (certainly not applied) or
@@ -109,23 +111,38 @@ enum Reply {
     Ok(redis::Value),
     /// Certainly not applied.
     Refused,
+    /// Not applied: the leader is at this address.
+    Moved(String),
     /// Maybe applied.
     Unknown,
 }
 
+/// Sends `cmd`, following up to three redirects (replacing `con` by a connection to the
+/// node named).
 fn send(con: &mut redis::Connection, cmd: &redis::Cmd) -> Reply {
-    match cmd.query::<redis::Value>(con) {
-        Ok(value) => Reply::Ok(value),
-        Err(err) => classify(&err),
+    for _ in 0..3 {
+        let reply = match cmd.query::<redis::Value>(con) {
+            Ok(value) => Reply::Ok(value),
+            Err(err) => classify(&err),
+        };
+        let Reply::Moved(addr) = reply else {
+            return reply;
+        };
+        match connect(&addr, OP_TIMEOUT) {
+            Some(moved) => *con = moved,
+            None => return Reply::Refused,
+        }
     }
+    Reply::Refused
 }
 
 /// Errors that prove the command was not applied: a redirect, a refusal to serve before
 /// proposing (no leader known, a node removed from the cluster). Everything else — timeouts,
 /// lost connections, TRYAGAIN, internal errors — may hide an applied command.
 fn classify(err: &redis::RedisError) -> Reply {
-    match err.code() {
-        Some("MOVED") | Some("ASK") => Reply::Refused,
+    match (err.code(), err.redirect_node()) {
+        (Some("MOVED"), Some((addr, _slot))) => Reply::Moved(addr.to_string()),
+        (Some("MOVED") | Some("ASK"), _) => Reply::Refused,
         _ => Reply::Unknown,
     }
 }
@@ -168,7 +185,7 @@ fn register_op(
         let value = shared.next_value.fetch_add(1, Relaxed);
         let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value)) {
             Reply::Ok(_) => Outcome::Ok(Ret::Done),
-            Reply::Refused => Outcome::Fail,
+            Reply::Refused | Reply::Moved(_) => Outcome::Fail,
             Reply::Unknown => Outcome::Unknown,
         };
         (Call::Write(value), outcome)
@@ -177,13 +194,13 @@ fn register_op(
         let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value).arg("NX")) {
             Reply::Ok(redis::Value::Nil) => Outcome::Ok(Ret::Applied(false)),
             Reply::Ok(_) => Outcome::Ok(Ret::Applied(true)),
-            Reply::Refused => Outcome::Fail,
+            Reply::Refused | Reply::Moved(_) => Outcome::Fail,
             Reply::Unknown => Outcome::Unknown,
         };
         (Call::WriteIfAbsent(value), outcome)
     } else {
         let value = shared.next_value.fetch_add(1, Relaxed);
-        let (expected, outcome) = compare_and_set(con, &key, value);
+        let (expected, outcome) = compare_and_set(con, &key, value, shared, *process);
         (
             Call::CompareAndSet {
                 expected,
@@ -210,8 +227,16 @@ fn register_op(
 }
 
 /// WATCH key; GET key; MULTI; SET key new; EXEC. Returns the value seen and the outcome:
-/// fail before EXEC was sent, unknown if EXEC's reply is lost, applied or not otherwise.
-fn compare_and_set(con: &mut redis::Connection, key: &str, new: i64) -> (Option<i64>, Outcome) {
+/// fail before EXEC was sent, unknown if EXEC's reply is lost, applied or not otherwise. The
+/// GET is a linearizable read of its own and is recorded as one (by a companion process id,
+/// since it overlaps the compare-and-set).
+fn compare_and_set(
+    con: &mut redis::Connection,
+    key: &str,
+    new: i64,
+    shared: &Shared,
+    process: usize,
+) -> (Option<i64>, Outcome) {
     let fail = |con: &mut redis::Connection| {
         let _ = redis::cmd("UNWATCH").query::<redis::Value>(con);
         (None, Outcome::Fail)
@@ -219,6 +244,7 @@ fn compare_and_set(con: &mut redis::Connection, key: &str, new: i64) -> (Option<
     if !matches!(send(con, redis::cmd("WATCH").arg(key)), Reply::Ok(_)) {
         return (None, Outcome::Fail);
     }
+    let read_invoked = shared.now();
     let expected = match send(con, redis::cmd("GET").arg(key)) {
         Reply::Ok(value) => match as_int(&value) {
             Some(v) => v,
@@ -226,6 +252,14 @@ fn compare_and_set(con: &mut redis::Connection, key: &str, new: i64) -> (Option<
         },
         _ => return fail(con),
     };
+    shared.record(Op {
+        client: process + 500_000,
+        key: key.to_string(),
+        call: Call::Read,
+        invoked: read_invoked,
+        completed: shared.now(),
+        outcome: Outcome::Ok(Ret::Value(expected)),
+    });
     let mut pipe = redis::pipe();
     pipe.atomic().cmd("SET").arg(key).arg(new).ignore();
     match pipe.query::<Option<()>>(con) {
@@ -261,7 +295,7 @@ fn counter_op(
         let outcome = match send(con, redis::cmd("INCRBY").arg(&key).arg(delta)) {
             Reply::Ok(redis::Value::Int(n)) => Outcome::Ok(Ret::Counter(n)),
             Reply::Ok(_) => Outcome::Unknown,
-            Reply::Refused => Outcome::Fail,
+            Reply::Refused | Reply::Moved(_) => Outcome::Fail,
             Reply::Unknown => Outcome::Unknown,
         };
         (Call::IncrBy(delta), outcome)
