@@ -13,8 +13,9 @@
 //!   a bulk payload is not scanned at all, so a request costs O(its size) over all reads.
 //! - Bulk arguments are zero-copy slices of the caller's buffer (`split_to(n).freeze()`);
 //!   inline arguments are slices too unless quoting forced a rewrite.
-//! - The argument vector is preallocated for at most [`ARGV_PREALLOC_MAX`] entries; it grows
-//!   only as arguments actually arrive.
+//! - The argument vector is preallocated for at most [`ARGV_PREALLOC_MAX`] entries, and for
+//!   no more than the bytes already buffered after the count line could hold; it grows only
+//!   as arguments actually arrive. A bare `*2147483647\r\n` reserves no slot at all.
 //! - When more bytes are needed, the unparsed rest of the buffer is at most `inline_len_max`
 //!   bytes, unless a bulk payload of an accepted length is pending or the buffer ends in a
 //!   count line's `\r` (Redis waits for the one byte it skips after it).
@@ -35,8 +36,12 @@ use memchr::memchr2;
 use std::fmt;
 
 /// Most argument slots reserved up front from a declared multibulk count (Redis caps its
-/// `argv` preallocation the same way).
+/// `argv` preallocation the same way). Fewer are reserved when fewer arguments can have
+/// arrived yet.
 pub const ARGV_PREALLOC_MAX: usize = 1024;
+
+/// Fewest bytes one bulk argument takes on the wire (`$0\r\n\r\n`).
+const MIN_BULK_WIRE_LEN: usize = 6;
 
 /// Size limits the parser enforces, with Redis 7.0's defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +224,10 @@ impl RequestParser {
                     Some(0) => return Ok(Step::Skipped),
                     Some(count) => {
                         self.multibulk_remaining = count;
-                        self.args = Vec::with_capacity(count.min(ARGV_PREALLOC_MAX));
+                        // Slots only for arguments whose bytes may already be here: a
+                        // declared count is not a reason to allocate.
+                        let arrived = buf.len() / MIN_BULK_WIRE_LEN;
+                        self.args = Vec::with_capacity(count.min(ARGV_PREALLOC_MAX).min(arrived));
                     }
                     None => return Ok(Step::NeedMore),
                 },
@@ -504,9 +512,11 @@ fn read_quoted(line: &[u8], mut p: usize, quote: u8, token: &mut Vec<u8>) -> Opt
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn parse_all(
         parser: &mut RequestParser,
@@ -635,7 +645,30 @@ mod tests {
         let mut buf = BytesMut::from(&b"*2147483647\r\n"[..]);
         assert_eq!(parser.next_command(&mut buf, true), Ok(None));
         assert_eq!(parser.multibulk_remaining, i32::MAX as usize);
-        assert!(parser.args.capacity() <= ARGV_PREALLOC_MAX);
+        assert_eq!(parser.args.capacity(), 0);
+    }
+
+    #[test]
+    fn parser_argv_preallocation_follows_bytes_received() {
+        // Slots for at most the arguments the buffered bytes could hold (6 bytes each).
+        let mut parser = RequestParser::default();
+        let mut buf = BytesMut::from(&b"*2147483647\r\n$3\r\nSET\r\n$1\r\nk"[..]);
+        assert_eq!(parser.next_command(&mut buf, true), Ok(None));
+        assert_eq!(parser.args.len(), 1);
+        assert!(parser.args.capacity() <= 4, "{}", parser.args.capacity());
+        // A whole pipeline in one read still gets its slots at once, up to the cap.
+        let mut wire = b"*2000\r\n".to_vec();
+        for _ in 0..2000 {
+            wire.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let mut parser = RequestParser::default();
+        let mut buf = BytesMut::from(&wire[..wire.len() - 1]);
+        assert_eq!(parser.next_command(&mut buf, true), Ok(None));
+        assert_eq!(parser.args.len(), 1999);
+        assert!(parser.args.capacity() < 4096, "{}", parser.args.capacity());
+        buf.extend_from_slice(b"\n");
+        let args = parser.next_command(&mut buf, true).unwrap().unwrap();
+        assert_eq!(args.len(), 2000);
     }
 
     #[test]
@@ -1005,245 +1038,6 @@ mod tests {
             b"1x",
         ] {
             assert_eq!(parse_redis_ll(bad), None, "{bad:?}");
-        }
-    }
-
-    /// One generated command and its wire form.
-    #[derive(Clone, Debug)]
-    struct Wire {
-        args: Vec<Vec<u8>>,
-        bytes: Vec<u8>,
-    }
-
-    fn multibulk_wire(args: Vec<Vec<u8>>, sloppy_crlf: bool) -> Wire {
-        let mut bytes = format!("*{}\r\n", args.len()).into_bytes();
-        for a in &args {
-            bytes.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            bytes.extend_from_slice(a);
-            // Redis never checks the two bytes after a payload.
-            bytes.extend_from_slice(if sloppy_crlf { b"xy" } else { b"\r\n" });
-        }
-        Wire { args, bytes }
-    }
-
-    /// Encodes one inline argument in style 0 (bare when possible), 1 ("..."), or 2 ('...').
-    fn inline_arg(arg: &[u8], style: u8) -> Vec<u8> {
-        let bare_ok = !arg.is_empty()
-            && arg
-                .iter()
-                .all(|&b| b > b' ' && b < 0x7f && b != b'"' && b != b'\'');
-        let single_ok = !arg.iter().any(|&b| matches!(b, 0 | b'\n' | b'\\'));
-        match style {
-            0 if bare_ok => arg.to_vec(),
-            2 if single_ok => {
-                let mut out = vec![b'\''];
-                for &b in arg {
-                    if b == b'\'' {
-                        out.extend_from_slice(b"\\'");
-                    } else {
-                        out.push(b);
-                    }
-                }
-                out.push(b'\'');
-                out
-            }
-            _ => {
-                let mut out = vec![b'"'];
-                for &b in arg {
-                    match b {
-                        b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-                        b' '..=b'~' => out.push(b),
-                        _ => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
-                    }
-                }
-                out.push(b'"');
-                out
-            }
-        }
-    }
-
-    fn inline_wire(
-        args: Vec<Vec<u8>>,
-        styles: Vec<u8>,
-        seps: Vec<&'static [u8]>,
-        crlf: bool,
-    ) -> Wire {
-        let mut bytes = Vec::new();
-        for (i, a) in args.iter().enumerate() {
-            if i > 0 {
-                bytes.extend_from_slice(seps[i % seps.len()]);
-            }
-            bytes.extend_from_slice(&inline_arg(a, styles[i % styles.len()]));
-        }
-        if bytes.first() == Some(&b'*') {
-            bytes.insert(0, b' ');
-        }
-        bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
-        Wire { args, bytes }
-    }
-
-    fn arb_wire() -> impl Strategy<Value = Wire> {
-        let arg = prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..24),
-            "[a-zA-Z0-9*$:_-]{1,12}".prop_map(String::into_bytes),
-        ];
-        let args = prop::collection::vec(arg, 1..6);
-        let sep = prop::sample::select(vec![&b" "[..], b"  ", b"\t", b" \t "]);
-        prop_oneof![
-            (args.clone(), any::<bool>()).prop_map(|(a, sloppy)| multibulk_wire(a, sloppy)),
-            (
-                args,
-                prop::collection::vec(0u8..3, 1..6),
-                prop::collection::vec(sep, 1..4),
-                any::<bool>()
-            )
-                .prop_map(|(a, st, se, crlf)| inline_wire(a, st, se, crlf)),
-            prop::sample::select(vec![&b"*0\r\n"[..], b"*-1\r\n", b"\r\n", b" \t\n"]).prop_map(
-                |b| Wire {
-                    args: Vec::new(),
-                    bytes: b.to_vec(),
-                }
-            ),
-        ]
-    }
-
-    /// Splits `data` at the given (unsorted, possibly repeated) fractions of its length.
-    fn chunks(data: &[u8], cuts: &[prop::sample::Index]) -> Vec<Vec<u8>> {
-        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-        at.sort_unstable();
-        let mut out = Vec::new();
-        let mut prev = 0;
-        for c in at.into_iter().chain([data.len()]) {
-            out.push(data[prev..c].to_vec());
-            prev = c;
-        }
-        out
-    }
-
-    /// Feeds `parts` one by one; returns the commands and the error, if any, checking the
-    /// parser's retained state after every call.
-    fn feed(
-        limits: ParserLimits,
-        parts: &[Vec<u8>],
-        authenticated: bool,
-    ) -> (Vec<Vec<Bytes>>, Option<ProtocolError>) {
-        let mut parser = RequestParser::new(limits);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        let mut consumed = 0usize;
-        for part in parts {
-            buf.extend_from_slice(part);
-            loop {
-                let before = buf.len();
-                let res = parser.next_command(&mut buf, authenticated);
-                consumed += before - buf.len();
-                match res {
-                    Ok(Some(cmd)) => {
-                        assert!(!cmd.is_empty());
-                        out.push(cmd);
-                    }
-                    Ok(None) => break,
-                    Err(e) => return (out, Some(e)),
-                }
-            }
-            assert_bounded(&parser, &buf, consumed);
-        }
-        (out, None)
-    }
-
-    fn assert_bounded(parser: &RequestParser, buf: &BytesMut, consumed: usize) {
-        // Held arguments came from consumed bytes, at least 6 wire bytes each (`$0\r\n\r\n`).
-        let held: usize = parser.args.iter().map(Bytes::len).sum();
-        assert!(held <= consumed);
-        assert!(parser.args.len() * 6 <= consumed);
-        assert!(parser.args.capacity() <= ARGV_PREALLOC_MAX.max(2 * parser.args.len()));
-        assert!(parser.line_scanned_len <= buf.len());
-        // Unparsed bytes wait only for a pending payload, a short line, or a line's last byte.
-        let waiting_payload = parser.bulk_len.is_some_and(|len| buf.len() < len + 2);
-        assert!(
-            waiting_payload
-                || buf.len() <= parser.limits.inline_len_max
-                || buf.last() == Some(&b'\r'),
-            "{} unparsed bytes",
-            buf.len()
-        );
-    }
-
-    /// Protocol-flavoured garbage: framing fragments, quoting characters and random bytes.
-    fn arb_noise() -> impl Strategy<Value = Vec<u8>> {
-        let punct = prop::sample::select(vec![
-            &b"*"[..],
-            b"$",
-            b"\r\n",
-            b"\r",
-            b"\n",
-            b"\0",
-            b"\"",
-            b"'",
-            b"\\",
-            b"\\x4",
-            b" ",
-            b"\x0b",
-            b"-",
-            b"0",
-            b"12",
-            b"99",
-        ])
-        .prop_map(<[u8]>::to_vec);
-        let framing = prop_oneof![
-            (-2i64..8).prop_map(|n| format!("*{n}\r\n").into_bytes()),
-            (-1i64..12).prop_map(|n| format!("${n}\r\n").into_bytes()),
-            "[a-z]{0,6}\r\n".prop_map(String::into_bytes),
-        ];
-        let token = prop_oneof![
-            4 => framing,
-            3 => punct,
-            1 => prop::collection::vec(any::<u8>(), 0..8),
-        ];
-        prop::collection::vec(token, 0..80).prop_map(|t| t.concat())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
-
-        #[test]
-        fn parser_prop_any_split_gives_same_commands(
-            wires in prop::collection::vec(arb_wire(), 0..12),
-            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
-        ) {
-            let data: Vec<u8> = wires.iter().flat_map(|w| w.bytes.iter().copied()).collect();
-            let expected: Vec<Vec<Bytes>> = wires
-                .iter()
-                .filter(|w| !w.args.is_empty())
-                .map(|w| w.args.iter().map(|a| Bytes::copy_from_slice(a)).collect())
-                .collect();
-            let whole = feed(ParserLimits::default(), std::slice::from_ref(&data), true);
-            prop_assert_eq!(&whole, &(expected.clone(), None));
-            let split = feed(ParserLimits::default(), &chunks(&data, &cuts), true);
-            prop_assert_eq!(split, (expected, None));
-        }
-
-        #[test]
-        fn parser_prop_arbitrary_bytes_never_panic_and_stay_bounded(
-            data in arb_noise(),
-            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
-            authenticated in any::<bool>(),
-        ) {
-            let limits = ParserLimits {
-                bulk_len_max: 64,
-                multibulk_len_max: 16,
-                inline_len_max: 24,
-                unauth_multibulk_len_max: 4,
-                unauth_bulk_len_max: 8,
-            };
-            let whole = feed(limits, std::slice::from_ref(&data), authenticated);
-            let split = feed(limits, &chunks(&data, &cuts), authenticated);
-            // Splitting can only bring a "too big" verdict earlier, never change a command.
-            prop_assert!(split.0.len() <= whole.0.len());
-            prop_assert_eq!(&split.0[..], &whole.0[..split.0.len()]);
-            if split.1.is_none() {
-                prop_assert_eq!(split, whole);
-            }
         }
     }
 }
