@@ -3,8 +3,10 @@
 //! # Wire format
 //! Every message is a frame: a 4-byte big-endian length, then a version byte
 //! ([`WIRE_VERSION`]), then the postcard encoding of the message. A connection opens with a
-//! [`Hello`] carrying the cluster secret and the channel it will carry; the server answers
-//! [`HelloReply`] and closes the connection (with a log line) when the secret is wrong.
+//! [`Hello`] (at most [`HELLO_FRAME_LEN_MAX`] bytes, so an unauthenticated connection never
+//! makes the node hold more) carrying the cluster secret and the channel it will carry; the
+//! server answers [`HelloReply`] and closes the connection (with a log line) when the secret
+//! is wrong.
 //!
 //! # Channels
 //! - `Rpc`: one request, one response, in turn (votes, heartbeats, leadership transfer, and the
@@ -52,6 +54,11 @@ use crate::store::SnapshotFile;
 pub const WIRE_VERSION: u8 = 1;
 /// Largest accepted frame body; a larger declared length closes the connection.
 const FRAME_LEN_MAX: usize = 1 << 30;
+/// Largest accepted [`Hello`] frame body. A Hello holds a secret, a node id and a channel, so
+/// a larger declared length is not a peer: it is refused before anything is read into memory.
+/// Without this bound, anyone reaching the peer port could make the node allocate and fill up
+/// to [`FRAME_LEN_MAX`] per connection before the secret was checked.
+const HELLO_FRAME_LEN_MAX: usize = 64 * 1024;
 /// Snapshot chunk size.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// How long to wait for a TCP connect to a peer.
@@ -180,6 +187,14 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     input: &mut R,
 ) -> io::Result<Option<T>> {
+    read_frame_up_to(input, FRAME_LEN_MAX).await
+}
+
+/// Reads one frame whose body is at most `len_max` bytes; `Ok(None)` at a clean end of stream.
+async fn read_frame_up_to<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    input: &mut R,
+    len_max: usize,
+) -> io::Result<Option<T>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len).await {
         Ok(_) => {}
@@ -187,7 +202,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         Err(err) => return Err(err),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > FRAME_LEN_MAX {
+    if len == 0 || len > len_max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("bad frame length {len}"),
@@ -578,7 +593,8 @@ async fn serve_peer(stream: TcpStream, server: &PeerServer) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
     let (mut read, mut write) = (BufReader::new(read), BufWriter::new(write));
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame::<_, Hello>(&mut read)).await {
+    let hello = read_frame_up_to::<_, Hello>(&mut read, HELLO_FRAME_LEN_MAX);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, hello).await {
         Ok(Ok(Some(hello))) => hello,
         Ok(Ok(None)) => return Ok(()),
         Ok(Err(err)) => {

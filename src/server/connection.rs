@@ -8,6 +8,18 @@
 //! pauses at such a switch until the in-flight commands of the other kind have answered: runs of
 //! reads, and runs of writes, stay fully pipelined.
 //!
+//! # Memory bounds
+//! A connection stops dispatching, and so stops reading, while it has [`IN_FLIGHT_MAX`]
+//! commands in flight, or [`DATA_IN_FLIGHT_MAX`] commands whose reply can carry stored data
+//! (reads, `GETDEL`, `EXEC`…), and while a write of its replies has not completed; replies are
+//! encoded into the output only up to [`OUTPUT_FLUSH_BYTES`] (plus one reply) per write. The
+//! node builds a reply in full as soon as the command runs, whether or not the client reads:
+//! without the data bound, a client that pipelined `GET` of a 1 MiB value and never read made
+//! the server hold one such reply per in-flight command (up to 16 GiB); now it holds at most
+//! `DATA_IN_FLIGHT_MAX` of them. Small-reply commands (`INCR`, `SET`…) keep the full pipelining
+//! depth. The bound is per connection and in replies, not bytes: `DATA_IN_FLIGHT_MAX` times the
+//! largest reply (an `MGET` of many large values, an `EXEC`) is the worst case.
+//!
 //! # Errors
 //! A protocol error is answered (after the replies of the commands before it) with Redis's text,
 //! and then the connection closes, as Redis does. Every other error is a reply and the
@@ -37,6 +49,10 @@ use crate::store::{Read, Request};
 
 /// Most commands in flight on one connection before it stops reading.
 const IN_FLIGHT_MAX: usize = 16 * 1024;
+/// Most commands in flight on one connection whose reply can carry stored data (see
+/// [`may_return_data`]): this many replies of the largest size is what one connection that never
+/// reads can make the server hold.
+const DATA_IN_FLIGHT_MAX: usize = 128;
 /// Size of each socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Flush the output buffer once it holds this much, even if more replies are ready.
@@ -53,8 +69,28 @@ enum ReplyMode {
     SkipNext,
 }
 
-/// One reply waiting for its turn: its kind (for ordering), whether it is sent, the reply.
-type InFlight = BoxFuture<'static, (Access, bool, Reply)>;
+/// One reply waiting for its turn: its kind (for ordering), whether it counts against
+/// [`DATA_IN_FLIGHT_MAX`], whether it is sent, the reply.
+type InFlight = BoxFuture<'static, (Access, bool, bool, Reply)>;
+
+/// Whether a command's reply can be as large as stored data: every keyspace read, `EXEC`, and
+/// the writes that return a value (`GETSET`, `GETDEL`, `GETEX`, `SET … GET`). Other writes
+/// answer with a status or a number.
+fn may_return_data(command: &Command) -> bool {
+    match command {
+        Command::Keyspace { write: false, .. } | Command::Transaction { .. } => true,
+        Command::Keyspace {
+            write: true, args, ..
+        } => {
+            let is = |name: &[u8]| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name));
+            is(b"getset")
+                || is(b"getdel")
+                || is(b"getex")
+                || (is(b"set") && args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")))
+        }
+        _ => false,
+    }
+}
 
 /// Per-connection state.
 struct Session {
@@ -285,6 +321,7 @@ impl Session {
         let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
         let mut reads_in_flight = 0usize;
         let mut writes_in_flight = 0usize;
+        let mut data_in_flight = 0usize;
         let mut stalled: Option<Command> = None;
         let mut closing: Option<Reply> = None;
         let mut eof = false;
@@ -305,6 +342,7 @@ impl Session {
                                         self.push(
                                             &mut in_flight,
                                             Access::Local,
+                                            false,
                                             Outcome::Ready(reply),
                                             &mut closing,
                                         );
@@ -318,6 +356,7 @@ impl Session {
                                     self.push(
                                         &mut in_flight,
                                         Access::Local,
+                                        false,
                                         Outcome::Ready(reply),
                                         &mut closing,
                                     );
@@ -338,7 +377,8 @@ impl Session {
                     Access::Write => reads_in_flight > 0,
                     Access::Local => false,
                 };
-                if must_wait {
+                let data = may_return_data(&command);
+                if must_wait || (data && data_in_flight >= DATA_IN_FLIGHT_MAX) {
                     stalled = Some(command);
                     break;
                 }
@@ -347,12 +387,13 @@ impl Session {
                     Access::Write => writes_in_flight += 1,
                     Access::Local => {}
                 }
+                data_in_flight += usize::from(data);
                 let outcome = match access {
                     Access::Local => self.dispatch(command),
                     Access::Read | Access::Write => self.route(command, access),
                 };
                 let outcome = self.with_local_replies(outcome);
-                self.push(&mut in_flight, access, outcome, &mut closing);
+                self.push(&mut in_flight, access, data, outcome, &mut closing);
             }
 
             if in_flight.is_empty() {
@@ -369,25 +410,25 @@ impl Session {
             let can_read =
                 !eof && closing.is_none() && stalled.is_none() && in_flight.len() < IN_FLIGHT_MAX;
             tokio::select! {
-                Some((access, send, reply)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let mut finished = vec![(access, send, reply)];
-                    while output.len() < OUTPUT_FLUSH_BYTES {
-                        match in_flight.next().now_or_never() {
-                            Some(Some(done)) => finished.push(done),
-                            _ => break,
-                        }
-                    }
-                    for (access, send, reply) in finished {
+                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Encode replies that are ready until the output holds OUTPUT_FLUSH_BYTES;
+                    // the rest stay queued until this write completes.
+                    let mut next = Some(first);
+                    while let Some((access, data, send, reply)) = next.take() {
                         match access {
                             Access::Read => reads_in_flight -= 1,
                             Access::Write => writes_in_flight -= 1,
                             Access::Local => {}
                         }
+                        data_in_flight -= usize::from(data);
                         if reply.is_error() {
                             self.server.stats.error_replies.fetch_add(1, Relaxed);
                         }
                         if send {
                             self.encode(&reply, &mut output);
+                        }
+                        if output.len() < OUTPUT_FLUSH_BYTES {
+                            next = in_flight.next().now_or_never().flatten();
                         }
                     }
                     if !output.is_empty() {
@@ -421,6 +462,7 @@ impl Session {
         &mut self,
         in_flight: &mut FuturesOrdered<InFlight>,
         access: Access,
+        data: bool,
         outcome: Outcome,
         closing: &mut Option<Reply>,
     ) {
@@ -444,7 +486,7 @@ impl Session {
                 return;
             }
         };
-        in_flight.push_back(async move { (access, send, reply.await) }.boxed());
+        in_flight.push_back(async move { (access, data, send, reply.await) }.boxed());
     }
 
     /// MULTI/EXEC/DISCARD bookkeeping: queues commands while a transaction is open and turns
