@@ -420,19 +420,20 @@ fn hostile_pipelined_big_replies_never_read_keep_memory_bounded() {
         "unread replies: RSS baseline {baseline} KiB, peak {peak} KiB over {rounds} rounds; \
          server wrote {output} bytes in all"
     );
-    // The pipeline was being served up to the backpressure point and still is: the first 100
+    // The pipeline was being served up to the backpressure point and still is: its first 20
     // replies come back intact.
     let mut reader = hostile.try_clone().unwrap();
     let header = format!("${}\r\n", value.len()).into_bytes();
     let mut reply = vec![0u8; header.len() + value.len() + 2];
-    for i in 0..100 {
+    for i in 0..20 {
         reader.read_exact(&mut reply).unwrap();
         assert!(
             reply.starts_with(&header) && reply[header.len()..header.len() + value.len()] == value,
             "reply {i} of the pipeline"
         );
-        assert_rss_bounded(pid, baseline, "reading the pipeline");
+        peak = peak.max(assert_rss_bounded(pid, baseline, "reading the pipeline"));
     }
+    eprintln!("unread replies: peak RSS {peak} KiB after reading 20 of them");
     hostile.shutdown(std::net::Shutdown::Both).unwrap();
     writer.join().unwrap();
     drop(reader);
@@ -603,7 +604,14 @@ fn hostile_twenty_thousand_connections_opened_and_dropped() {
     for flood in floods {
         flood.join().unwrap();
     }
-    let received_flood = received(&mut con) - received_before;
+    let received_flood = wait_for(
+        "the server to accept the whole flood",
+        Duration::from_secs(30),
+        || {
+            let n = received(&mut con) - received_before;
+            (n >= threads * per_thread).then_some(n)
+        },
+    );
     eprintln!(
         "20,000 connect/drop in {:?}; the server received {received_flood}; {counted} INCRs \
          served meanwhile; {} connects failed",
@@ -699,7 +707,8 @@ fn hostile_garbage_on_the_peer_port_is_dropped_and_the_cluster_serves() {
             assert_dropped(&mut stream, Duration::from_secs(10), what);
         }
         // A length prefix of 1 GiB, then as much junk as the node takes: it must refuse before
-        // reading the body, not buffer it.
+        // reading the body, not buffer it. (Before Hello frames were bounded, the node read all
+        // 512 MiB into a 1 GiB buffer, unauthenticated: RSS grew by 520 MiB.)
         let mut stream = raw_connect(node.peer_port);
         stream.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
         let chunk = vec![0x5a_u8; 1024 * 1024];

@@ -52,7 +52,7 @@ const IN_FLIGHT_MAX: usize = 16 * 1024;
 /// Most commands in flight on one connection whose reply can carry stored data (see
 /// [`may_return_data`]): this many replies of the largest size is what one connection that never
 /// reads can make the server hold.
-const DATA_IN_FLIGHT_MAX: usize = 128;
+const DATA_IN_FLIGHT_MAX: usize = 64;
 /// Size of each socket read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Flush the output buffer once it holds this much, even if more replies are ready.
