@@ -209,7 +209,35 @@ impl TestCluster {
         }
         let cluster = TestCluster { nodes, dir };
         cluster.wait_for_leader(Duration::from_secs(30));
+        cluster.wait_until_every_node_routes(Duration::from_secs(30));
         cluster
+    }
+
+    /// Waits until every running node routes a keyspace command (a read of a missing key) to
+    /// the leader: right after an election a follower may already report the leader's id
+    /// while it still answers `-CLUSTERDOWN` (no leader address yet). Other replies, `-MOVED`
+    /// included, mean the node routes.
+    pub fn wait_until_every_node_routes(&self, timeout: Duration) {
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            wait_for(
+                &format!("node {} to route to the leader", node.id),
+                timeout,
+                || {
+                    let mut con = redis::Client::open(format!("redis://127.0.0.1:{}/", node.port))
+                        .ok()?
+                        .get_connection_with_timeout(Duration::from_secs(2))
+                        .ok()?;
+                    match redis::cmd("EXISTS")
+                        .arg("redraft-test-ready")
+                        .query::<i64>(&mut con)
+                    {
+                        Ok(_) => Some(()),
+                        Err(err) if matches!(err.code(), Some("CLUSTERDOWN" | "TRYAGAIN")) => None,
+                        Err(_) => Some(()),
+                    }
+                },
+            );
+        }
     }
 
     /// Index of the node every running node agrees leads, waiting up to `timeout`.
