@@ -1459,7 +1459,50 @@ mod tests {
 
     impl RedisServer {
         fn start(extra: &[&str]) -> RedisServer {
-            RedisServer::start_on(free_port(), extra)
+            // A free port can be taken by a parallel test before redis-server binds it: then
+            // the connection reaches the other test's server. Retry until the server answering
+            // is ours (its INFO names our pid).
+            for _ in 0..10 {
+                let mut server = RedisServer::start_on(free_port(), extra);
+                if server.answers_as_itself() {
+                    return server;
+                }
+                server.kill();
+            }
+            panic!("could not start a redis-server of our own on a free port");
+        }
+
+        /// Whether the server on our port is our child process.
+        fn answers_as_itself(&self) -> bool {
+            use std::io::{Read, Write};
+            let Some(child) = &self.child else {
+                return false;
+            };
+            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+                return false;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            if stream.write_all(b"INFO server\r\n").is_err() {
+                return false;
+            }
+            let mut reply = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let wanted = format!("process_id:{}\r\n", child.id());
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                reply.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&reply);
+                // A server with requirepass cannot be asked; take it as ours.
+                if text.contains(&wanted) || text.starts_with("-NOAUTH") {
+                    return true;
+                }
+                if text.contains("process_id:") && text.contains("run_id:") {
+                    return false;
+                }
+            }
+            false
         }
 
         fn start_on(port: u16, extra: &[&str]) -> RedisServer {
