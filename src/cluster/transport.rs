@@ -3,7 +3,7 @@
 //! # Wire format
 //! Every message is a frame: a 4-byte big-endian length, then a version byte
 //! ([`WIRE_VERSION`]), then the postcard encoding of the message. A connection opens with a
-//! [`Hello`] (at most [`HELLO_FRAME_LEN_MAX`] bytes, so an unauthenticated connection never
+//! [`Hello`] (at most `HELLO_FRAME_LEN_MAX` bytes, so an unauthenticated connection never
 //! makes the node hold more) carrying the cluster secret and the channel it will carry; the
 //! server answers [`HelloReply`] and closes the connection (with a log line) when the secret
 //! is wrong.

@@ -9,10 +9,10 @@
 //! reads, and runs of writes, stay fully pipelined.
 //!
 //! # Memory bounds
-//! A connection stops dispatching, and so stops reading, while it has [`IN_FLIGHT_MAX`]
-//! commands in flight, or [`DATA_IN_FLIGHT_MAX`] commands whose reply can carry stored data
+//! A connection stops dispatching, and so stops reading, while it has `IN_FLIGHT_MAX`
+//! commands in flight, or `DATA_IN_FLIGHT_MAX` commands whose reply can carry stored data
 //! (reads, `GETDEL`, `EXEC`…), and while a write of its replies has not completed; replies are
-//! encoded into the output only up to [`OUTPUT_FLUSH_BYTES`] (plus one reply) per write. The
+//! encoded into the output only up to `OUTPUT_FLUSH_BYTES` (plus one reply) per write. The
 //! node builds a reply in full as soon as the command runs, whether or not the client reads:
 //! without the data bound, a client that pipelined `GET` of a 1 MiB value and never read made
 //! the server hold one such reply per in-flight command (up to 16 GiB); now it holds at most
