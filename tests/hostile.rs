@@ -154,6 +154,15 @@ fn assert_protocol_error(server: &TestServer, redis: &RealRedis, request: &[u8],
     assert_eq!(our_end, End::Closed, "redraft closes the connection");
 }
 
+/// Waits (bounded) until the server's open descriptors are back near `baseline`.
+fn wait_for_fds_at_baseline(pid: u32, baseline: usize) {
+    wait_for(
+        "descriptors back to the baseline",
+        Duration::from_secs(20),
+        || (fd_count(pid) <= baseline + 2).then_some(()),
+    );
+}
+
 #[test]
 fn hostile_declared_4_gib_bulk_is_refused_without_allocating() {
     let server = TestServer::start();
@@ -354,11 +363,7 @@ fn hostile_slowloris_half_frames_do_not_hold_up_other_clients() {
         Duration::from_secs(20),
         || (info_field(server.port, "connected_clients") == "1").then_some(()),
     );
-    wait_for(
-        "descriptors back to the baseline",
-        Duration::from_secs(20),
-        || (fd_count(pid) <= baseline_fds + 2).then_some(()),
-    );
+    wait_for_fds_at_baseline(pid, baseline_fds);
     assert_served(server.port);
 }
 
@@ -527,11 +532,7 @@ fn hostile_connections_past_maxclients_are_refused_like_redis() {
     let pong: String = redis::cmd("PING").query(&mut con).unwrap();
     assert_eq!(pong, "PONG");
     drop(con);
-    wait_for(
-        "descriptors back to the baseline",
-        Duration::from_secs(20),
-        || (fd_count(pid) <= baseline_fds + 2).then_some(()),
-    );
+    wait_for_fds_at_baseline(pid, baseline_fds);
     assert_served(server.port);
 }
 

@@ -209,7 +209,19 @@ fn register_op(
             outcome,
         )
     };
-    let completed = shared.now();
+    finish(process, shared, key, call, invoked, outcome)
+}
+
+/// Records a finished operation; after an unknown outcome the client continues as a new
+/// process. Returns whether the connection can be kept (the operation succeeded).
+fn finish(
+    process: &mut usize,
+    shared: &Shared,
+    key: String,
+    call: Call,
+    invoked: u64,
+    outcome: Outcome,
+) -> bool {
     let keep = matches!(outcome, Outcome::Ok(_));
     let client = *process;
     if outcome == Outcome::Unknown {
@@ -220,7 +232,7 @@ fn register_op(
         key,
         call,
         invoked,
-        completed,
+        completed: shared.now(),
         outcome,
     });
     keep
@@ -300,19 +312,5 @@ fn counter_op(
         };
         (Call::IncrBy(delta), outcome)
     };
-    let completed = shared.now();
-    let keep = matches!(outcome, Outcome::Ok(_));
-    let client = *process;
-    if outcome == Outcome::Unknown {
-        *process += 1;
-    }
-    shared.record(Op {
-        client,
-        key,
-        call,
-        invoked,
-        completed,
-        outcome,
-    });
-    keep
+    finish(process, shared, key, call, invoked, outcome)
 }
