@@ -788,6 +788,11 @@ enum Open {
     StreamedString,
 }
 
+/// The length of the complete reply (RESP2 or RESP3) at the start of `buf`, if there is one.
+pub(crate) fn reply_len(buf: &[u8]) -> Option<usize> {
+    ReplyScanner::default().scan(buf).ok().flatten()
+}
+
 /// Finds where one complete reply ends in a growing buffer, resuming where it stopped.
 ///
 /// Iterative: nesting depth costs one stack entry per open aggregate, never recursion.

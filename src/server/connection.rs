@@ -160,7 +160,7 @@ fn splice_replies(transaction: Reply, local: Vec<(usize, Reply)>, protocol: Prot
             }
             Reply::Array(replies)
         }
-        Reply::Raw(raw) => match split_encoded_array(&raw, protocol) {
+        Reply::Raw(raw) => match split_encoded_array(&raw) {
             Some(mut items) => {
                 let mut encoded: Vec<Bytes> = Vec::with_capacity(items.len() + local.len());
                 encoded.append(&mut items);
@@ -182,7 +182,7 @@ fn splice_replies(transaction: Reply, local: Vec<(usize, Reply)>, protocol: Prot
 
 /// The encoded elements of an encoded RESP array (`*n` then n replies), or `None` when `raw`
 /// is not a complete array.
-fn split_encoded_array(raw: &Bytes, protocol: Protocol) -> Option<Vec<Bytes>> {
+fn split_encoded_array(raw: &Bytes) -> Option<Vec<Bytes>> {
     let header_end = raw.windows(2).position(|w| w == b"\r\n")?;
     let count: usize = std::str::from_utf8(raw.get(1..header_end)?)
         .ok()?
@@ -192,15 +192,7 @@ fn split_encoded_array(raw: &Bytes, protocol: Protocol) -> Option<Vec<Bytes>> {
     let mut offset = header_end + 2;
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
-        let rest = raw.get(offset..)?;
-        let used = match protocol {
-            Protocol::Resp2 => redis_protocol::resp2::decode::decode_range(rest).ok()??.1,
-            Protocol::Resp3 => {
-                redis_protocol::resp3::decode::complete::decode_range(rest)
-                    .ok()??
-                    .1
-            }
-        };
+        let used = crate::cluster::proxy::reply_len(raw.get(offset..)?)?;
         items.push(raw.slice(offset..offset + used));
         offset += used;
     }
