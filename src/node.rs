@@ -252,6 +252,12 @@ impl Node {
             // Entries kept below a snapshot so a slightly lagging follower needs no snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_entries.min(1000),
             install_snapshot_timeout: 60_000,
+            // A restarted leader must win a new election. Restoring leadership in the old term
+            // is unsafe here: the leader replicates entries before its own fsync, so after
+            // kill -9 it can come back without entries its followers hold and reuse their log
+            // ids for different commands (found by the chaos harness: acknowledged increments
+            // lost; regression test `regression_restarted_leader_never_resumes_its_old_term`).
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()

@@ -688,3 +688,37 @@ fn cluster_multi_with_local_commands_through_a_follower_answers_in_order() {
         );
     }
 }
+
+/// Regression, found by the chaos harness (21-minute run, seed 20261126): a leader killed with
+/// -9 and restarted before its followers' election timeout resumed leading in its old term,
+/// without an election (openraft's leader restore). A leader replicates entries before its own
+/// fsync, so it could come back without entries its followers held and then reuse those log ids
+/// for other commands; when a follower later led, acknowledged increments were gone. A
+/// restarted leader must win a new election, in a new term.
+#[test]
+fn regression_restarted_leader_never_resumes_its_old_term() {
+    let _serial = serial();
+    // Election timeout 3–6 s: the restart completes well inside it, so the old code resumed.
+    let mut cluster = TestCluster::start(3, &["--heartbeat-ms", "1000"]);
+    let leader = cluster.wait_for_leader(Duration::from_secs(60));
+    let mut con = cluster.nodes[leader].client();
+    let before: i64 = con.incr("counter", 1).expect("INCR before the restart");
+    let term = |cluster: &TestCluster, i: usize| -> u64 {
+        cluster.nodes[i]
+            .info_field("raft_term")
+            .and_then(|t| t.parse().ok())
+            .expect("raft_term")
+    };
+    let term_before = term(&cluster, leader);
+    cluster.restart(leader);
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(60));
+    let term_after = term(&cluster, new_leader);
+    assert!(
+        term_after > term_before,
+        "node {} leads in term {term_after} after its restart, the term it led in before",
+        cluster.nodes[new_leader].id
+    );
+    let mut con = cluster.nodes[new_leader].client();
+    let after: i64 = con.incr("counter", 1).expect("INCR after the restart");
+    assert_eq!(after, before + 1);
+}

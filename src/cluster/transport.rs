@@ -397,6 +397,15 @@ fn unexpected(response: RpcResponse) -> RPCError<TypeConfig> {
     )))
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
 
@@ -447,20 +456,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
                 io::Result::Ok(())
             });
+            // The sender stops with the response stream, also when openraft drops it early: it
+            // must not go on taking requests from the next session's replication state.
+            let sender = AbortOnDrop(sender.abort_handle());
             let results =
                 futures::stream::unfold((read, Some(sender)), |(mut read, sender)| async move {
                     match read_frame::<_, StreamAppendResult<TypeConfig>>(&mut read).await {
                         Ok(Some(result)) => Some((Ok(result), (read, sender))),
-                        Ok(None) => {
-                            if let Some(sender) = sender {
-                                sender.abort();
-                            }
-                            None
-                        }
+                        Ok(None) => None,
                         Err(err) => {
-                            if let Some(sender) = sender {
-                                sender.abort();
-                            }
+                            drop(sender);
                             Some((Err(RPCError::Unreachable(unreachable(err))), (read, None)))
                         }
                     }
