@@ -87,6 +87,12 @@ pub struct Config {
     #[arg(long, env = "REDRAFT_SNAPSHOT_ENTRIES", default_value_t = 20_000)]
     pub snapshot_entries: u64,
 
+    /// Free space kept on the data directory's filesystem, in MiB: writes that add data are
+    /// refused with `-MISCONF` (reads and deletes still work) rather than filling the disk;
+    /// they resume once space is freed. 0 turns the check off.
+    #[arg(long, env = "REDRAFT_DISK_RESERVE_MB", default_value_t = 64)]
+    pub disk_reserve_mb: u64,
+
     /// Most simultaneous client connections; more are refused with Redis's error.
     #[arg(long, env = "REDRAFT_MAXCLIENTS", default_value_t = 10_000)]
     pub maxclients: usize,

@@ -1,7 +1,7 @@
 //! The one error type of the request path, and its Redis error reply.
 //!
 //! Every user-visible failure carries its Redis prefix (`ERR`, `WRONGTYPE`, `NOAUTH`, `NOPROTO`,
-//! `CLUSTERDOWN`, `TRYAGAIN`) in its `Display` text, so `to_resp` is the same everywhere.
+//! `CLUSTERDOWN`, `TRYAGAIN`, `MISCONF`) in its `Display` text, so `to_resp` is the same everywhere.
 
 use crate::resp::Reply;
 
@@ -23,6 +23,10 @@ pub enum Error {
     /// Leadership moved while the request was in flight; its outcome may be unknown.
     #[error("TRYAGAIN {0}")]
     TryAgain(String),
+    /// The data directory is (nearly) full: a write that adds data is refused, as Redis
+    /// refuses writes when it cannot persist them.
+    #[error("MISCONF {0}")]
+    DiskFull(String),
     /// Storage or raft failed on this node.
     #[error("ERR internal error: {0}")]
     Internal(String),

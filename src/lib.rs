@@ -20,11 +20,14 @@
 //! - [`admin`] is the operator side: `redraft cluster …` subcommands.
 //! - [`raft`] is openraft's configuration, log store and network; it carries requests opaquely.
 //! - [`store`] is the redb state machine and its snapshots.
+//! - [`disk`] watches the data directory's free space: writes and snapshots that would fill it
+//!   are refused or deferred.
 
 pub mod admin;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod node;
 pub mod raft;

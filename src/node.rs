@@ -32,6 +32,7 @@ use crate::cluster::membership::{MembershipService, join_cluster};
 use crate::cluster::transport::{PeerNetwork, PeerServer};
 use crate::cluster::{FollowerMode, Member};
 use crate::config::{Config, ReadMode};
+use crate::disk::DiskSpace;
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, Raft, TypeConfig};
@@ -78,6 +79,8 @@ pub struct Node {
     pub(crate) leader_hint: Arc<LeaderHint>,
     /// Keys removed by active expiry on this node while it led (INFO stats).
     pub expired_keys: Arc<std::sync::atomic::AtomicU64>,
+    /// Free space of the data directory (write admission, INFO persistence).
+    pub disk: DiskSpace,
 }
 
 /// How often the leader looks for keys past their deadline.
@@ -238,8 +241,10 @@ impl Node {
         let secret: Arc<str> = Arc::from(config.cluster_secret.clone().unwrap_or_default());
         let log_store = LogStore::open(dir, LOG_CACHE_BYTES)
             .with_context(|| format!("cannot open the raft log in {}", dir.display()))?;
+        let disk = DiskSpace::new(dir, config.disk_reserve_mb.saturating_mul(1024 * 1024));
         let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024)
-            .with_context(|| format!("cannot open the state machine in {}", dir.display()))?;
+            .with_context(|| format!("cannot open the state machine in {}", dir.display()))?
+            .with_disk_space(disk.clone());
         let reader = state_machine.reader();
 
         let heartbeat = config.heartbeat_ms.max(10);
@@ -343,7 +348,7 @@ impl Node {
             ReadMode::Lease => ReadPolicy::LeaseRead,
             ReadMode::Index | ReadMode::Log => ReadPolicy::ReadIndex,
         };
-        tokio::spawn(run_write_batcher(raft.clone(), write_queue));
+        tokio::spawn(run_write_batcher(raft.clone(), write_queue, disk.clone()));
         tokio::spawn(run_read_batcher(
             raft.clone(),
             reader.clone(),
@@ -366,6 +371,7 @@ impl Node {
             expired_keys.clone(),
         ));
         Ok(Arc::new(Node {
+            disk,
             expired_keys,
             leader_hint,
             id: config.node_id,
@@ -465,6 +471,28 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Resolves when raft has stopped on its own (a storage failure such as a full disk, or an
+    /// internal error), with the reason; never while it runs or after an asked-for shutdown.
+    /// The server then exits: a node whose raft stopped can serve nothing, and a restart
+    /// recovers from what is durable on disk.
+    pub async fn raft_failure(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let failure = match &metrics.borrow_watched().running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                Err(fatal) => Some(fatal.to_string()),
+            };
+            if let Some(failure) = failure {
+                return failure;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
 /// Values below this size are copied out of the connection's read buffer before they enter
 /// the log, so a cached log entry never pins a whole read buffer.
 const DETACH_BYTES_MAX: usize = 16 * 1024;
@@ -488,15 +516,22 @@ fn detach_small_buffers(request: &mut Request) {
     }
 }
 
-/// Creates the data directory and checks that it is usable, with a one-line error if not.
+/// Creates the data directory and checks that it is usable, with a one-line error if not (a
+/// full filesystem is only a warning).
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let written = std::fs::write(&probe, b"ok");
     std::fs::remove_file(&probe).ok();
-    Ok(())
+    match written {
+        // A full disk still serves reads; writes are refused until space is freed.
+        Err(err) if err.kind() == std::io::ErrorKind::StorageFull => {
+            tracing::warn!(dir = %dir.display(), "the data directory's filesystem is full");
+            Ok(())
+        }
+        other => other.with_context(|| format!("data directory {} is not writable", dir.display())),
+    }
 }
 
 fn write_error(err: ClientWriteError<TypeConfig>) -> Error {
@@ -538,8 +573,29 @@ fn request_size(request: &Request) -> usize {
     }
 }
 
-/// Packs queued writes into log entries and proposes them in queue order.
-async fn run_write_batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<QueuedWrite>) {
+/// Whether a request may add data (Redis's `denyoom` commands; unknown names count as adding),
+/// so that it is refused when the disk is nearly full. Deletes and expiry never are.
+fn adds_data(request: &Request) -> bool {
+    let adds = |args: &[Bytes]| {
+        args.first()
+            .and_then(|name| crate::command::table::lookup(name))
+            .is_none_or(|spec| spec.flags.contains(&"denyoom"))
+    };
+    match request {
+        Request::Command { args, .. } => adds(args),
+        Request::Expire { .. } => false,
+        Request::Exec { commands, .. } => commands.iter().any(|c| adds(c)),
+        Request::Batch(requests) => requests.iter().any(adds_data),
+    }
+}
+
+/// Packs queued writes into log entries and proposes them in queue order. Writes that would
+/// add data to a nearly full disk are answered `-MISCONF` instead (see [`crate::disk`]).
+async fn run_write_batcher(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<QueuedWrite>,
+    disk: DiskSpace,
+) {
     let mut next: Option<QueuedWrite> = None;
     loop {
         let first = match next.take() {
@@ -565,6 +621,21 @@ async fn run_write_batcher(raft: Raft, mut queue: mpsc::UnboundedReceiver<Queued
             next = batch.pop();
         }
 
+        let mut admission = disk.admission();
+        let mut admitted = Vec::with_capacity(batch.len());
+        for write in batch {
+            if adds_data(&write.request)
+                && let Err(refused) = admission.admit(request_size(&write.request))
+            {
+                let _ = write.reply.send(Err(refused));
+                continue;
+            }
+            admitted.push(write);
+        }
+        let batch = admitted;
+        if batch.is_empty() {
+            continue;
+        }
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.into_iter().map(|w| (w.request, w.reply)).unzip();
         let payload = if requests.len() == 1 {

@@ -15,6 +15,13 @@
 //! - `save_vote` and `truncate_after` return only after their commit is durable.
 //! - `IOFlushed` callbacks fire after the fsync that covers them, in submission order.
 //!
+//! # Integrity
+//! Every record carries a CRC-32 of its bytes. At start every record is read back: each must
+//! pass its checksum, sit under its own index and follow the previous one, and the log must
+//! reach the saved commit index. A truncated, corrupted or shortened log (and whatever redb
+//! itself finds on opening it) stops the start with an error naming the file and the remedy,
+//! because a node that lost acknowledged entries must neither serve nor vote.
+//!
 //! # Must not
 //! Do redb IO on a tokio worker: writes run on the writer thread, log reads that miss the cache
 //! run under `spawn_blocking`.
@@ -43,8 +50,11 @@ const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
 const META_LAST_PURGED: &str = "last_purged";
 
-/// Format version of every value this module persists.
-const FORMAT_VERSION: u8 = 1;
+/// Format version of every value this module persists: the version byte, a CRC-32 of the
+/// postcard bytes (little endian), then the postcard bytes.
+const FORMAT_VERSION: u8 = 2;
+/// The first format: the version byte, then the postcard bytes, no checksum. Still read.
+const FORMAT_VERSION_UNCHECKED: u8 = 1;
 
 /// Newest entries kept in memory after they are durable, so replication and apply rarely read
 /// redb.
@@ -57,19 +67,162 @@ fn io_error(err: impl std::fmt::Display) -> io::Error {
 }
 
 fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    let mut out = vec![FORMAT_VERSION];
+    let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
     postcard::to_io(value, &mut out).map_err(io_error)?;
+    let checksum = crc32fast::hash(&out[5..]);
+    out[1..5].copy_from_slice(&checksum.to_le_bytes());
     Ok(out)
 }
 
+fn damaged_record(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
-    match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(io_error),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "raft log record has an unknown format version",
-        )),
+    let body = match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) if rest.len() >= 4 => {
+            let (checksum, body) = rest.split_at(4);
+            if crc32fast::hash(body).to_le_bytes() != checksum {
+                return Err(damaged_record("a record fails its checksum"));
+            }
+            body
+        }
+        Some((&FORMAT_VERSION_UNCHECKED, body)) => body,
+        _ => return Err(damaged_record("a record has an unknown format version")),
+    };
+    postcard::from_bytes(body).map_err(|_| damaged_record("a record does not decode"))
+}
+
+/// Explains a damaged log file and what to do about it.
+fn damaged_log(path: &Path, detail: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the raft log {} is damaged ({detail}); refusing to start rather than serve or vote \
+             on a log that may have lost acknowledged entries. In a cluster: remove this member \
+             (`redraft cluster remove`), empty its data directory and add it back, and it is \
+             rebuilt from the others; a single node: restore its data directory from a backup",
+            path.display()
+        ),
+    )
+}
+
+/// Whether a redb error says the file itself is damaged (truncated, corrupted, not a database)
+/// rather than that it could not be reached.
+fn is_damage(err: &redb::DatabaseError) -> bool {
+    match err {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => matches!(
+            io.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+        ),
+        _ => false,
     }
+}
+
+/// Opens the log file, creating its tables if new, and verifies it (see [`verify_log`]).
+fn open_and_verify(
+    path: &Path,
+    cache_size_bytes: usize,
+) -> io::Result<(Database, Option<Vote>, Option<LogId>)> {
+    let db = Database::builder()
+        .set_cache_size(cache_size_bytes)
+        .create(path)
+        .map_err(|err| {
+            if is_damage(&err) {
+                damaged_log(path, err)
+            } else {
+                io_error(err)
+            }
+        })?;
+    // Existing tables need no write, so a node on a full disk still opens.
+    let has_tables = {
+        let txn = db.begin_read().map_err(io_error)?;
+        txn.open_table(LOG).is_ok() && txn.open_table(META).is_ok()
+    };
+    if !has_tables {
+        let txn = db.begin_write().map_err(io_error)?;
+        txn.open_table(LOG).map_err(io_error)?;
+        txn.open_table(META).map_err(io_error)?;
+        txn.commit().map_err(io_error)?;
+    }
+    let (vote, last_purged) = verify_log(&db).map_err(|detail| damaged_log(path, detail))?;
+    Ok((db, vote, last_purged))
+}
+
+/// Runs `f`, turning a panic into its message without the default report on stderr. Used only
+/// at start, before other threads do work.
+fn without_panic_report<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(f);
+    std::panic::set_hook(report);
+    outcome.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    })
+}
+
+/// Reads every record of the log at start: each must pass its checksum, sit under its own
+/// index, and follow the previous one; the vote and commit index must decode, and the log
+/// must reach the commit index. Returns the vote and last purged id.
+fn verify_log(db: &Database) -> Result<(Option<Vote>, Option<LogId>), String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    let read_meta = |name: &str| -> Result<Option<Vec<u8>>, String> {
+        Ok(meta
+            .get(name)
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value().to_vec()))
+    };
+    let vote: Option<Vote> = match read_meta(META_VOTE)? {
+        Some(bytes) => Some(decode(&bytes).map_err(|e| format!("the vote: {e}"))?),
+        None => None,
+    };
+    let last_purged: Option<LogId> = match read_meta(META_LAST_PURGED)? {
+        Some(bytes) => decode(&bytes).map_err(|e| format!("the purge point: {e}"))?,
+        None => None,
+    };
+    let committed: Option<LogId> = match read_meta(META_COMMITTED)? {
+        Some(bytes) => decode(&bytes).map_err(|e| format!("the commit index: {e}"))?,
+        None => None,
+    };
+    let log = txn.open_table(LOG).map_err(|e| e.to_string())?;
+    let mut previous = last_purged.map(|id| id.index);
+    for item in log.iter().map_err(|e| e.to_string())? {
+        let (key, value) = item.map_err(|e| e.to_string())?;
+        let index = key.value();
+        let entry: Entry = decode(value.value()).map_err(|e| format!("entry {index}: {e}"))?;
+        if entry.log_id.index != index {
+            return Err(format!(
+                "entry {index} is stored under the wrong index ({})",
+                entry.log_id.index
+            ));
+        }
+        if let Some(previous) = previous
+            && index != previous + 1
+        {
+            return Err(format!(
+                "entries {} to {} are missing",
+                previous + 1,
+                index - 1
+            ));
+        }
+        previous = Some(index);
+    }
+    if let (Some(committed), last) = (committed, previous)
+        && last.is_none_or(|last| last < committed.index)
+    {
+        return Err(format!(
+            "the log ends at {} below its commit index {}: its tail is missing",
+            last.map_or("the start".to_string(), |l| l.to_string()),
+            committed.index
+        ));
+    }
+    Ok((vote, last_purged))
 }
 
 /// One queued change for the writer thread.
@@ -111,31 +264,18 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) `dir/log.redb` and starts its writer thread.
+    /// Opens (or creates) `dir/log.redb`, verifies every record in it (see [`LogStore`]'s
+    /// module doc), and starts its writer thread. A damaged file is an `InvalidData` error
+    /// that says what is wrong and what to do.
     pub fn open(dir: &Path, cache_size_bytes: usize) -> io::Result<LogStore> {
-        let db = Database::builder()
-            .set_cache_size(cache_size_bytes)
-            .create(dir.join("log.redb"))
-            .map_err(io_error)?;
-        let txn = db.begin_write().map_err(io_error)?;
-        txn.open_table(LOG).map_err(io_error)?;
-        txn.open_table(META).map_err(io_error)?;
-        txn.commit().map_err(io_error)?;
-
-        let (vote, last_purged) = {
-            let txn = db.begin_read().map_err(io_error)?;
-            let meta = txn.open_table(META).map_err(io_error)?;
-            let vote = match meta.get(META_VOTE).map_err(io_error)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            let last_purged = match meta.get(META_LAST_PURGED).map_err(io_error)? {
-                Some(v) => decode(v.value())?,
-                None => None,
-            };
-            (vote, last_purged)
+        let path = dir.join("log.redb");
+        // redb can panic on some damaged pages; that is damage too, not a crash to report.
+        let (db, vote, last_purged) = match without_panic_report(|| {
+            open_and_verify(&path, cache_size_bytes)
+        }) {
+            Ok(opened) => opened?,
+            Err(panic) => return Err(damaged_log(&path, format!("redb failed on it: {panic}"))),
         };
-
         let shared = Arc::new(Shared {
             db,
             cache: Mutex::new(BTreeMap::new()),

@@ -648,8 +648,10 @@ mod tests {
         assert_eq!(parser.args.capacity(), 0);
     }
 
+    /// Regression (found by the parser property tests): argument slots were preallocated from
+    /// the declared count, so `*1000000` alone reserved megabytes.
     #[test]
-    fn parser_argv_preallocation_follows_bytes_received() {
+    fn regression_argv_was_preallocated_from_the_declared_count() {
         // Slots for at most the arguments the buffered bytes could hold (6 bytes each).
         let mut parser = RequestParser::default();
         let mut buf = BytesMut::from(&b"*2147483647\r\n$3\r\nSET\r\n$1\r\nk"[..]);

@@ -106,6 +106,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let raft_failure = server.node.raft_failure();
+    tokio::pin!(raft_failure);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -135,6 +137,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             signal = &mut shutdown => {
                 tracing::info!("received {signal}, shutting down");
                 break;
+            }
+            failure = &mut raft_failure => {
+                tracing::error!(%failure, "raft stopped; exiting");
+                anyhow::bail!(
+                    "raft stopped: {failure}; exiting so that a restart recovers from the data on \
+                     disk (no acknowledged write is lost)"
+                );
             }
         }
     }
@@ -251,6 +260,7 @@ impl Server {
         let uptime = self.started.elapsed().as_secs();
         let index = |l: Option<crate::raft::LogId>| l.map_or(0, |l| l.index);
         let view = self.node.cluster_view();
+        let disk = &self.node.disk;
         let (title, fields): (&str, Vec<(&str, String)>) = match section {
             "server" => (
                 "Server",
@@ -322,6 +332,16 @@ impl Server {
                     ("aof_enabled", "0".into()),
                     ("aof_rewrite_in_progress", "0".into()),
                     ("aof_last_write_status", "ok".into()),
+                    (
+                        "disk_free_bytes",
+                        disk.available_bytes()
+                            .map_or(String::new(), |b| b.to_string()),
+                    ),
+                    ("disk_reserve_bytes", disk.reserve_bytes().to_string()),
+                    (
+                        "disk_status",
+                        if disk.is_full() { "full" } else { "ok" }.into(),
+                    ),
                 ],
             ),
             "stats" => {

@@ -21,6 +21,14 @@
 //! the read transaction can see. Every `durable_every_batches` apply batches commit durably too,
 //! which bounds the replay after a crash and lets redb reclaim pages.
 //!
+//! # Disk space
+//! On a nearly full disk (see [`DiskSpace::is_low`]) every apply batch commits durably: redb
+//! can reuse the pages a commit replaces only once a durable commit no longer needs them, so
+//! without it the file would keep growing until the next periodic durable commit.
+//! A snapshot that would not fit in the free space (about the newest snapshot's size plus a
+//! margin) is deferred rather than left to fail half-way: openraft asks again after later
+//! applies and the log is purged once one fits.
+//!
 //! # Must not
 //! Read a clock or randomness during apply (replicas must compute identical results), or run redb
 //! IO on a tokio worker (it runs under `spawn_blocking`). Storage failures are returned as
@@ -28,6 +36,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +47,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::disk::{Claim, DiskSpace};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::resp::Reply;
 use crate::store::commands;
@@ -55,6 +65,8 @@ const META_CLOCK: &str = "clock";
 const FORMAT_VERSION: u8 = 1;
 /// First bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RDRFTSNP";
+/// Free space a snapshot needs beyond its estimated size.
+const SNAPSHOT_SPACE_MARGIN: u64 = 8 * 1024 * 1024;
 
 /// Errors that stop the node: anything from redb or the filesystem.
 fn io_error(err: impl std::fmt::Display) -> io::Error {
@@ -272,6 +284,10 @@ pub struct StateMachine {
     snapshots: SnapshotDir,
     batches_since_durable: u32,
     durable_every_batches: u32,
+    /// Checked before a snapshot is built; `None` builds unconditionally.
+    disk: Option<DiskSpace>,
+    /// Whether the last snapshot attempt was deferred for lack of space (logged once).
+    snapshot_deferred: bool,
 }
 
 impl StateMachine {
@@ -283,21 +299,36 @@ impl StateMachine {
             .set_cache_size(cache_size_bytes)
             .create(dir.join("sm.redb"))
             .map_err(io_error)?;
-        let txn = db.begin_write().map_err(io_error)?;
-        txn.open_table(KEYS).map_err(io_error)?;
-        txn.open_table(FIELDS).map_err(io_error)?;
-        txn.open_table(EXPIRY).map_err(io_error)?;
-        txn.open_table(SCAN_INDEX).map_err(io_error)?;
-        let clock = match txn
-            .open_table(META)
-            .map_err(io_error)?
-            .get(META_CLOCK)
-            .map_err(io_error)?
-        {
-            Some(v) => decode_meta::<i64>(v.value())?,
-            None => 0,
+        // Tables are created once; opening existing ones needs no write (a full disk still opens).
+        let has_tables = {
+            let txn = db.begin_read().map_err(io_error)?;
+            txn.open_table(KEYS).is_ok()
+                && txn.open_table(FIELDS).is_ok()
+                && txn.open_table(EXPIRY).is_ok()
+                && txn.open_table(SCAN_INDEX).is_ok()
+                && txn.open_table(META).is_ok()
         };
-        txn.commit().map_err(io_error)?;
+        if !has_tables {
+            let txn = db.begin_write().map_err(io_error)?;
+            txn.open_table(KEYS).map_err(io_error)?;
+            txn.open_table(FIELDS).map_err(io_error)?;
+            txn.open_table(EXPIRY).map_err(io_error)?;
+            txn.open_table(SCAN_INDEX).map_err(io_error)?;
+            txn.open_table(META).map_err(io_error)?;
+            txn.commit().map_err(io_error)?;
+        }
+        let clock = {
+            let txn = db.begin_read().map_err(io_error)?;
+            match txn
+                .open_table(META)
+                .map_err(io_error)?
+                .get(META_CLOCK)
+                .map_err(io_error)?
+            {
+                Some(v) => decode_meta::<i64>(v.value())?,
+                None => 0,
+            }
+        };
         Ok(StateMachine {
             clock: Arc::new(std::sync::atomic::AtomicI64::new(clock)),
             db: Arc::new(db),
@@ -306,7 +337,35 @@ impl StateMachine {
             },
             batches_since_durable: 0,
             durable_every_batches: 1024,
+            disk: None,
+            snapshot_deferred: false,
         })
+    }
+
+    /// Defers snapshots that would not fit in the free space of `disk` (a snapshot failing
+    /// half-way for lack of space would stop raft).
+    pub fn with_disk_space(mut self, disk: DiskSpace) -> StateMachine {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// Claims the disk space a new snapshot needs: about as much as the newest one (or, before
+    /// the first, as the state machine file occupies) plus a margin. `None` if it does not fit;
+    /// without a [`DiskSpace`], an empty claim.
+    fn claim_snapshot_space(&self) -> Option<Option<Claim>> {
+        let Some(disk) = &self.disk else {
+            return Some(None);
+        };
+        // Allocated bytes, not the length: redb files are sparse.
+        let occupied = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
+        let estimate = match self.snapshots.newest() {
+            Ok(Some(newest)) => occupied(&newest),
+            _ => occupied(&self.snapshots.path.with_file_name("sm.redb")),
+        };
+        let needed = estimate
+            .saturating_add(estimate / 4)
+            .saturating_add(SNAPSHOT_SPACE_MARGIN);
+        disk.claim(needed).map(Some)
     }
 
     /// A handle for reads outside of raft.
@@ -452,6 +511,8 @@ fn apply_batch(
 pub struct SnapshotBuilder {
     db: Arc<Database>,
     snapshots: SnapshotDir,
+    /// Disk space held for the file being built, given back when the builder is dropped.
+    space: Option<Claim>,
 }
 
 impl SnapshotBuilder {
@@ -645,7 +706,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         self.batches_since_durable += 1;
-        let durable = self.batches_since_durable >= self.durable_every_batches;
+        // On a nearly full disk every apply is durable, so replaced pages are freed at once.
+        let durable = self.batches_since_durable >= self.durable_every_batches
+            || self.disk.as_ref().is_some_and(DiskSpace::is_low);
         if durable {
             self.batches_since_durable = 0;
         }
@@ -662,10 +725,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<SnapshotBuilder> {
+        let space = self.claim_snapshot_space();
+        if space.is_none() && !force {
+            if !self.snapshot_deferred {
+                tracing::warn!(
+                    "not enough free disk space for a snapshot; deferred until space is freed \
+                     (the raft log is not purged meanwhile)"
+                );
+            }
+            self.snapshot_deferred = true;
+            return None;
+        }
+        if self.snapshot_deferred {
+            tracing::info!("disk space freed; building the deferred snapshot");
+        }
+        self.snapshot_deferred = false;
+        let mut builder = self.get_snapshot_builder().await;
+        builder.space = space.flatten();
+        Some(builder)
+    }
+
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
+            space: None,
         }
     }
 

@@ -61,12 +61,54 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a data directory the test owns (left in place on drop).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> TestServer {
+        TestServer::try_start_in(data_dir, args)
+            .unwrap_or_else(|exited| panic!("redraft did not start: {exited}"))
+    }
+
+    /// Starts a server on a data directory the test owns, or returns how it refused to start.
+    pub fn try_start_in(data_dir: &Path, args: &[&str]) -> Result<TestServer, String> {
+        let mut server = TestServer {
+            child: None,
+            dir: None,
+            data_dir: data_dir.to_path_buf(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            port: 0,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        server.try_spawn().map(|()| server)
+    }
+
+    /// Waits (bounded) for the process to exit by itself; `None` if it is still running.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The data directory the server uses.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
 
     fn spawn(&mut self) {
+        if let Err(exited) = self.try_spawn() {
+            panic!("redraft did not start: {exited}");
+        }
+    }
+
+    /// Starts the process; `Err` with its status and log if it exits before becoming ready.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let mut child = Command::new(binary())
             .arg("--port")
             .arg("0")
@@ -83,7 +125,7 @@ impl TestServer {
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let thread_log = log.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut line = String::new();
             let mut port_tx = Some(port_tx);
@@ -103,18 +145,34 @@ impl TestServer {
             }
         });
         self.log = log;
-        self.port = match port_rx.recv_timeout(START_TIMEOUT) {
-            Ok(port) => port,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "redraft did not become ready within {START_TIMEOUT:?}; log:\n{}",
-                    self.log.lock().unwrap()
-                );
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match port_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(port) => {
+                    self.port = port;
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                Err(_) if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "redraft did not become ready within {START_TIMEOUT:?}; log:\n{}",
+                        self.log.lock().unwrap()
+                    );
+                }
+                Err(_) => {
+                    if let Some(status) = child.try_wait().expect("wait") {
+                        // The process is gone: its stderr ends, and the reader has every line.
+                        let _ = log_reader.join();
+                        return Err(format!(
+                            "exited with {status}: {}",
+                            self.log.lock().unwrap()
+                        ));
+                    }
+                }
             }
-        };
-        self.child = Some(child);
+        }
     }
 
     /// The process id of the running server.
@@ -239,50 +297,57 @@ impl RawConnection {
 
     /// Reads one complete RESP reply and returns its raw bytes.
     pub fn read_reply(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.read_value(&mut out);
-        out
+        self.try_read_reply().expect("read reply")
     }
 
-    fn read_line(&mut self, out: &mut Vec<u8>) -> String {
+    /// Reads one complete RESP reply, or `None` if the connection ends or times out first.
+    pub fn try_read_reply(&mut self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_value(&mut out).ok()?;
+        Some(out)
+    }
+
+    fn read_line(&mut self, out: &mut Vec<u8>) -> std::io::Result<String> {
         let start = out.len();
         let mut byte = [0u8; 1];
         loop {
-            self.stream.read_exact(&mut byte).expect("read line");
+            self.stream.read_exact(&mut byte)?;
             out.push(byte[0]);
             if out.len() >= start + 2 && &out[out.len() - 2..] == b"\r\n" {
                 break;
             }
         }
-        String::from_utf8_lossy(&out[start..out.len() - 2]).into_owned()
+        Ok(String::from_utf8_lossy(&out[start..out.len() - 2]).into_owned())
     }
 
-    fn read_value(&mut self, out: &mut Vec<u8>) {
-        let line = self.read_line(out);
+    fn read_value(&mut self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let line = self.read_line(out)?;
         let (kind, rest) = line.split_at(1);
         match kind {
             "+" | "-" | ":" | "_" | "," | "#" | "(" => {}
             "$" | "=" | "!" => {
                 let len: i64 = rest.parse().expect("bulk length");
                 if len >= 0 {
-                    let data = self.read_exact(len as usize + 2);
+                    let mut data = vec![0u8; len as usize + 2];
+                    self.stream.read_exact(&mut data)?;
                     out.extend_from_slice(&data);
                 }
             }
             "*" | "~" | ">" => {
                 let n: i64 = rest.parse().expect("array length");
                 for _ in 0..n.max(0) {
-                    self.read_value(out);
+                    self.read_value(out)?;
                 }
             }
             "%" | "|" => {
                 let n: i64 = rest.parse().expect("map length");
                 for _ in 0..n.max(0) * 2 {
-                    self.read_value(out);
+                    self.read_value(out)?;
                 }
             }
             other => panic!("unexpected reply type {other:?} in {line:?}"),
         }
+        Ok(())
     }
 
     /// Whether the server closed the connection (reads EOF within the timeout).

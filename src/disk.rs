@@ -1,0 +1,246 @@
+//! Free space in the data directory: the admission check that refuses data-adding writes
+//! before the filesystem fills up, and the check that defers a snapshot that would not fit.
+//!
+//! openraft treats every storage error as fatal, so a write that fails half-way on a full disk
+//! stops raft and, with it, the node (it exits so that a restart recovers from what is on
+//! disk). Refusing early keeps the node serving reads and deletes, and writes resume by
+//! themselves once space is freed: the same contract as Redis's `maxmemory` (commands flagged
+//! `denyoom` are refused, the rest run) and etcd's space quota.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Error;
+
+/// Disk bytes a request may take per byte of payload: the log entry, the state machine's
+/// copy-on-write pages, and the snapshot that later holds it.
+const BYTES_PER_PAYLOAD_BYTE: u64 = 3;
+/// Disk bytes counted for any request besides its payload: entry framing and the B-tree pages
+/// its commits copy in the log and the state machine.
+const BYTES_PER_REQUEST: u64 = 8 * 1024;
+/// Free space above the reserve under which the disk is reported full (INFO `disk_status`).
+const FULL_MARGIN_BYTES: u64 = 1024 * 1024;
+
+/// The data directory's filesystem and the space kept free on it; clones share their claims.
+#[derive(Clone, Debug)]
+pub struct DiskSpace {
+    dir: PathBuf,
+    reserve_bytes: u64,
+    /// Bytes promised to work in progress (a snapshot being written), not free for writes.
+    claimed: Arc<AtomicU64>,
+}
+
+/// Space promised to one piece of work; given back when dropped.
+#[derive(Debug)]
+pub struct Claim {
+    bytes: u64,
+    claimed: Arc<AtomicU64>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.claimed.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl DiskSpace {
+    /// Watches the filesystem holding `dir`, keeping `reserve_bytes` free of new data.
+    pub fn new(dir: &Path, reserve_bytes: u64) -> DiskSpace {
+        DiskSpace {
+            dir: dir.to_path_buf(),
+            reserve_bytes,
+            claimed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Bytes kept free: writes that would leave less are refused.
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_bytes
+    }
+
+    /// Bytes an unprivileged writer may still use on the data directory's filesystem, less
+    /// what is claimed by work in progress.
+    pub fn available_bytes(&self) -> io::Result<u64> {
+        let stat = rustix::fs::statvfs(&self.dir)?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        Ok(free.saturating_sub(self.claimed.load(Ordering::Acquire)))
+    }
+
+    /// Claims `bytes` of the available space for work that will write them (a snapshot), if
+    /// they are available; writes are admitted only from what is left.
+    pub fn claim(&self, bytes: u64) -> Option<Claim> {
+        if self.reserve_bytes == 0 {
+            return Some(Claim {
+                bytes: 0,
+                claimed: self.claimed.clone(),
+            });
+        }
+        if self.available_bytes().ok()? < bytes {
+            return None;
+        }
+        self.claimed.fetch_add(bytes, Ordering::AcqRel);
+        Some(Claim {
+            bytes,
+            claimed: self.claimed.clone(),
+        })
+    }
+
+    /// Whether the free space is within 1 MiB of the reserve (never with no
+    /// reserve, or when it cannot be read).
+    pub fn is_full(&self) -> bool {
+        self.reserve_bytes > 0
+            && self
+                .available_bytes()
+                .is_ok_and(|free| free < self.reserve_bytes.saturating_add(FULL_MARGIN_BYTES))
+    }
+
+    /// Whether free space is below twice the reserve: the state machine then makes every
+    /// apply durable, so the pages its commits replace are reclaimed at once instead of piling
+    /// up until the next periodic durable commit.
+    pub fn is_low(&self) -> bool {
+        self.reserve_bytes > 0
+            && self
+                .available_bytes()
+                .is_ok_and(|free| free < self.reserve_bytes.saturating_mul(2))
+    }
+
+    /// Starts an admission round of one batch: the free space read once, then drawn down by
+    /// each admitted request. With no reserve, or when the free space cannot be read,
+    /// everything is admitted (the write itself then reports the problem).
+    pub fn admission(&self) -> Admission {
+        let available = match self.available_bytes() {
+            _ if self.reserve_bytes == 0 => None,
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), error = %err, "cannot read free disk space");
+                None
+            }
+        };
+        Admission {
+            available,
+            reserve_bytes: self.reserve_bytes,
+        }
+    }
+}
+
+/// Free space left for the requests of one batch.
+#[derive(Debug)]
+pub struct Admission {
+    available: Option<u64>,
+    reserve_bytes: u64,
+}
+
+impl Admission {
+    /// Admits a request that adds `payload_bytes` of data, or refuses it with Redis's
+    /// persistence-failure error (`-MISCONF …`).
+    pub fn admit(&mut self, payload_bytes: usize) -> Result<(), Error> {
+        let needed = (payload_bytes as u64)
+            .saturating_mul(BYTES_PER_PAYLOAD_BYTE)
+            .saturating_add(BYTES_PER_REQUEST);
+        if self.admit_bytes(needed) {
+            return Ok(());
+        }
+        Err(Error::DiskFull(format!(
+            "Errors writing to the data directory: not enough free disk space \
+             ({} free, {} kept in reserve, about {} needed); writes that add data are refused \
+             until space is freed, reads and deletes still work",
+            human_bytes(self.available.unwrap_or(0)),
+            human_bytes(self.reserve_bytes),
+            human_bytes(needed),
+        )))
+    }
+
+    fn admit_bytes(&mut self, bytes: u64) -> bool {
+        let Some(available) = self.available else {
+            return true;
+        };
+        if available < self.reserve_bytes.saturating_add(bytes) {
+            return false;
+        }
+        self.available = Some(available - bytes);
+        true
+    }
+}
+
+/// `1536` → `1.50K`, as Redis prints sizes in INFO (`used_memory_human`).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(available: u64, reserve_bytes: u64) -> Admission {
+        Admission {
+            available: Some(available),
+            reserve_bytes,
+        }
+    }
+
+    #[test]
+    fn admission_draws_down_the_free_space_of_one_batch() {
+        let mut round = admission(1_000_000, 500_000);
+        // 3 × 100,000 + 8 KiB per request: the first fits, the second would cross the reserve.
+        assert!(round.admit(100_000).is_ok());
+        let refused = round.admit(100_000).unwrap_err().to_string();
+        assert!(refused.starts_with("MISCONF Errors writing to the data directory"));
+        assert!(refused.contains("kept in reserve"), "{refused}");
+        // A smaller request still fits in what is left.
+        assert!(round.admit(10_000).is_ok());
+    }
+
+    #[test]
+    fn unknown_free_space_admits() {
+        let mut round = Admission {
+            available: None,
+            reserve_bytes: u64::MAX,
+        };
+        assert!(round.admit(usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn free_space_of_a_real_directory_is_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = DiskSpace::new(dir.path(), 1);
+        assert!(disk.available_bytes().expect("statvfs") > 0);
+        assert!(disk.admission().admit(1).is_ok());
+        let full = DiskSpace::new(dir.path(), u64::MAX);
+        assert!(full.admission().admit(0).is_err());
+    }
+
+    #[test]
+    fn claimed_space_is_not_admitted_until_given_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = DiskSpace::new(dir.path(), 1);
+        let free = disk.available_bytes().expect("statvfs");
+        assert!(disk.claim(free.saturating_mul(2)).is_none());
+        let claim = disk
+            .claim(free - free / 100)
+            .expect("most of the free space");
+        assert!(disk.available_bytes().expect("statvfs") <= free / 50);
+        assert!(disk.admission().admit((free / 10) as usize).is_err());
+        drop(claim);
+        assert!(disk.admission().admit((free / 10) as usize).is_ok());
+    }
+
+    #[test]
+    fn sizes_print_like_redis_info() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.50K");
+        assert_eq!(human_bytes(64 * 1024 * 1024), "64.00M");
+    }
+}
