@@ -71,13 +71,9 @@ impl DiskSpace {
     /// Claims `bytes` of the available space for work that will write them (a snapshot), if
     /// they are available; writes are admitted only from what is left.
     pub fn claim(&self, bytes: u64) -> Option<Claim> {
-        if self.reserve_bytes == 0 {
-            return Some(Claim {
-                bytes: 0,
-                claimed: self.claimed.clone(),
-            });
-        }
-        if self.available_bytes().ok()? < bytes {
+        // With no reserve nothing is checked, so nothing needs holding.
+        let bytes = if self.reserve_bytes == 0 { 0 } else { bytes };
+        if bytes > 0 && self.available_bytes().ok()? < bytes {
             return None;
         }
         self.claimed.fetch_add(bytes, Ordering::AcqRel);
@@ -87,23 +83,22 @@ impl DiskSpace {
         })
     }
 
-    /// Whether the free space is within 1 MiB of the reserve (never with no
-    /// reserve, or when it cannot be read).
+    /// Whether the free space is within 1 MiB of the reserve (never with no reserve, or when
+    /// it cannot be read).
     pub fn is_full(&self) -> bool {
-        self.reserve_bytes > 0
-            && self
-                .available_bytes()
-                .is_ok_and(|free| free < self.reserve_bytes.saturating_add(FULL_MARGIN_BYTES))
+        self.free_below(self.reserve_bytes.saturating_add(FULL_MARGIN_BYTES))
     }
 
     /// Whether free space is below twice the reserve: the state machine then makes every
     /// apply durable, so the pages its commits replace are reclaimed at once instead of piling
     /// up until the next periodic durable commit.
     pub fn is_low(&self) -> bool {
-        self.reserve_bytes > 0
-            && self
-                .available_bytes()
-                .is_ok_and(|free| free < self.reserve_bytes.saturating_mul(2))
+        self.free_below(self.reserve_bytes.saturating_mul(2))
+    }
+
+    /// Whether a reserve is set and the available space is below `bytes`.
+    fn free_below(&self, bytes: u64) -> bool {
+        self.reserve_bytes > 0 && self.available_bytes().is_ok_and(|free| free < bytes)
     }
 
     /// Starts an admission round of one batch: the free space read once, then drawn down by

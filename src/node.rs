@@ -624,8 +624,9 @@ async fn run_write_batcher(
         let mut admission = disk.admission();
         let mut admitted = Vec::with_capacity(batch.len());
         for write in batch {
-            if adds_data(&write.request)
-                && let Err(refused) = admission.admit(request_size(&write.request))
+            // The command table is consulted only for a request that does not fit.
+            if let Err(refused) = admission.admit(request_size(&write.request))
+                && adds_data(&write.request)
             {
                 let _ = write.reply.send(Err(refused));
                 continue;

@@ -284,8 +284,8 @@ pub struct StateMachine {
     snapshots: SnapshotDir,
     batches_since_durable: u32,
     durable_every_batches: u32,
-    /// Checked before a snapshot is built; `None` builds unconditionally.
-    disk: Option<DiskSpace>,
+    /// Checked before a snapshot is built (no reserve: always built).
+    disk: DiskSpace,
     /// Whether the last snapshot attempt was deferred for lack of space (logged once).
     snapshot_deferred: bool,
 }
@@ -337,7 +337,7 @@ impl StateMachine {
             },
             batches_since_durable: 0,
             durable_every_batches: 1024,
-            disk: None,
+            disk: DiskSpace::new(dir, 0),
             snapshot_deferred: false,
         })
     }
@@ -345,17 +345,13 @@ impl StateMachine {
     /// Defers snapshots that would not fit in the free space of `disk` (a snapshot failing
     /// half-way for lack of space would stop raft).
     pub fn with_disk_space(mut self, disk: DiskSpace) -> StateMachine {
-        self.disk = Some(disk);
+        self.disk = disk;
         self
     }
 
     /// Claims the disk space a new snapshot needs: about as much as the newest one (or, before
-    /// the first, as the state machine file occupies) plus a margin. `None` if it does not fit;
-    /// without a [`DiskSpace`], an empty claim.
-    fn claim_snapshot_space(&self) -> Option<Option<Claim>> {
-        let Some(disk) = &self.disk else {
-            return Some(None);
-        };
+    /// the first, as the state machine file occupies) plus a margin. `None` if it does not fit.
+    fn claim_snapshot_space(&self) -> Option<Claim> {
         // Allocated bytes, not the length: redb files are sparse.
         let occupied = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
         let estimate = match self.snapshots.newest() {
@@ -365,7 +361,7 @@ impl StateMachine {
         let needed = estimate
             .saturating_add(estimate / 4)
             .saturating_add(SNAPSHOT_SPACE_MARGIN);
-        disk.claim(needed).map(Some)
+        self.disk.claim(needed)
     }
 
     /// A handle for reads outside of raft.
@@ -707,8 +703,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.batches_since_durable += 1;
         // On a nearly full disk every apply is durable, so replaced pages are freed at once.
-        let durable = self.batches_since_durable >= self.durable_every_batches
-            || self.disk.as_ref().is_some_and(DiskSpace::is_low);
+        let durable =
+            self.batches_since_durable >= self.durable_every_batches || self.disk.is_low();
         if durable {
             self.batches_since_durable = 0;
         }
@@ -742,7 +738,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.snapshot_deferred = false;
         let mut builder = self.get_snapshot_builder().await;
-        builder.space = space.flatten();
+        builder.space = space;
         Some(builder)
     }
 

@@ -48,17 +48,22 @@ impl TestServer {
     /// Starts a fresh server with extra command-line arguments.
     pub fn start_with(args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().join("data");
-        let mut server = TestServer {
+        let mut server = TestServer::unstarted(&dir.path().join("data"), args);
+        server.dir = Some(dir);
+        server.spawn();
+        server
+    }
+
+    /// A server on `data_dir` that has not been started yet.
+    fn unstarted(data_dir: &Path, args: &[&str]) -> TestServer {
+        TestServer {
             child: None,
-            dir: Some(dir),
-            data_dir,
+            dir: None,
+            data_dir: data_dir.to_path_buf(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             port: 0,
             log: Arc::new(Mutex::new(String::new())),
-        };
-        server.spawn();
-        server
+        }
     }
 
     /// Starts a server on a data directory the test owns (left in place on drop).
@@ -69,14 +74,7 @@ impl TestServer {
 
     /// Starts a server on a data directory the test owns, or returns how it refused to start.
     pub fn try_start_in(data_dir: &Path, args: &[&str]) -> Result<TestServer, String> {
-        let mut server = TestServer {
-            child: None,
-            dir: None,
-            data_dir: data_dir.to_path_buf(),
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            port: 0,
-            log: Arc::new(Mutex::new(String::new())),
-        };
+        let mut server = TestServer::unstarted(data_dir, args);
         server.try_spawn().map(|()| server)
     }
 
