@@ -10,8 +10,9 @@
 //!   Every counter is then read back and their sum compared with the acknowledged increments.
 //! - `put`: the same clients writing random keys (`SET`, or etcd's put) for `--seconds`.
 //! - `load`: writes exactly `--keys` keys, `<prefix>0000000000` upwards, pipelined.
-//! - `floor`: the median loopback TCP round trip between two threads and the median 4 KiB write
-//!   + fdatasync, the physical floor of a replicated durable write.
+//! - `floor`: the median loopback TCP round trip between two threads (as the scheduler places
+//!   them, and pinned to two CPUs and to one) and the median 4 KiB write + fdatasync, the
+//!   physical floor of a replicated durable write.
 //!
 //! Latencies are per acknowledged operation, retries included. RESP clients share one
 //! single-threaded tokio runtime (as redis-benchmark runs on one thread); etcd clients are one
@@ -644,32 +645,75 @@ fn run_load(load: &Load) -> Result<Value, String> {
 
 /// Medians of the two physical costs of a replicated durable write: a loopback round trip
 /// (two threads of this process, `TCP_NODELAY`, 16-byte messages) and a 4 KiB write followed by
-/// fdatasync, both overwriting one block and appending to a growing file.
+/// fdatasync, both overwriting one block and appending to a growing file. The round trip is
+/// measured as the scheduler places the threads (the figure the floor uses), and where the
+/// process may run on two CPUs also pinned to two different CPUs and to one CPU.
 fn run_floor(floor: &Floor) -> Result<Value, String> {
-    let rtt = loopback_round_trips(floor.rtt_samples.max(1))?;
-    let overwrite = fsync_latencies(&floor.dir, floor.fsync_samples.max(1), false)?;
-    let append = fsync_latencies(&floor.dir, floor.fsync_samples.max(1), true)?;
+    let samples = floor.rtt_samples.max(1);
     let median_us = |mut v: Vec<u64>| {
         v.sort_unstable();
         percentile_ms(&v, 0.5).unwrap_or(0.0) * 1e3
     };
+    let rtt = median_us(loopback_round_trips(samples, None)?);
+    let (cross_cpu, same_cpu) = match allowed_cpus().as_slice() {
+        [first, second, ..] => (
+            Some(median_us(loopback_round_trips(
+                samples,
+                Some((*first, *second)),
+            )?)),
+            Some(median_us(loopback_round_trips(
+                samples,
+                Some((*first, *first)),
+            )?)),
+        ),
+        _ => (None, None),
+    };
+    let overwrite = fsync_latencies(&floor.dir, floor.fsync_samples.max(1), false)?;
+    let append = fsync_latencies(&floor.dir, floor.fsync_samples.max(1), true)?;
     Ok(json!({
         "mode": "floor",
         "measured_by": "Rust bench binary (two threads over 127.0.0.1; write_at + File::sync_data)",
         "rtt_samples": floor.rtt_samples,
         "fsync_samples": floor.fsync_samples,
-        "rtt_us_p50": median_us(rtt),
+        "rtt_us_p50": rtt,
+        "rtt_cross_cpu_us_p50": cross_cpu,
+        "rtt_same_cpu_us_p50": same_cpu,
         "fsync_overwrite_us_p50": median_us(overwrite),
         "fsync_append_us_p50": median_us(append),
     }))
 }
 
-fn loopback_round_trips(samples: usize) -> Result<Vec<u64>, String> {
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    sched_getaffinity(None).map_or_else(
+        |_| Vec::new(),
+        |set| {
+            (0..CpuSet::MAX_CPU)
+                .filter(|&cpu| set.is_set(cpu))
+                .collect()
+        },
+    )
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
+/// Round-trip times of 16-byte messages between an echo thread and a client thread, the two
+/// pinned to the CPUs in `pin` (client, echo) when given.
+fn loopback_round_trips(samples: usize, pin: Option<(usize, usize)>) -> Result<Vec<u64>, String> {
     const MESSAGE: usize = 16;
     const WARMUP: usize = 200;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        if let Some((_, cpu)) = pin {
+            pin_to(cpu)?;
+        }
         let (mut peer, _) = listener.accept()?;
         peer.set_nodelay(true)?;
         let mut buffer = [0u8; MESSAGE];
@@ -679,24 +723,30 @@ fn loopback_round_trips(samples: usize) -> Result<Vec<u64>, String> {
         }
         Ok(())
     });
-    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut buffer = [7u8; MESSAGE];
-    let mut times = Vec::with_capacity(samples);
-    for round in 0..WARMUP + samples {
-        let started = Instant::now();
-        stream
-            .write_all(&buffer)
-            .and_then(|()| stream.read_exact(&mut buffer))
-            .map_err(|e| format!("round trip: {e}"))?;
-        if round >= WARMUP {
-            times.push(started.elapsed().as_nanos() as u64);
+    let client = std::thread::spawn(move || -> std::io::Result<Vec<u64>> {
+        if let Some((cpu, _)) = pin {
+            pin_to(cpu)?;
         }
-    }
-    drop(stream);
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+        let mut buffer = [7u8; MESSAGE];
+        let mut times = Vec::with_capacity(samples);
+        for round in 0..WARMUP + samples {
+            let started = Instant::now();
+            stream.write_all(&buffer)?;
+            stream.read_exact(&mut buffer)?;
+            if round >= WARMUP {
+                times.push(started.elapsed().as_nanos() as u64);
+            }
+        }
+        Ok(times)
+    });
+    // On an error the echo thread may still wait in accept; it ends with the process.
+    let times = client
+        .join()
+        .map_err(|_| "round-trip client thread panicked".to_string())?
+        .map_err(|e| format!("round trip: {e}"))?;
     echo.join()
         .map_err(|_| "echo thread panicked".to_string())?
         .map_err(|e| format!("echo: {e}"))?;
