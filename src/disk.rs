@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
 
-/// Disk bytes a request may take per byte of payload: the log entry, the state machine's
-/// copy-on-write pages, and the snapshot that later holds it.
-const BYTES_PER_PAYLOAD_BYTE: u64 = 3;
+/// Disk bytes a request may take per byte of payload: the log entry (and the unused end of
+/// a log segment a large entry did not fit in), the state machine's copy-on-write pages, and
+/// the snapshot that later holds it.
+const BYTES_PER_PAYLOAD_BYTE: u64 = 4;
 /// Disk bytes counted for any request besides its payload: entry framing and the B-tree pages
 /// its commits copy in the log and the state machine.
 const BYTES_PER_REQUEST: u64 = 8 * 1024;
@@ -30,6 +31,10 @@ pub struct DiskSpace {
     reserve_bytes: u64,
     /// Bytes promised to work in progress (a snapshot being written), not free for writes.
     claimed: Arc<AtomicU64>,
+    /// Bytes admitted since the state machine's last durable commit: its pages reach the
+    /// disk only at the next one (all at once), so the free space seen now overstates what is
+    /// left until then.
+    unsettled: Arc<AtomicU64>,
 }
 
 /// Space promised to one piece of work; given back when dropped.
@@ -52,7 +57,14 @@ impl DiskSpace {
             dir: dir.to_path_buf(),
             reserve_bytes,
             claimed: Arc::new(AtomicU64::new(0)),
+            unsettled: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The state machine made everything applied so far durable: what was admitted before is
+    /// now on disk and seen in the free space.
+    pub fn settle(&self) {
+        self.unsettled.store(0, Ordering::Release);
     }
 
     /// Bytes kept free: writes that would leave less are refused.
@@ -61,11 +73,13 @@ impl DiskSpace {
     }
 
     /// Bytes an unprivileged writer may still use on the data directory's filesystem, less
-    /// what is claimed by work in progress.
+    /// what is claimed by work in progress and what admitted writes have yet to take.
     pub fn available_bytes(&self) -> io::Result<u64> {
         let stat = rustix::fs::statvfs(&self.dir)?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-        Ok(free.saturating_sub(self.claimed.load(Ordering::Acquire)))
+        Ok(free
+            .saturating_sub(self.claimed.load(Ordering::Acquire))
+            .saturating_sub(self.unsettled.load(Ordering::Acquire)))
     }
 
     /// Claims `bytes` of the available space for work that will write them (a snapshot), if
@@ -116,6 +130,7 @@ impl DiskSpace {
         Admission {
             available,
             reserve_bytes: self.reserve_bytes,
+            unsettled: self.unsettled.clone(),
         }
     }
 }
@@ -125,6 +140,7 @@ impl DiskSpace {
 pub struct Admission {
     available: Option<u64>,
     reserve_bytes: u64,
+    unsettled: Arc<AtomicU64>,
 }
 
 impl Admission {
@@ -155,6 +171,7 @@ impl Admission {
             return false;
         }
         self.available = Some(available - bytes);
+        self.unsettled.fetch_add(bytes, Ordering::AcqRel);
         true
     }
 }
@@ -183,13 +200,14 @@ mod tests {
         Admission {
             available: Some(available),
             reserve_bytes,
+            unsettled: Arc::default(),
         }
     }
 
     #[test]
     fn admission_draws_down_the_free_space_of_one_batch() {
         let mut round = admission(1_000_000, 500_000);
-        // 3 × 100,000 + 8 KiB per request: the first fits, the second would cross the reserve.
+        // 4 × 100,000 + 8 KiB per request: the first fits, the second would cross the reserve.
         assert!(round.admit(100_000).is_ok());
         let refused = round.admit(100_000).unwrap_err().to_string();
         assert!(refused.starts_with("MISCONF Errors writing to the data directory"));
@@ -203,6 +221,7 @@ mod tests {
         let mut round = Admission {
             available: None,
             reserve_bytes: u64::MAX,
+            unsettled: Arc::default(),
         };
         assert!(round.admit(usize::MAX).is_ok());
     }
@@ -215,6 +234,23 @@ mod tests {
         assert!(disk.admission().admit(1).is_ok());
         let full = DiskSpace::new(dir.path(), u64::MAX);
         assert!(full.admission().admit(0).is_err());
+    }
+
+    #[test]
+    fn admitted_bytes_count_as_taken_until_the_state_machine_settles() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let disk = DiskSpace::new(dir.path(), 1);
+        let before = disk.available_bytes().expect("statvfs");
+        // 16 MiB counts as 64 MiB; other processes writing meanwhile move the figures less.
+        let payload = 16 << 20;
+        assert!(disk.admission().admit(payload).is_ok());
+        let admitted = disk.available_bytes().expect("statvfs");
+        assert!(
+            before.saturating_sub(admitted) >= 48 << 20,
+            "{before} free before, {admitted} after admitting {payload} bytes"
+        );
+        disk.settle();
+        assert!(disk.available_bytes().expect("statvfs") >= admitted + (32 << 20));
     }
 
     #[test]

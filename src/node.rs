@@ -46,8 +46,13 @@ const BATCH_REQUESTS_MAX: usize = 1024;
 const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most reads answered by one ReadIndex round.
 const READ_ROUND_MAX: usize = 4096;
-/// redb page cache of the log store.
-const LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Most write proposals in flight at once. While they are, new writes wait in the queue and
+/// leave together as the next entry: the batch grows with the load instead of each request
+/// becoming its own entry (and its own apply, fsync share and reply wake-up). Two lets the log
+/// write of one batch overlap the apply of the one before.
+const WRITES_IN_FLIGHT_MAX: usize = 2;
+/// Most ReadIndex rounds in flight at once; reads arriving meanwhile share the next round.
+const READ_ROUNDS_IN_FLIGHT_MAX: usize = 2;
 
 /// The answer to a queued write or read.
 pub type Pending = oneshot::Receiver<Result<Reply, Error>>;
@@ -239,7 +244,7 @@ impl Node {
         prepare_data_dir(dir)?;
         let initial_members = config.initial_members().map_err(anyhow::Error::msg)?;
         let secret: Arc<str> = Arc::from(config.cluster_secret.clone().unwrap_or_default());
-        let log_store = LogStore::open(dir, LOG_CACHE_BYTES)
+        let log_store = LogStore::open(dir)
             .with_context(|| format!("cannot open the raft log in {}", dir.display()))?;
         let disk = DiskSpace::new(dir, config.disk_reserve_mb.saturating_mul(1024 * 1024));
         let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024)
@@ -596,6 +601,7 @@ async fn run_write_batcher(
     mut queue: mpsc::UnboundedReceiver<QueuedWrite>,
     disk: DiskSpace,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT_MAX));
     let mut next: Option<QueuedWrite> = None;
     loop {
         let first = match next.take() {
@@ -604,6 +610,10 @@ async fn run_write_batcher(
                 Some(write) => write,
                 None => return,
             },
+        };
+        // Writes queued while earlier proposals are in flight join this one.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
         };
         let mut bytes = request_size(&first.request);
         let mut batch = vec![first];
@@ -652,7 +662,9 @@ async fn run_write_batcher(
             continue;
         }
         tokio::spawn(async move {
-            let result = match outcome.await {
+            let outcome = outcome.await;
+            drop(permit);
+            let result = match outcome {
                 Ok(Ok(written)) => Ok(written.data),
                 Ok(Err(err)) => Err(write_error(err)),
                 Err(_) => Err(Error::TryAgain(
@@ -700,7 +712,12 @@ async fn run_read_batcher(
     mut queue: mpsc::UnboundedReceiver<QueuedRead>,
     policy: ReadPolicy,
 ) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(READ_ROUNDS_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
+        // Reads queued while earlier rounds are in flight join this one.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut round = vec![first];
         while round.len() < READ_ROUND_MAX {
             match queue.try_recv() {
@@ -721,6 +738,7 @@ async fn run_read_batcher(
                     .and_then(|r| r.map_err(|e| Error::Internal(e.to_string()))),
                 Err(err) => Err(read_error(err)),
             };
+            drop(permit);
             match result {
                 Ok(responses) => {
                     for (reply, response) in replies.into_iter().zip(responses) {

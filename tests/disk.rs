@@ -359,7 +359,7 @@ fn refused_or_intact(data_dir: &Path, what: &str) -> bool {
         Err(exited) => {
             assert!(
                 exited.contains("redraft: error: cannot open the raft log")
-                    && exited.contains("log.redb is damaged")
+                    && exited.contains("raft-log is damaged")
                     && exited.contains("refusing to start"),
                 "{what}: the node did not say clearly why it refused: {exited}"
             );
@@ -375,33 +375,59 @@ fn refused_or_intact(data_dir: &Path, what: &str) -> bool {
     }
 }
 
+/// The newest segment of a stopped node's raft log, and where its groups end.
+fn newest_segment(data_dir: &Path) -> (PathBuf, u64) {
+    let mut segments: Vec<PathBuf> = fs::read_dir(data_dir.join("raft-log"))
+        .expect("raft-log dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    let newest = segments.pop().expect("a segment");
+    let bytes = fs::read(&newest).expect("read segment");
+    let used = bytes.iter().rposition(|&b| b != 0).expect("data") as u64 + 1;
+    (newest, used)
+}
+
+/// A copy of the stopped node's data directory, untouched, starts and serves every value:
+/// the damage tests below see the damage, not a log that never reopens.
+fn intact_copy(pristine: &Path, copy: &Path) {
+    copy_dir(pristine, copy);
+    assert!(
+        !refused_or_intact(copy, "an untouched copy"),
+        "an untouched copy of the data directory was refused"
+    );
+    fs::remove_dir_all(copy).expect("remove copy");
+}
+
 #[test]
 fn truncated_raft_log_is_refused_at_start_with_a_clear_message() {
     let root = tempfile::tempdir().expect("temp dir");
     let pristine = stopped_node_with_data(root.path(), false);
-    let len = fs::metadata(pristine.join("log.redb")).expect("log").len();
-    // Cutting off unused space at the very end may leave every entry in place (then every
-    // value must be served exactly); cutting into the entries must be refused.
-    for (n, keep, must_refuse) in [
-        (0, len - 1, false),
-        (1, len - 4096, false),
-        (2, len - 100_000, true),
-        (3, len / 2, true),
-        (4, 4096, true),
-        (5, 100, true),
-    ] {
+    intact_copy(&pristine, &root.path().join("untouched"));
+    let (segment, used) = newest_segment(&pristine);
+    let name = segment.file_name().expect("name").to_owned();
+    let len = fs::metadata(&segment).expect("segment").len();
+    // Segments are created whole: a shorter one was cut, wherever the cut falls.
+    for (n, keep) in [len - 1, len - 4096, used, used / 2, 4096, 100]
+        .into_iter()
+        .enumerate()
+    {
         let copy = root.path().join(format!("truncated-{n}"));
         copy_dir(&pristine, &copy);
         let file = fs::OpenOptions::new()
             .write(true)
-            .open(copy.join("log.redb"))
-            .expect("open log");
+            .open(copy.join("raft-log").join(&name))
+            .expect("open segment");
         file.set_len(keep).expect("truncate");
         drop(file);
-        let refused = refused_or_intact(&copy, &format!("log.redb cut to {keep} of {len} bytes"));
+        let refused = refused_or_intact(
+            &copy,
+            &format!("raft log segment cut to {keep} of {len} bytes"),
+        );
         assert!(
-            refused || !must_refuse,
-            "a log cut to {keep} of {len} bytes was accepted"
+            refused,
+            "a raft log segment cut to {keep} of {len} bytes was accepted"
         );
         fs::remove_dir_all(&copy).expect("remove copy");
     }
@@ -413,31 +439,42 @@ fn corrupted_raft_log_is_refused_at_start_or_the_damage_hit_no_data() {
     for clean_stop in [true, false] {
         let pristine =
             stopped_node_with_data(&root.path().join(format!("{clean_stop}")), clean_stop);
-        let len = fs::metadata(pristine.join("log.redb")).expect("log").len();
-        let mut refused = 0;
-        let offsets: Vec<u64> = (1..32).map(|k| len * k / 32).collect();
+        intact_copy(
+            &pristine,
+            &root.path().join(format!("untouched-{clean_stop}")),
+        );
+        let (segment, used) = newest_segment(&pristine);
+        let name = segment.file_name().expect("name").to_owned();
+        let len = fs::metadata(&segment).expect("segment").len();
+        // 31 places across the written part (the last 64 bytes included), then 8 in the
+        // zero-filled rest, which holds nothing.
+        let mut offsets: Vec<u64> = (1..32).map(|k| (used - 64) * k / 31).collect();
+        offsets.extend((1..9).map(|k| used + (len - used - 64) * k / 8));
+        let mut refused_in_data = 0;
         for &offset in &offsets {
             let copy = root.path().join(format!("corrupt-{clean_stop}-{offset}"));
             copy_dir(&pristine, &copy);
-            let mut bytes = fs::read(copy.join("log.redb")).expect("read log");
+            let path = copy.join("raft-log").join(&name);
+            let mut bytes = fs::read(&path).expect("read segment");
             for byte in &mut bytes[offset as usize..(offset as usize + 64).min(len as usize)] {
                 *byte ^= 0xa5;
             }
-            fs::write(copy.join("log.redb"), &bytes).expect("write log");
+            fs::write(&path, &bytes).expect("write segment");
             let what = format!(
-                "log.redb of a node stopped {} with 64 bytes flipped at {offset} of {len}",
+                "raft log of a node stopped {} with 64 bytes flipped at {offset} of {len} \
+                 ({used} written)",
                 if clean_stop { "cleanly" } else { "by kill -9" }
             );
-            if refused_or_intact(&copy, &what) {
-                refused += 1;
+            if refused_or_intact(&copy, &what) && offset < used {
+                refused_in_data += 1;
             }
             fs::remove_dir_all(&copy).expect("remove copy");
         }
-        // The log holds 600 KB of entries: damage across the file must be seen somewhere.
-        assert!(
-            refused >= offsets.len() / 4,
-            "only {refused} of {} corruptions were detected (stopped cleanly: {clean_stop})",
-            offsets.len()
+        // Every flip inside the written part hits a checksummed group.
+        assert_eq!(
+            refused_in_data, 31,
+            "only {refused_in_data} of 31 corruptions of written groups were detected \
+             (stopped cleanly: {clean_stop})"
         );
     }
 }

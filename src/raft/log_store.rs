@@ -1,99 +1,127 @@
-//! The raft log, vote and commit index in `log.redb`, written by one thread with group commit.
+//! The raft log, vote and commit index: an append-only file of checksummed record groups, in
+//! preallocated segments under `raft-log/`, written by one thread with group commit.
 //!
 //! # How writes flow
-//! `append`, `purge`, `truncate_after`, `save_vote` and `save_committed` queue an operation to the
-//! single writer thread and update the in-memory view at once. The writer takes every operation
-//! queued at that moment, applies them in order in one redb write transaction, commits it
-//! durably (one fsync), and only then completes their callbacks, in submission order. While one
-//! fsync runs, the next batch queues up: that is the group commit.
+//! `append`, `purge`, `truncate_after`, `save_vote` and `save_committed` queue an operation to
+//! the single writer thread and update the in-memory view at once. The writer takes every
+//! operation queued at that moment, encodes them as one *group* of records, writes the group
+//! with one `pwrite` at the end of the current segment and makes it durable with one
+//! `fdatasync`, and only then completes their callbacks, in submission order. While one fsync
+//! runs, the next group queues up: that is the group commit. A group nobody waits for (only
+//! the commit index or a purge) is not written on its own: it rides along with the next one.
+//!
+//! # On disk
+//! `raft-log/<seq>.log`, numbered from 1. Each segment is created whole (zero-filled to its
+//! size, so an fsync never has to allocate blocks), under a temporary name that is renamed
+//! once its header and first record are durable; a 64-byte header names its sequence number
+//! and size. The first group of every segment states the vote, commit index and purge point as
+//! they were, so older segments can be deleted once the log is purged past every entry in
+//! them. A group is `[length u32][CRC-32 u32][records]`, each record `[length u32][postcard]`;
+//! a zero length ends a segment's groups.
+//!
+//! # Integrity
+//! At start every group of every segment is read back and checked (checksum, entries
+//! contiguous and under their own index, the log reaching the saved commit index, segments
+//! numbered without gaps and as long as their header says). Only the newest segment may end in
+//! a damaged group, and only if that group looks torn: a sector it covers is all zeros (never
+//! written) and no valid group follows. That is a write cut short by a crash before its fsync
+//! returned, so nothing in it was acknowledged; it is zeroed and the log goes on from there.
+//! Any other damage (bits flipped in a group, a file cut short) stops the start with an error
+//! naming the log and the remedy, because a node that lost acknowledged entries must neither
+//! serve nor vote. Left undetected: flipped bits in the last group of a value holding a whole
+//! zero sector of its own look like a torn write.
 //!
 //! # Invariants
 //! - Entries are readable as soon as `append` returns: they sit in `cache` (a contiguous run of
 //!   the newest entries) until the writer has made them durable and the cache outgrows
-//!   `cache_entries_max`. An entry leaves the cache only after it is durable in redb, so a read
-//!   takes the part of its range below the cache from redb and the rest from the cache.
-//! - `save_vote` and `truncate_after` return only after their commit is durable.
+//!   `CACHE_ENTRIES_MAX`. An entry leaves the cache only after it is durable, so a read takes
+//!   the part of its range below the cache from the segments and the rest from the cache.
+//! - `save_vote` and `truncate_after` return only after their group is durable.
 //! - `IOFlushed` callbacks fire after the fsync that covers them, in submission order.
 //!
-//! # Integrity
-//! Every record carries a CRC-32 of its bytes. At start every record is read back: each must
-//! pass its checksum, sit under its own index and follow the previous one, and the log must
-//! reach the saved commit index. A truncated, corrupted or shortened log (and whatever redb
-//! itself finds on opening it) stops the start with an error naming the file and the remedy,
-//! because a node that lost acknowledged entries must neither serve nor vote.
-//!
 //! # Must not
-//! Do redb IO on a tokio worker: writes run on the writer thread, log reads that miss the cache
+//! Do file IO on a tokio worker: writes run on the writer thread, log reads that miss the cache
 //! run under `spawn_blocking`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{Entry, LogId, TypeConfig, Vote};
 
-/// Log index → versioned postcard entry.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// `vote`, `committed`, `last_purged`: versioned postcard values.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-
-const META_VOTE: &str = "vote";
-const META_COMMITTED: &str = "committed";
-const META_LAST_PURGED: &str = "last_purged";
-
-/// Format version of every value this module persists: the version byte, a CRC-32 of the
-/// postcard bytes (little endian), then the postcard bytes.
-const FORMAT_VERSION: u8 = 2;
-/// The first format: the version byte, then the postcard bytes, no checksum. Still read.
-const FORMAT_VERSION_UNCHECKED: u8 = 1;
+/// The log's directory inside the data directory.
+const LOG_DIR: &str = "raft-log";
+/// The file of the log format before this one; a data directory holding it is refused.
+const OLD_LOG_FILE: &str = "log.redb";
+/// Size a segment is created with (a group larger than that gets a segment of its own size).
+const SEGMENT_BYTES: u64 = 1 << 20;
+/// Segment header: magic, format version, sequence number, size, CRC-32 of those.
+const HEADER_BYTES: u64 = 64;
+const MAGIC: &[u8; 8] = b"RDRFTLOG";
+const FORMAT_VERSION: u32 = 1;
+/// Group header: length of the records and trailer, then their CRC-32.
+const GROUP_HEADER_BYTES: usize = 8;
+/// Ends every group, so that the last sector a group touches is never all zeros once written.
+const GROUP_TRAILER: &[u8; 4] = b"GEND";
+/// The unit a disk writes whole: a write torn by a crash leaves some of these all zeros.
+const SECTOR_BYTES: usize = 512;
 
 /// Newest entries kept in memory after they are durable, so replication and apply rarely read
-/// redb.
+/// the segments.
 const CACHE_ENTRIES_MAX: usize = 4 * 1024;
-/// Most operations one commit covers.
-const OPS_PER_COMMIT_MAX: usize = 4096;
+/// Most operations one group covers.
+const OPS_PER_GROUP_MAX: usize = 4096;
+
+/// One record as read back.
+#[derive(Deserialize)]
+enum Record {
+    /// What held when the segment was started (its first record).
+    State {
+        vote: Option<Vote>,
+        committed: Option<LogId>,
+        last_purged: Option<LogId>,
+    },
+    Entry(Entry),
+    Vote(Vote),
+    Committed(Option<LogId>),
+    TruncateAfter {
+        first_removed: u64,
+    },
+    Purged(LogId),
+}
+
+/// One record as written: the same variants, in the same order, borrowing the entry.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    State {
+        vote: Option<Vote>,
+        committed: Option<LogId>,
+        last_purged: Option<LogId>,
+    },
+    Entry(&'a Entry),
+    Vote(Vote),
+    Committed(Option<LogId>),
+    TruncateAfter {
+        first_removed: u64,
+    },
+    Purged(LogId),
+}
 
 fn io_error(err: impl std::fmt::Display) -> io::Error {
     io::Error::other(err.to_string())
 }
 
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    let mut out = vec![FORMAT_VERSION, 0, 0, 0, 0];
-    postcard::to_io(value, &mut out).map_err(io_error)?;
-    let checksum = crc32fast::hash(&out[5..]);
-    out[1..5].copy_from_slice(&checksum.to_le_bytes());
-    Ok(out)
-}
-
-fn damaged_record(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
-    let body = match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) if rest.len() >= 4 => {
-            let (checksum, body) = rest.split_at(4);
-            if crc32fast::hash(body).to_le_bytes() != checksum {
-                return Err(damaged_record("a record fails its checksum"));
-            }
-            body
-        }
-        Some((&FORMAT_VERSION_UNCHECKED, body)) => body,
-        _ => return Err(damaged_record("a record has an unknown format version")),
-    };
-    postcard::from_bytes(body).map_err(|_| damaged_record("a record does not decode"))
-}
-
-/// Explains a damaged log file and what to do about it.
+/// Explains a damaged log and what to do about it.
 fn damaged_log(path: &Path, detail: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -107,122 +135,404 @@ fn damaged_log(path: &Path, detail: impl std::fmt::Display) -> io::Error {
     )
 }
 
-/// Whether a redb error says the file itself is damaged (truncated, corrupted, not a database)
-/// rather than that it could not be reached.
-fn is_damage(err: &redb::DatabaseError) -> bool {
-    match err {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => matches!(
-            io.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
-        ),
-        _ => false,
-    }
+fn segment_name(seq: u64) -> String {
+    format!("{seq:020}.log")
 }
 
-/// Opens the log file, creating its tables if new, and verifies it (see [`verify_log`]).
-fn open_and_verify(
-    path: &Path,
-    cache_size_bytes: usize,
-) -> io::Result<(Database, Option<Vote>, Option<LogId>)> {
-    let db = Database::builder()
-        .set_cache_size(cache_size_bytes)
-        .create(path)
-        .map_err(|err| {
-            if is_damage(&err) {
-                damaged_log(path, err)
-            } else {
-                io_error(err)
-            }
-        })?;
-    // Existing tables need no write, so a node on a full disk still opens.
-    let has_tables = {
-        let txn = db.begin_read().map_err(io_error)?;
-        txn.open_table(LOG).is_ok() && txn.open_table(META).is_ok()
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Appends one record (`[length u32][postcard]`) to `buf`; returns the payload's offset in
+/// `buf` and its length.
+fn push_record(buf: &mut Vec<u8>, record: &RecordRef<'_>) -> io::Result<(usize, u32)> {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    postcard::to_io(record, &mut *buf).map_err(io_error)?;
+    let len = u32::try_from(buf.len() - at - 4)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log record over 4 GiB"))?;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok((at + 4, len))
+}
+
+/// Adds the trailer and fills in the group header reserved at the start of `buf`.
+fn seal_group(buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.extend_from_slice(GROUP_TRAILER);
+    let len = u32::try_from(buf.len() - GROUP_HEADER_BYTES)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "log group over 4 GiB"))?;
+    let crc = crc32fast::hash(&buf[GROUP_HEADER_BYTES..]);
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn encode_header(seq: u64, size: u64) -> [u8; HEADER_BYTES as usize] {
+    let mut header = [0; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    header[24..32].copy_from_slice(&size.to_le_bytes());
+    let crc = crc32fast::hash(&header[..32]);
+    header[32..36].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Checks a segment's header against its name and length.
+fn check_header(bytes: &[u8], seq: u64) -> Result<(), String> {
+    if bytes.len() < HEADER_BYTES as usize {
+        return Err(format!(
+            "segment {seq} is cut short ({} bytes)",
+            bytes.len()
+        ));
+    }
+    let header = &bytes[..HEADER_BYTES as usize];
+    let field = |range: std::ops::Range<usize>| {
+        u64::from_le_bytes(header[range].try_into().expect("8 bytes"))
     };
-    if !has_tables {
-        let txn = db.begin_write().map_err(io_error)?;
-        txn.open_table(LOG).map_err(io_error)?;
-        txn.open_table(META).map_err(io_error)?;
-        txn.commit().map_err(io_error)?;
+    if &header[..8] != MAGIC || crc32fast::hash(&header[..32]).to_le_bytes() != header[32..36] {
+        return Err(format!("segment {seq} has a damaged header"));
     }
-    let (vote, last_purged) = verify_log(&db).map_err(|detail| damaged_log(path, detail))?;
-    Ok((db, vote, last_purged))
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "segment {seq} has unknown format version {version}"
+        ));
+    }
+    if field(16..24) != seq {
+        return Err(format!(
+            "segment {seq} says it is segment {}",
+            field(16..24)
+        ));
+    }
+    if field(24..32) != bytes.len() as u64 {
+        return Err(format!(
+            "segment {seq} is {} bytes long where its header says {}",
+            bytes.len(),
+            field(24..32)
+        ));
+    }
+    Ok(())
 }
 
-/// Runs `f`, turning a panic into its message without the default report on stderr. Used only
-/// at start, before other threads do work.
-fn without_panic_report<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(f);
-    std::panic::set_hook(report);
-    outcome.map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".to_string())
+/// The group starting at `pos`, if it is whole and passes its checksum: its records' bytes,
+/// and where the next group starts.
+fn valid_group(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let header = bytes.get(pos..pos + GROUP_HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 {
+        return None;
+    }
+    let body = bytes.get(pos + GROUP_HEADER_BYTES..(pos + GROUP_HEADER_BYTES).checked_add(len)?)?;
+    let records = body.strip_suffix(GROUP_TRAILER)?;
+    (crc32fast::hash(body) == crc).then_some((records, pos + GROUP_HEADER_BYTES + len))
+}
+
+/// Whether the bytes from `pos` on look like a group whose write was torn by a crash: some
+/// sector it covers was never written (all zeros; segments are zero-filled and every group
+/// starts with its length and ends with a trailer), and no valid group follows.
+fn torn_tail(bytes: &[u8], pos: usize) -> bool {
+    let header_len = bytes.get(pos..pos + 4).map_or(0, |b| {
+        u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+    });
+    let extent_end = if header_len == 0 {
+        // The sector holding the header was not written: the whole rest is the torn write.
+        bytes.len()
+    } else {
+        match (pos + GROUP_HEADER_BYTES).checked_add(header_len) {
+            Some(end) if end <= bytes.len() => end,
+            _ => return false,
+        }
+    };
+    let first_sector = pos / SECTOR_BYTES * SECTOR_BYTES;
+    let unwritten_sector = (first_sector..extent_end).step_by(SECTOR_BYTES).any(|at| {
+        bytes[at..(at + SECTOR_BYTES).min(bytes.len())]
+            .iter()
+            .all(|&b| b == 0)
+    });
+    unwritten_sector && !valid_group_after(bytes, pos)
+}
+
+/// Whether a valid group starts anywhere after `pos`.
+fn valid_group_after(bytes: &[u8], pos: usize) -> bool {
+    (pos + 1..bytes.len().saturating_sub(GROUP_HEADER_BYTES))
+        .any(|at| valid_group(bytes, at).is_some())
+}
+
+/// Where a durable entry's record lies.
+#[derive(Clone, Copy, Debug)]
+struct Location {
+    seq: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// Durable entries' locations (contiguous from `first`) and the open segment files.
+#[derive(Default)]
+struct DurableIndex {
+    first: u64,
+    locations: VecDeque<Location>,
+    files: BTreeMap<u64, Arc<File>>,
+}
+
+impl DurableIndex {
+    fn last(&self) -> Option<u64> {
+        (!self.locations.is_empty()).then(|| self.first + self.locations.len() as u64 - 1)
+    }
+
+    /// Records entry `index` at `location`; the caller has checked it follows the last one.
+    fn push(&mut self, index: u64, location: Location) {
+        if self.locations.is_empty() {
+            self.first = index;
+        }
+        self.locations.push_back(location);
+    }
+
+    fn truncate_from(&mut self, first_removed: u64) {
+        let keep = first_removed.saturating_sub(self.first) as usize;
+        self.locations.truncate(keep);
+    }
+
+    fn purge_upto(&mut self, upto: u64) {
+        while !self.locations.is_empty() && self.first <= upto {
+            self.locations.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+/// State shared by the store, its readers and the writer thread.
+struct Shared {
+    dir: PathBuf,
+    /// The newest entries, contiguous by index.
+    cache: Mutex<BTreeMap<u64, Entry>>,
+    durable: Mutex<DurableIndex>,
+    last_purged: Mutex<Option<LogId>>,
+    vote: Mutex<Option<Vote>>,
+    /// The commit index read back at start.
+    committed_at_start: Option<LogId>,
+}
+
+/// Vote, commit index and purge point as of the last durable group.
+#[derive(Clone, Copy, Default)]
+struct LogMeta {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+/// What start-up read back from the segments.
+struct Recovered {
+    meta: LogMeta,
+    index: DurableIndex,
+    /// Every segment's sequence number and the highest entry index ever written to it.
+    segments: Vec<(u64, Option<u64>)>,
+    /// Where the next group goes in the newest segment.
+    write_offset: u64,
+    segment_size: u64,
+}
+
+/// Reads every segment back, checks it (see the module doc) and repairs a torn last group.
+fn recover(dir: &Path) -> io::Result<Recovered> {
+    let mut seqs = Vec::new();
+    for item in fs::read_dir(dir)? {
+        let path = item?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with(".log.tmp") {
+            // A segment whose creation did not finish: it holds nothing acknowledged.
+            fs::remove_file(&path)?;
+        } else if let Some(seq) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    if seqs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no segments"));
+    }
+    let damaged = |detail: String| damaged_log(dir, detail);
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(damaged(format!(
+                "segments {} to {} are missing",
+                pair[0] + 1,
+                pair[1] - 1
+            )));
+        }
+    }
+    let mut meta = LogMeta::default();
+    let mut index = DurableIndex::default();
+    let mut segments = Vec::with_capacity(seqs.len());
+    let mut write_offset = 0;
+    let mut segment_size = 0;
+    let newest = *seqs.last().expect("one segment");
+    for &seq in &seqs {
+        let path = dir.join(segment_name(seq));
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut bytes = fs::read(&path)?;
+        check_header(&bytes, seq).map_err(&damaged)?;
+        let mut max_entry = None;
+        let mut pos = HEADER_BYTES as usize;
+        let mut first_group = true;
+        while let Some((body, next_group)) = valid_group(&bytes, pos) {
+            let body_start = pos + GROUP_HEADER_BYTES;
+            let mut at = 0;
+            while at < body.len() {
+                let len = body
+                    .get(at..at + 4)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                    .ok_or_else(|| damaged(format!("segment {seq}: a record is cut short")))?;
+                let payload = body
+                    .get(at + 4..at + 4 + len)
+                    .ok_or_else(|| damaged(format!("segment {seq}: a record is cut short")))?;
+                let record: Record = postcard::from_bytes(payload)
+                    .map_err(|_| damaged(format!("segment {seq}: a record does not decode")))?;
+                let location = Location {
+                    seq,
+                    offset: (body_start + at + 4) as u64,
+                    len: len as u32,
+                };
+                at += 4 + len;
+                match record {
+                    Record::State {
+                        vote,
+                        committed,
+                        last_purged,
+                    } => {
+                        if first_group && seq == seqs[0] {
+                            meta = LogMeta {
+                                vote,
+                                committed,
+                                last_purged,
+                            };
+                        }
+                    }
+                    Record::Entry(entry) => {
+                        let i = entry.log_id.index;
+                        if let Some(last) = index.last()
+                            && i > last + 1
+                        {
+                            return Err(damaged(format!(
+                                "entries {} to {} are missing",
+                                last + 1,
+                                i - 1
+                            )));
+                        }
+                        // An entry rewritten at an index it already had replaces it, as the
+                        // writer did.
+                        index.truncate_from(i);
+                        if meta.last_purged.is_none_or(|p| i > p.index) {
+                            index.push(i, location);
+                        }
+                        max_entry = Some(max_entry.map_or(i, |m: u64| m.max(i)));
+                    }
+                    Record::Vote(vote) => meta.vote = Some(vote),
+                    Record::Committed(committed) => meta.committed = committed,
+                    Record::TruncateAfter { first_removed } => index.truncate_from(first_removed),
+                    Record::Purged(upto) => {
+                        index.purge_upto(upto.index);
+                        meta.last_purged = Some(upto);
+                    }
+                }
+            }
+            first_group = false;
+            pos = next_group;
+        }
+        // `pos` is where this segment's groups end: zeros from there on, or a torn last group.
+        if bytes[pos..].iter().any(|&b| b != 0) {
+            if seq != newest || !torn_tail(&bytes, pos) {
+                return Err(damaged(format!(
+                    "segment {seq} has a damaged group at byte {pos}"
+                )));
+            }
+            let end = bytes.iter().rposition(|&b| b != 0).expect("a nonzero byte") + 1;
+            tracing::warn!(
+                segment = seq,
+                at = pos,
+                bytes = end - pos,
+                "the raft log ends in a write torn by a crash (never acknowledged); clearing it"
+            );
+            bytes[pos..end].fill(0);
+            file.write_all_at(&bytes[pos..end], pos as u64)?;
+            file.sync_data()?;
+        }
+        if seq == newest {
+            write_offset = pos as u64;
+            segment_size = bytes.len() as u64;
+        }
+        index.files.insert(seq, Arc::new(file));
+        segments.push((seq, max_entry));
+    }
+    if let Some(last_purged) = meta.last_purged {
+        index.purge_upto(last_purged.index);
+        if let Some(first) = index.last().map(|_| index.first)
+            && first != last_purged.index + 1
+        {
+            return Err(damaged(format!(
+                "entries {} to {} are missing",
+                last_purged.index + 1,
+                first - 1
+            )));
+        }
+    }
+    if let Some(committed) = meta.committed {
+        let last = index.last().or(meta.last_purged.map(|p| p.index));
+        if last.is_none_or(|last| last < committed.index) {
+            return Err(damaged(format!(
+                "the log ends at {} below its commit index {}: its tail is missing",
+                last.map_or("the start".to_string(), |l| l.to_string()),
+                committed.index
+            )));
+        }
+    }
+    Ok(Recovered {
+        meta,
+        index,
+        segments,
+        write_offset,
+        segment_size,
     })
 }
 
-/// Reads every record of the log at start: each must pass its checksum, sit under its own
-/// index, and follow the previous one; the vote and commit index must decode, and the log
-/// must reach the commit index. Returns the vote and last purged id.
-fn verify_log(db: &Database) -> Result<(Option<Vote>, Option<LogId>), String> {
-    let txn = db.begin_read().map_err(|e| e.to_string())?;
-    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
-    let read_meta = |name: &str| -> Result<Option<Vec<u8>>, String> {
-        Ok(meta
-            .get(name)
-            .map_err(|e| e.to_string())?
-            .map(|v| v.value().to_vec()))
-    };
-    let vote: Option<Vote> = match read_meta(META_VOTE)? {
-        Some(bytes) => Some(decode(&bytes).map_err(|e| format!("the vote: {e}"))?),
-        None => None,
-    };
-    let last_purged: Option<LogId> = match read_meta(META_LAST_PURGED)? {
-        Some(bytes) => decode(&bytes).map_err(|e| format!("the purge point: {e}"))?,
-        None => None,
-    };
-    let committed: Option<LogId> = match read_meta(META_COMMITTED)? {
-        Some(bytes) => decode(&bytes).map_err(|e| format!("the commit index: {e}"))?,
-        None => None,
-    };
-    let log = txn.open_table(LOG).map_err(|e| e.to_string())?;
-    let mut previous = last_purged.map(|id| id.index);
-    for item in log.iter().map_err(|e| e.to_string())? {
-        let (key, value) = item.map_err(|e| e.to_string())?;
-        let index = key.value();
-        let entry: Entry = decode(value.value()).map_err(|e| format!("entry {index}: {e}"))?;
-        if entry.log_id.index != index {
-            return Err(format!(
-                "entry {index} is stored under the wrong index ({})",
-                entry.log_id.index
-            ));
-        }
-        if let Some(previous) = previous
-            && index != previous + 1
-        {
-            return Err(format!(
-                "entries {} to {} are missing",
-                previous + 1,
-                index - 1
-            ));
-        }
-        previous = Some(index);
+/// Creates segment `seq` of `size` bytes, zero-filled, starting with a group that states
+/// `meta`; durable and in place when this returns. Returns the file and where the next group
+/// goes.
+fn create_segment(dir: &Path, seq: u64, size: u64, meta: &LogMeta) -> io::Result<(File, u64)> {
+    let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < size {
+        let n = (size - written).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], written)?;
+        written += n as u64;
     }
-    if let (Some(committed), last) = (committed, previous)
-        && last.is_none_or(|last| last < committed.index)
-    {
-        return Err(format!(
-            "the log ends at {} below its commit index {}: its tail is missing",
-            last.map_or("the start".to_string(), |l| l.to_string()),
-            committed.index
-        ));
-    }
-    Ok((vote, last_purged))
+    file.write_all_at(&encode_header(seq, size), 0)?;
+    let mut group = vec![0; GROUP_HEADER_BYTES];
+    push_record(
+        &mut group,
+        &RecordRef::State {
+            vote: meta.vote,
+            committed: meta.committed,
+            last_purged: meta.last_purged,
+        },
+    )?;
+    seal_group(&mut group)?;
+    file.write_all_at(&group, HEADER_BYTES)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(segment_name(seq)))?;
+    fsync_dir(dir)?;
+    Ok((file, HEADER_BYTES + group.len() as u64))
 }
 
 /// One queued change for the writer thread.
@@ -247,13 +557,150 @@ enum WriteOp {
     },
 }
 
-/// State shared by the store, its readers and the writer thread.
-struct Shared {
-    db: Database,
-    /// The newest entries, contiguous by index.
-    cache: Mutex<BTreeMap<u64, Entry>>,
-    last_purged: Mutex<Option<LogId>>,
-    vote: Mutex<Option<Vote>>,
+impl WriteOp {
+    /// Whether no caller waits for this operation to be durable.
+    fn is_unawaited(&self) -> bool {
+        matches!(self, WriteOp::Purge { .. } | WriteOp::SaveCommitted { .. })
+    }
+}
+
+/// The writer thread's own state: the segment being written and where.
+struct Writer {
+    dir: PathBuf,
+    seq: u64,
+    file: Arc<File>,
+    write_offset: u64,
+    segment_size: u64,
+    segments: Vec<(u64, Option<u64>)>,
+    meta: LogMeta,
+    group: Vec<u8>,
+}
+
+/// What a written group changes in the durable index, in order.
+enum Effect {
+    Entry { index: u64, offset: usize, len: u32 },
+    TruncateFrom(u64),
+    PurgeUpto(u64),
+}
+
+impl Writer {
+    /// Writes `ops` as one durable group and updates the durable index.
+    fn write_group(&mut self, shared: &Shared, ops: &[WriteOp]) -> io::Result<()> {
+        self.group.clear();
+        self.group.resize(GROUP_HEADER_BYTES, 0);
+        let mut effects = Vec::new();
+        let mut meta = self.meta;
+        for op in ops {
+            match op {
+                WriteOp::Append { entries, .. } => {
+                    for entry in entries {
+                        let (offset, len) = push_record(&mut self.group, &RecordRef::Entry(entry))?;
+                        effects.push(Effect::Entry {
+                            index: entry.log_id.index,
+                            offset,
+                            len,
+                        });
+                    }
+                }
+                WriteOp::TruncateAfter { first_removed, .. } => {
+                    push_record(
+                        &mut self.group,
+                        &RecordRef::TruncateAfter {
+                            first_removed: *first_removed,
+                        },
+                    )?;
+                    effects.push(Effect::TruncateFrom(*first_removed));
+                }
+                WriteOp::Purge { upto } => {
+                    push_record(&mut self.group, &RecordRef::Purged(*upto))?;
+                    meta.last_purged = Some(*upto);
+                    effects.push(Effect::PurgeUpto(upto.index));
+                }
+                WriteOp::SaveVote { vote, .. } => {
+                    push_record(&mut self.group, &RecordRef::Vote(*vote))?;
+                    meta.vote = Some(*vote);
+                }
+                WriteOp::SaveCommitted { committed } => {
+                    push_record(&mut self.group, &RecordRef::Committed(*committed))?;
+                    meta.committed = *committed;
+                }
+            }
+        }
+        seal_group(&mut self.group)?;
+        let needed = self.group.len() as u64;
+        if self.write_offset + needed > self.segment_size {
+            self.start_segment(shared, needed)?;
+        }
+        self.file.write_all_at(&self.group, self.write_offset)?;
+        self.file.sync_data()?;
+        let base = self.write_offset;
+        self.write_offset += needed;
+        self.meta = meta;
+
+        let mut purged_upto = None;
+        {
+            let mut durable = lock(&shared.durable);
+            let newest = self.segments.last_mut().expect("a segment");
+            for effect in effects {
+                match effect {
+                    Effect::Entry { index, offset, len } => {
+                        durable.truncate_from(index);
+                        durable.push(
+                            index,
+                            Location {
+                                seq: self.seq,
+                                offset: base + offset as u64,
+                                len,
+                            },
+                        );
+                        newest.1 = Some(newest.1.map_or(index, |m| m.max(index)));
+                    }
+                    Effect::TruncateFrom(first_removed) => durable.truncate_from(first_removed),
+                    Effect::PurgeUpto(upto) => {
+                        durable.purge_upto(upto);
+                        purged_upto = Some(upto);
+                    }
+                }
+            }
+        }
+        if let Some(upto) = purged_upto {
+            self.delete_purged_segments(shared, upto)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the next segment, big enough for a group of `needed` bytes.
+    fn start_segment(&mut self, shared: &Shared, needed: u64) -> io::Result<()> {
+        let seq = self.seq + 1;
+        let size = SEGMENT_BYTES.max((HEADER_BYTES + 256 + needed).next_multiple_of(1 << 20));
+        let (file, write_offset) = create_segment(&self.dir, seq, size, &self.meta)?;
+        let file = Arc::new(file);
+        lock(&shared.durable).files.insert(seq, file.clone());
+        self.seq = seq;
+        self.file = file;
+        self.write_offset = write_offset;
+        self.segment_size = size;
+        self.segments.push((seq, None));
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while every entry ever written to them is purged.
+    fn delete_purged_segments(&mut self, shared: &Shared, upto: u64) -> io::Result<()> {
+        let mut deleted = 0;
+        for &(seq, max_entry) in &self.segments {
+            if seq == self.seq || max_entry.is_some_and(|m| m > upto) {
+                break;
+            }
+            fs::remove_file(self.dir.join(segment_name(seq)))?;
+            lock(&shared.durable).files.remove(&seq);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.segments.drain(..deleted);
+            fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
 }
 
 /// The raft log storage handed to openraft; cheap to clone (clones are its readers).
@@ -264,30 +711,70 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) `dir/log.redb`, verifies every record in it (see [`LogStore`]'s
-    /// module doc), and starts its writer thread. A damaged file is an `InvalidData` error
-    /// that says what is wrong and what to do.
-    pub fn open(dir: &Path, cache_size_bytes: usize) -> io::Result<LogStore> {
-        let path = dir.join("log.redb");
-        // redb can panic on some damaged pages; that is damage too, not a crash to report.
-        let (db, vote, last_purged) = match without_panic_report(|| {
-            open_and_verify(&path, cache_size_bytes)
-        }) {
-            Ok(opened) => opened?,
-            Err(panic) => return Err(damaged_log(&path, format!("redb failed on it: {panic}"))),
+    /// Opens (or creates) the log in `dir/raft-log/`, checks every group in it (see the
+    /// module doc), and starts its writer thread. A damaged log is an `InvalidData` error that
+    /// says what is wrong and what to do.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        if dir.join(OLD_LOG_FILE).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds a raft log in the format of an earlier development version \
+                     ({OLD_LOG_FILE}), which this version does not read; start with an empty \
+                     data directory",
+                    dir.display()
+                ),
+            ));
+        }
+        let log_dir = dir.join(LOG_DIR);
+        let recovered = match recover(&log_dir) {
+            Ok(recovered) => recovered,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&log_dir)?;
+                let (file, write_offset) =
+                    create_segment(&log_dir, 1, SEGMENT_BYTES, &LogMeta::default())?;
+                fsync_dir(dir)?;
+                let mut index = DurableIndex::default();
+                index.files.insert(1, Arc::new(file));
+                Recovered {
+                    meta: LogMeta::default(),
+                    index,
+                    segments: vec![(1, None)],
+                    write_offset,
+                    segment_size: SEGMENT_BYTES,
+                }
+            }
+            Err(err) => return Err(err),
         };
+        let (seq, _) = *recovered.segments.last().expect("a segment");
+        let file = recovered.index.files[&seq].clone();
         let shared = Arc::new(Shared {
-            db,
+            dir: log_dir.clone(),
             cache: Mutex::new(BTreeMap::new()),
-            last_purged: Mutex::new(last_purged),
-            vote: Mutex::new(vote),
+            durable: Mutex::new(recovered.index),
+            last_purged: Mutex::new(recovered.meta.last_purged),
+            vote: Mutex::new(recovered.meta.vote),
+            committed_at_start: recovered.meta.committed,
         });
-        let (writer, queue) = mpsc::channel();
+        let mut writer = Writer {
+            dir: log_dir,
+            seq,
+            file,
+            write_offset: recovered.write_offset,
+            segment_size: recovered.segment_size,
+            segments: recovered.segments,
+            meta: recovered.meta,
+            group: Vec::new(),
+        };
+        let (sender, queue) = mpsc::channel();
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run_writer(&thread_shared, &queue))?;
-        Ok(LogStore { shared, writer })
+            .spawn(move || run_writer(&mut writer, &thread_shared, &queue))?;
+        Ok(LogStore {
+            shared,
+            writer: sender,
+        })
     }
 
     fn send(&self, op: WriteOp) -> io::Result<()> {
@@ -296,14 +783,45 @@ impl LogStore {
             .map_err(|_| io::Error::other("raft log writer has stopped"))
     }
 
-    /// Entries in `[start, end)` from redb (blocking).
+    /// Durable entries in `[start, end)` read from the segments (blocking).
     fn read_durable(shared: &Shared, start: u64, end: u64) -> io::Result<Vec<Entry>> {
-        let txn = shared.db.begin_read().map_err(io_error)?;
-        let table = txn.open_table(LOG).map_err(io_error)?;
-        let mut entries = Vec::new();
-        for item in table.range(start..end).map_err(io_error)? {
-            let (_, value) = item.map_err(io_error)?;
-            entries.push(decode(value.value())?);
+        // A purge is applied to the index only once it is written; it is in effect at once.
+        let start = match *lock(&shared.last_purged) {
+            Some(purged) => start.max(purged.index + 1),
+            None => start,
+        };
+        let wanted: Vec<(Location, Arc<File>)> = {
+            let durable = lock(&shared.durable);
+            let Some(last) = durable.last() else {
+                return Ok(Vec::new());
+            };
+            let from = start.max(durable.first);
+            let to = end.min(last + 1);
+            (from..to)
+                .map(|i| {
+                    let location = durable.locations[(i - durable.first) as usize];
+                    let file = durable.files[&location.seq].clone();
+                    (location, file)
+                })
+                .collect()
+        };
+        let mut entries = Vec::with_capacity(wanted.len());
+        let mut buf = Vec::new();
+        for (location, file) in wanted {
+            buf.resize(location.len as usize, 0);
+            file.read_exact_at(&mut buf, location.offset)?;
+            match postcard::from_bytes(&buf) {
+                Ok(Record::Entry(entry)) => entries.push(entry),
+                _ => {
+                    return Err(damaged_log(
+                        &shared.dir,
+                        format!(
+                            "the record of an entry in segment {} does not decode",
+                            location.seq
+                        ),
+                    ));
+                }
+            }
         }
         Ok(entries)
     }
@@ -316,19 +834,27 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread: drains the queue, commits once, completes callbacks in order.
-fn run_writer(shared: &Shared, queue: &mpsc::Receiver<WriteOp>) {
+/// The writer thread: drains the queue, writes one group, completes callbacks in order.
+fn run_writer(writer: &mut Writer, shared: &Shared, queue: &mpsc::Receiver<WriteOp>) {
+    // Operations nobody waits for (the commit index, purges) ride along with the next group
+    // somebody does wait for, instead of costing an fsync of their own.
+    let mut deferred: Vec<WriteOp> = Vec::new();
     while let Ok(first) = queue.recv() {
-        let mut ops = vec![first];
-        while ops.len() < OPS_PER_COMMIT_MAX {
+        let mut ops = std::mem::take(&mut deferred);
+        ops.push(first);
+        while ops.len() < OPS_PER_GROUP_MAX {
             match queue.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        let result = commit_ops(shared, &ops);
+        if ops.iter().all(WriteOp::is_unawaited) && ops.len() < OPS_PER_GROUP_MAX {
+            deferred = ops;
+            continue;
+        }
+        let result = writer.write_group(shared, &ops);
         if let Err(err) = &result {
-            tracing::error!(error = %err, "raft log commit failed");
+            tracing::error!(error = %err, "raft log write failed");
         }
         let mut flushed_max = None;
         for op in ops {
@@ -347,7 +873,12 @@ fn run_writer(shared: &Shared, queue: &mpsc::Receiver<WriteOp>) {
                 WriteOp::Purge { .. } | WriteOp::SaveCommitted { .. } => {}
             }
         }
-        if let (Ok(()), Some(flushed_max)) = (&result, flushed_max) {
+        if result.is_err() {
+            // The file's end is unknown after a failed write: stop rather than write past a
+            // hole. openraft stops on the error reported above.
+            return;
+        }
+        if let Some(flushed_max) = flushed_max {
             let mut cache = lock(&shared.cache);
             while cache.len() > CACHE_ENTRIES_MAX {
                 match cache.first_key_value() {
@@ -359,43 +890,6 @@ fn run_writer(shared: &Shared, queue: &mpsc::Receiver<WriteOp>) {
             }
         }
     }
-}
-
-fn commit_ops(shared: &Shared, ops: &[WriteOp]) -> io::Result<()> {
-    let txn = shared.db.begin_write().map_err(io_error)?;
-    {
-        let mut log = txn.open_table(LOG).map_err(io_error)?;
-        let mut meta = txn.open_table(META).map_err(io_error)?;
-        for op in ops {
-            match op {
-                WriteOp::Append { entries, .. } => {
-                    for entry in entries {
-                        log.insert(entry.log_id.index, encode(entry)?.as_slice())
-                            .map_err(io_error)?;
-                    }
-                }
-                WriteOp::TruncateAfter { first_removed, .. } => {
-                    log.retain_in(*first_removed.., |_, _| false)
-                        .map_err(io_error)?;
-                }
-                WriteOp::Purge { upto } => {
-                    log.retain_in(..=upto.index, |_, _| false)
-                        .map_err(io_error)?;
-                    meta.insert(META_LAST_PURGED, encode(&Some(*upto))?.as_slice())
-                        .map_err(io_error)?;
-                }
-                WriteOp::SaveVote { vote, .. } => {
-                    meta.insert(META_VOTE, encode(vote)?.as_slice())
-                        .map_err(io_error)?;
-                }
-                WriteOp::SaveCommitted { committed } => {
-                    meta.insert(META_COMMITTED, encode(committed)?.as_slice())
-                        .map_err(io_error)?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(io_error)
 }
 
 fn range_to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
@@ -464,19 +958,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_log_id = match cached_last {
             Some(id) => Some(id),
             None => {
-                let shared = self.shared.clone();
-                let durable_last =
-                    tokio::task::spawn_blocking(move || -> io::Result<Option<LogId>> {
-                        let txn = shared.db.begin_read().map_err(io_error)?;
-                        let table = txn.open_table(LOG).map_err(io_error)?;
-                        match table.last().map_err(io_error)? {
-                            Some((_, v)) => Ok(Some(decode::<Entry>(v.value())?.log_id)),
-                            None => Ok(None),
-                        }
-                    })
-                    .await
-                    .map_err(io_error)??;
-                durable_last.or(last_purged)
+                let last = lock(&self.shared.durable).last();
+                match last {
+                    Some(last) => {
+                        let shared = self.shared.clone();
+                        tokio::task::spawn_blocking(move || {
+                            Self::read_durable(&shared, last, last + 1)
+                        })
+                        .await
+                        .map_err(io_error)??
+                        .pop()
+                        .map(|e| e.log_id)
+                    }
+                    None => None,
+                }
+                .or(last_purged)
             }
         };
         Ok(LogState {
@@ -503,17 +999,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = shared.db.begin_read().map_err(io_error)?;
-            let meta = txn.open_table(META).map_err(io_error)?;
-            match meta.get(META_COMMITTED).map_err(io_error)? {
-                Some(v) => decode(v.value()),
-                None => Ok(None),
-            }
-        })
-        .await
-        .map_err(io_error)?
+        Ok(self.shared.committed_at_start)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -561,23 +1047,23 @@ mod tests {
     use super::*;
     use crate::store::StateMachine;
 
-    struct RedbStoreBuilder;
+    struct SegmentStoreBuilder;
 
-    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbStoreBuilder {
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for SegmentStoreBuilder {
         async fn build(
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("temp dir");
-            let log = LogStore::open(dir.path(), 1 << 20).expect("open log store");
+            let log = LogStore::open(dir.path()).expect("open log store");
             let sm = StateMachine::open(dir.path(), 1 << 20).expect("open state machine");
             Ok((dir, log, sm))
         }
     }
 
-    /// openraft's own conformance suite for log storage, run against the redb stores.
+    /// openraft's own conformance suite for log storage, run against the segment log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn log_store_passes_openraft_suite() -> Result<(), StorageError<TypeConfig>> {
-        Suite::test_all(RedbStoreBuilder).await?;
+        Suite::test_all(SegmentStoreBuilder).await?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Consensus: openraft's type configuration and the redb log store (the peer network lives in
-//! `cluster::transport`).
+//! Consensus: openraft's type configuration and the segmented log store (the peer network
+//! lives in `cluster::transport`).
 //!
 //! This module carries [`Request`]s opaquely: it never interprets them and never sees a RESP
 //! frame. Everything openraft-specific lives here so that an openraft alpha bump touches one

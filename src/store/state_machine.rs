@@ -355,13 +355,29 @@ impl StateMachine {
         // Allocated bytes, not the length: redb files are sparse.
         let occupied = |path: &Path| fs::metadata(path).map_or(0, |m| m.blocks() * 512);
         let estimate = match self.snapshots.newest() {
-            Ok(Some(newest)) => occupied(&newest),
+            // The data may have grown since the newest snapshot: what its tables hold now.
+            Ok(Some(newest)) => occupied(&newest).max(self.stored_bytes().unwrap_or(0)),
             _ => occupied(&self.snapshots.path.with_file_name("sm.redb")),
         };
         let needed = estimate
             .saturating_add(estimate / 4)
             .saturating_add(SNAPSHOT_SPACE_MARGIN);
         self.disk.claim(needed)
+    }
+
+    /// Bytes of keys and values the state machine's tables hold now.
+    fn stored_bytes(&self) -> Result<u64, redb::Error> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        let mut bytes = 0;
+        for table in [KEYS, FIELDS] {
+            match txn.open_table(table) {
+                Ok(table) => bytes += table.stats()?.stored_bytes(),
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(bytes)
     }
 
     /// A handle for reads outside of raft.
@@ -713,6 +729,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied = tokio::task::spawn_blocking(move || apply_batch(&db, batch, durable, &clock))
             .await
             .map_err(io_error)??;
+        if durable {
+            self.disk.settle();
+        }
         for (responder, response) in applied {
             if let Some(responder) = responder {
                 responder.send(response);
