@@ -57,7 +57,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// does not match "chaos" skips the run (as `cargo test <filter>` expects).
 fn settings() -> Result<Option<Settings>, String> {
     let mut settings = Settings {
-        duration: Duration::from_secs(150),
+        duration: Duration::from_secs(120),
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
