@@ -82,33 +82,16 @@ const CACHE_ENTRIES_MAX: usize = 4 * 1024;
 /// Most operations one group covers.
 const OPS_PER_GROUP_MAX: usize = 4096;
 
-/// One record as read back.
-#[derive(Deserialize)]
-enum Record {
+/// One record: read back as `Record<Entry>`, written as `Record<&Entry>` (same encoding).
+#[derive(Serialize, Deserialize)]
+enum Record<E> {
     /// What held when the segment was started (its first record).
     State {
         vote: Option<Vote>,
         committed: Option<LogId>,
         last_purged: Option<LogId>,
     },
-    Entry(Entry),
-    Vote(Vote),
-    Committed(Option<LogId>),
-    TruncateAfter {
-        first_removed: u64,
-    },
-    Purged(LogId),
-}
-
-/// One record as written: the same variants, in the same order, borrowing the entry.
-#[derive(Serialize)]
-enum RecordRef<'a> {
-    State {
-        vote: Option<Vote>,
-        committed: Option<LogId>,
-        last_purged: Option<LogId>,
-    },
-    Entry(&'a Entry),
+    Entry(E),
     Vote(Vote),
     Committed(Option<LogId>),
     TruncateAfter {
@@ -135,6 +118,12 @@ fn damaged_log(path: &Path, detail: impl std::fmt::Display) -> io::Error {
     )
 }
 
+/// The little-endian `u32` at `at`, if `bytes` holds one there.
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let field = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(field.try_into().expect("4 bytes")))
+}
+
 fn segment_name(seq: u64) -> String {
     format!("{seq:020}.log")
 }
@@ -145,7 +134,7 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Appends one record (`[length u32][postcard]`) to `buf`; returns the payload's offset in
 /// `buf` and its length.
-fn push_record(buf: &mut Vec<u8>, record: &RecordRef<'_>) -> io::Result<(usize, u32)> {
+fn push_record(buf: &mut Vec<u8>, record: &Record<&Entry>) -> io::Result<(usize, u32)> {
     let at = buf.len();
     buf.extend_from_slice(&[0; 4]);
     postcard::to_io(record, &mut *buf).map_err(io_error)?;
@@ -192,7 +181,7 @@ fn check_header(bytes: &[u8], seq: u64) -> Result<(), String> {
     if &header[..8] != MAGIC || crc32fast::hash(&header[..32]).to_le_bytes() != header[32..36] {
         return Err(format!("segment {seq} has a damaged header"));
     }
-    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let version = u32_at(header, 8).expect("a whole header");
     if version != FORMAT_VERSION {
         return Err(format!(
             "segment {seq} has unknown format version {version}"
@@ -217,9 +206,8 @@ fn check_header(bytes: &[u8], seq: u64) -> Result<(), String> {
 /// The group starting at `pos`, if it is whole and passes its checksum: its records' bytes,
 /// and where the next group starts.
 fn valid_group(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(pos..pos + GROUP_HEADER_BYTES)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    let len = u32_at(bytes, pos)? as usize;
+    let crc = u32_at(bytes, pos + 4)?;
     if len == 0 {
         return None;
     }
@@ -232,9 +220,7 @@ fn valid_group(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
 /// sector it covers was never written (all zeros; segments are zero-filled and every group
 /// starts with its length and ends with a trailer), and no valid group follows.
 fn torn_tail(bytes: &[u8], pos: usize) -> bool {
-    let header_len = bytes.get(pos..pos + 4).map_or(0, |b| {
-        u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
-    });
+    let header_len = u32_at(bytes, pos).unwrap_or(0) as usize;
     let extent_end = if header_len == 0 {
         // The sector holding the header was not written: the whole rest is the torn write.
         bytes.len()
@@ -383,14 +369,13 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
             let body_start = pos + GROUP_HEADER_BYTES;
             let mut at = 0;
             while at < body.len() {
-                let len = body
-                    .get(at..at + 4)
-                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+                let len = u32_at(body, at)
+                    .map(|len| len as usize)
                     .ok_or_else(|| damaged(format!("segment {seq}: a record is cut short")))?;
                 let payload = body
                     .get(at + 4..at + 4 + len)
                     .ok_or_else(|| damaged(format!("segment {seq}: a record is cut short")))?;
-                let record: Record = postcard::from_bytes(payload)
+                let record: Record<Entry> = postcard::from_bytes(payload)
                     .map_err(|_| damaged(format!("segment {seq}: a record does not decode")))?;
                 let location = Location {
                     seq,
@@ -521,7 +506,7 @@ fn create_segment(dir: &Path, seq: u64, size: u64, meta: &LogMeta) -> io::Result
     let mut group = vec![0; GROUP_HEADER_BYTES];
     push_record(
         &mut group,
-        &RecordRef::State {
+        &Record::State {
             vote: meta.vote,
             committed: meta.committed,
             last_purged: meta.last_purged,
@@ -594,7 +579,7 @@ impl Writer {
             match op {
                 WriteOp::Append { entries, .. } => {
                     for entry in entries {
-                        let (offset, len) = push_record(&mut self.group, &RecordRef::Entry(entry))?;
+                        let (offset, len) = push_record(&mut self.group, &Record::Entry(entry))?;
                         effects.push(Effect::Entry {
                             index: entry.log_id.index,
                             offset,
@@ -605,23 +590,23 @@ impl Writer {
                 WriteOp::TruncateAfter { first_removed, .. } => {
                     push_record(
                         &mut self.group,
-                        &RecordRef::TruncateAfter {
+                        &Record::TruncateAfter {
                             first_removed: *first_removed,
                         },
                     )?;
                     effects.push(Effect::TruncateFrom(*first_removed));
                 }
                 WriteOp::Purge { upto } => {
-                    push_record(&mut self.group, &RecordRef::Purged(*upto))?;
+                    push_record(&mut self.group, &Record::Purged(*upto))?;
                     meta.last_purged = Some(*upto);
                     effects.push(Effect::PurgeUpto(upto.index));
                 }
                 WriteOp::SaveVote { vote, .. } => {
-                    push_record(&mut self.group, &RecordRef::Vote(*vote))?;
+                    push_record(&mut self.group, &Record::Vote(*vote))?;
                     meta.vote = Some(*vote);
                 }
                 WriteOp::SaveCommitted { committed } => {
-                    push_record(&mut self.group, &RecordRef::Committed(*committed))?;
+                    push_record(&mut self.group, &Record::Committed(*committed))?;
                     meta.committed = *committed;
                 }
             }
@@ -728,23 +713,14 @@ impl LogStore {
         }
         let log_dir = dir.join(LOG_DIR);
         let recovered = match recover(&log_dir) {
-            Ok(recovered) => recovered,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                // A new log: its first segment, then read back like any other.
                 fs::create_dir_all(&log_dir)?;
-                let (file, write_offset) =
-                    create_segment(&log_dir, 1, SEGMENT_BYTES, &LogMeta::default())?;
+                create_segment(&log_dir, 1, SEGMENT_BYTES, &LogMeta::default())?;
                 fsync_dir(dir)?;
-                let mut index = DurableIndex::default();
-                index.files.insert(1, Arc::new(file));
-                Recovered {
-                    meta: LogMeta::default(),
-                    index,
-                    segments: vec![(1, None)],
-                    write_offset,
-                    segment_size: SEGMENT_BYTES,
-                }
+                recover(&log_dir)?
             }
-            Err(err) => return Err(err),
+            other => other?,
         };
         let (seq, _) = *recovered.segments.last().expect("a segment");
         let file = recovered.index.files[&seq].clone();
@@ -810,7 +786,7 @@ impl LogStore {
         for (location, file) in wanted {
             buf.resize(location.len as usize, 0);
             file.read_exact_at(&mut buf, location.offset)?;
-            match postcard::from_bytes(&buf) {
+            match postcard::from_bytes::<Record<Entry>>(&buf) {
                 Ok(Record::Entry(entry)) => entries.push(entry),
                 _ => {
                     return Err(damaged_log(
