@@ -23,6 +23,8 @@ const BYTES_PER_PAYLOAD_BYTE: u64 = 4;
 const BYTES_PER_REQUEST: u64 = 8 * 1024;
 /// Free space above the reserve under which the disk is reported full (INFO `disk_status`).
 const FULL_MARGIN_BYTES: u64 = 1024 * 1024;
+/// Free space beyond what [`DiskSpace::is_tight_for`] counts under which it says tight.
+const TIGHT_MARGIN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The data directory's filesystem and the space kept free on it; clones share their claims.
 #[derive(Clone, Debug)]
@@ -103,11 +105,26 @@ impl DiskSpace {
         self.free_below(self.reserve_bytes.saturating_add(FULL_MARGIN_BYTES))
     }
 
-    /// Whether free space is below twice the reserve: the state machine then makes every
-    /// apply durable, so the pages its commits replace are reclaimed at once instead of piling
-    /// up until the next periodic durable commit.
-    pub fn is_low(&self) -> bool {
-        self.free_below(self.reserve_bytes.saturating_mul(2))
+    /// Whether the state machine should write `pending` bytes of applied changes held in
+    /// memory to disk before it answers: when the free space is below twice the reserve plus
+    /// twice those bytes and a margin. Then the space applied writes take shows at once (to
+    /// admission, or as an error before the write is acknowledged, with no reserve), and a
+    /// restart never needs more room to re-apply the log than the disk had.
+    pub fn is_tight_for(&self, pending: u64) -> bool {
+        let needed = self
+            .reserve_bytes
+            .saturating_add(pending)
+            .saturating_mul(2)
+            .saturating_add(TIGHT_MARGIN_BYTES);
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(stat) => {
+                stat.f_bavail
+                    .saturating_mul(stat.f_frsize)
+                    .saturating_sub(self.claimed.load(Ordering::Acquire))
+                    < needed
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether a reserve is set and the available space is below `bytes`.

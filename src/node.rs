@@ -247,9 +247,8 @@ impl Node {
         let log_store = LogStore::open(dir)
             .with_context(|| format!("cannot open the raft log in {}", dir.display()))?;
         let disk = DiskSpace::new(dir, config.disk_reserve_mb.saturating_mul(1024 * 1024));
-        let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024)
-            .with_context(|| format!("cannot open the state machine in {}", dir.display()))?
-            .with_disk_space(disk.clone());
+        let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024, disk.clone())
+            .with_context(|| format!("cannot open the state machine in {}", dir.display()))?;
         let reader = state_machine.reader();
 
         let heartbeat = config.heartbeat_ms.max(10);

@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{RawConnection, TestServer, resp_command};
 
@@ -135,6 +135,31 @@ fn fill_until_refused(conn: &mut RawConnection, first: usize, len: usize) -> (us
     panic!("10,000 writes of {len} bytes never filled the filesystem");
 }
 
+/// Fills until writes of `len` bytes stay refused. A refusal can be transient (a snapshot being
+/// built holds its space until it is written), so it counts only once a retry every 50 ms has
+/// kept getting it for a second.
+fn fill_until_full(conn: &mut RawConnection, first: usize, len: usize) -> (usize, String) {
+    let mut written = 0;
+    'filling: loop {
+        let (more, refusal) = fill_until_refused(conn, first + written, len);
+        written += more;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let i = first + written;
+            let reply = call(
+                conn,
+                &[b"SET", format!("key:{i}").as_bytes(), &value_for(i, len)],
+            );
+            if reply == b"+OK\r\n" {
+                written += 1;
+                continue 'filling;
+            }
+        }
+        return (written, refusal);
+    }
+}
+
 fn assert_values(conn: &mut RawConnection, keys: std::ops::Range<usize>, len: usize) {
     for i in keys {
         let reply = call(conn, &[b"GET", format!("key:{i}").as_bytes()]);
@@ -168,7 +193,7 @@ fn disk_full_refuses_writes_that_add_data_keeps_reads_and_deletes_and_recovers_w
     );
     let mut conn = server.raw();
 
-    let (acknowledged, refusal) = fill_until_refused(&mut conn, 0, VALUE_LEN);
+    let (acknowledged, refusal) = fill_until_full(&mut conn, 0, VALUE_LEN);
     assert!(
         refusal.starts_with(
             "-MISCONF Errors writing to the data directory: not enough free disk space"
@@ -182,7 +207,7 @@ fn disk_full_refuses_writes_that_add_data_keeps_reads_and_deletes_and_recovers_w
         fs.available()
     );
     // Smaller writes still fit in what is left above the reserve, until they do not either.
-    let (small, refusal) = fill_until_refused(&mut conn, 100_000, 16 * 1024);
+    let (small, refusal) = fill_until_full(&mut conn, 100_000, 16 * 1024);
     assert!(refusal.starts_with("-MISCONF "), "refusal: {refusal}");
     assert_eq!(
         info_field(&mut conn, "disk_reserve_bytes"),

@@ -1031,7 +1031,8 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
             let dir = tempfile::tempdir().expect("temp dir");
             let log = LogStore::open(dir.path()).expect("open log store");
-            let sm = StateMachine::open(dir.path(), 1 << 20).expect("open state machine");
+            let disk = crate::disk::DiskSpace::new(dir.path(), 0);
+            let sm = StateMachine::open(dir.path(), 1 << 20, disk).expect("open state machine");
             Ok((dir, log, sm))
         }
     }

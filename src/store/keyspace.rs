@@ -1,4 +1,5 @@
-//! The keyspace as commands see it: typed values with expiry and revisions, over redb tables.
+//! The keyspace as commands see it: typed values with expiry and revisions, over the tables'
+//! rows as [`Layers`] present them (recent changes in memory over `sm.redb`).
 //!
 //! # Tables (in `sm.redb`)
 //! - `keys`: key → record: type tag (1 byte), expiry deadline in ms (i64 LE, `i64::MAX` = none),
@@ -18,8 +19,12 @@
 //! # Must not
 //! Parse commands or format replies: that is `store::commands`.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
-use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use redb::TableDefinition;
+
+use crate::store::layers::{Layers, Table};
 
 /// Keys → records.
 pub const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
@@ -146,10 +151,6 @@ pub enum StoreError {
     ReadOnly,
 }
 
-fn storage(err: impl std::fmt::Display) -> StoreError {
-    StoreError::Storage(err.to_string())
-}
-
 /// Result of keyspace operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -185,8 +186,8 @@ fn field_key(key: &[u8], field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Access to the keyspace at one moment. Implemented by a read-only view (the read path) and
-/// by a write transaction (apply); commands are written once against this trait.
+/// Access to the keyspace at one moment. Implemented by [`View`], read-only on the read path and
+/// writing in apply; commands are written once against this trait.
 pub trait Keyspace {
     /// The time this runs at, in ms since the epoch.
     fn now_ms(&self) -> i64;
@@ -240,201 +241,40 @@ fn is_live(record: &Record, now_ms: i64) -> bool {
     record.expire_at_ms.is_none_or(|deadline| deadline > now_ms)
 }
 
-fn read_field<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    key: &[u8],
-    field: &[u8],
-) -> StoreResult<Option<Bytes>> {
-    Ok(table
-        .get(field_key(key, field).as_slice())
-        .map_err(storage)?
-        .map(|v| Bytes::copy_from_slice(v.value())))
-}
-
-fn read_fields<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    key: &[u8],
-    after: Option<&[u8]>,
-    limit: usize,
-) -> StoreResult<Vec<(Bytes, Bytes)>> {
-    let prefix = field_prefix(key);
-    let start = match after {
-        Some(after) => {
-            let mut start = field_key(key, after);
-            start.push(0);
-            start
-        }
-        None => prefix.clone(),
-    };
-    let mut out = Vec::new();
-    let range = match prefix_end(&prefix) {
-        Some(end) => table.range::<&[u8]>(start.as_slice()..end.as_slice()),
-        None => table.range::<&[u8]>(start.as_slice()..),
-    };
-    for item in range.map_err(storage)? {
-        let (k, v) = item.map_err(storage)?;
-        let k = k.value();
-        if out.len() >= limit {
-            break;
-        }
-        out.push((
-            Bytes::copy_from_slice(&k[prefix.len()..]),
-            Bytes::copy_from_slice(v.value()),
-        ));
-    }
-    Ok(out)
-}
-
-fn read_keys_after<T: ReadableTable<&'static [u8], &'static [u8]>>(
-    table: &T,
-    after: Option<&[u8]>,
-    limit: usize,
-) -> StoreResult<Vec<Bytes>> {
-    let mut out = Vec::new();
-    let range = match after {
-        Some(after) => {
-            table.range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-        }
-        None => table.range::<&[u8]>(..),
-    }
-    .map_err(storage)?;
-    for item in range {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, _) = item.map_err(storage)?;
-        out.push(Bytes::copy_from_slice(k.value()));
-    }
-    Ok(out)
-}
-
-/// The keyspace of a read transaction (the linearizable read path).
-pub struct ReadView {
-    keys: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    fields: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    expiry: ReadOnlyTable<&'static [u8], ()>,
-    scan_index: ReadOnlyTable<&'static [u8], ()>,
+/// The keyspace over one [`Layers`] view: read-only on the read path, writing into the active
+/// layer in apply.
+pub struct View {
+    layers: Layers,
     now_ms: i64,
-}
-
-impl ReadView {
-    /// Opens the tables of `txn` as seen at `now_ms`.
-    pub fn open(txn: &redb::ReadTransaction, now_ms: i64) -> StoreResult<ReadView> {
-        Ok(ReadView {
-            keys: txn.open_table(KEYS).map_err(storage)?,
-            fields: txn.open_table(FIELDS).map_err(storage)?,
-            expiry: txn.open_table(EXPIRY).map_err(storage)?,
-            scan_index: txn.open_table(SCAN_INDEX).map_err(storage)?,
-            now_ms,
-        })
-    }
-}
-
-impl Keyspace for ReadView {
-    fn now_ms(&self) -> i64 {
-        self.now_ms
-    }
-
-    fn record(&mut self, key: &[u8]) -> StoreResult<Option<Record>> {
-        match self.keys.get(key).map_err(storage)? {
-            Some(raw) => {
-                let record = Record::decode(raw.value())?;
-                Ok(is_live(&record, self.now_ms).then_some(record))
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn field(&mut self, key: &[u8], field: &[u8]) -> StoreResult<Option<Bytes>> {
-        if self.record(key)?.is_none() {
-            return Ok(None);
-        }
-        read_field(&self.fields, key, field)
-    }
-
-    fn fields(
-        &mut self,
-        key: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> StoreResult<Vec<(Bytes, Bytes)>> {
-        if self.record(key)?.is_none() {
-            return Ok(Vec::new());
-        }
-        read_fields(&self.fields, key, after, limit)
-    }
-
-    fn keys_after(&mut self, after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<Bytes>> {
-        read_keys_after(&self.keys, after, limit)
-    }
-
-    fn scan(&mut self, cursor: u64, count: usize) -> StoreResult<(Vec<Bytes>, u64)> {
-        scan_step(&self.scan_index, cursor, count)
-    }
-
-    fn random_seed(&mut self) -> u64 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        scan_hash(&nanos.to_le_bytes())
-    }
-
-    fn stored_key_count(&mut self) -> StoreResult<u64> {
-        self.keys.len().map_err(storage)
-    }
-
-    fn expired_key_count(&mut self) -> StoreResult<u64> {
-        count_due(&self.expiry, self.now_ms)
-    }
-
-    fn put_string(&mut self, _: &[u8], _: &[u8], _: Option<i64>) -> StoreResult<()> {
-        Err(StoreError::ReadOnly)
-    }
-
-    fn set_expiry(&mut self, _: &[u8], _: Option<i64>) -> StoreResult<bool> {
-        Err(StoreError::ReadOnly)
-    }
-
-    fn delete(&mut self, _: &[u8]) -> StoreResult<bool> {
-        Err(StoreError::ReadOnly)
-    }
-
-    fn put_field(&mut self, _: &[u8], _: &[u8], _: &[u8]) -> StoreResult<bool> {
-        Err(StoreError::ReadOnly)
-    }
-
-    fn delete_field(&mut self, _: &[u8], _: &[u8]) -> StoreResult<bool> {
-        Err(StoreError::ReadOnly)
-    }
-
-    fn flush(&mut self) -> StoreResult<()> {
-        Err(StoreError::ReadOnly)
-    }
-}
-
-/// The keyspace inside an apply write transaction.
-pub struct WriteView<'t> {
-    keys: Table<'t, &'static [u8], &'static [u8]>,
-    fields: Table<'t, &'static [u8], &'static [u8]>,
-    expiry: Table<'t, &'static [u8], ()>,
-    scan_index: Table<'t, &'static [u8], ()>,
-    random_calls: u64,
-    now_ms: i64,
+    /// Log index of the changes being applied (0 on the read path).
     revision: u64,
+    random_calls: u64,
+    writable: bool,
 }
 
-impl<'t> WriteView<'t> {
-    /// Opens the tables of `txn`.
-    pub fn open(txn: &'t redb::WriteTransaction) -> StoreResult<WriteView<'t>> {
-        Ok(WriteView {
-            keys: txn.open_table(KEYS).map_err(storage)?,
-            fields: txn.open_table(FIELDS).map_err(storage)?,
-            expiry: txn.open_table(EXPIRY).map_err(storage)?,
-            scan_index: txn.open_table(SCAN_INDEX).map_err(storage)?,
-            random_calls: 0,
-            now_ms: 0,
+impl View {
+    /// A read-only view of `layers` as seen at `now_ms` (the linearizable read path).
+    pub fn reader(layers: Layers, now_ms: i64) -> View {
+        View {
+            layers,
+            now_ms,
             revision: 0,
-        })
+            random_calls: 0,
+            writable: false,
+        }
+    }
+
+    /// A view that applies changes to `layers`' active layer; set the time with [`View::at`].
+    pub fn writer(layers: Layers) -> View {
+        View {
+            writable: true,
+            ..View::reader(layers, 0)
+        }
+    }
+
+    /// Gives back the layers, with the changes made through this view.
+    pub fn into_layers(self) -> Layers {
+        self.layers
     }
 
     /// Sets the time and the log index the next changes happen at.
@@ -443,8 +283,17 @@ impl<'t> WriteView<'t> {
         self.revision = revision;
     }
 
+    fn writable(&self) -> StoreResult<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(StoreError::ReadOnly)
+        }
+    }
+
     /// Removes `key` if its deadline is at or before the current time; true when it did.
     pub fn expire_if_due(&mut self, key: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
         match self.raw_record(key)? {
             Some(record) if !is_live(&record, self.now_ms) => {
                 self.remove_all(key, &record)?;
@@ -455,130 +304,83 @@ impl<'t> WriteView<'t> {
     }
 
     /// Keys whose deadline is at or before `now_ms`, earliest first, at most `limit`.
-    pub fn due_keys(&mut self, now_ms: i64, limit: usize) -> StoreResult<Vec<Bytes>> {
-        due_keys(&self.expiry, now_ms, limit)
+    pub fn due_keys(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<Bytes>> {
+        let mut out = Vec::new();
+        self.visit_due(now_ms, |key| {
+            if out.len() >= limit {
+                return false;
+            }
+            out.push(Bytes::copy_from_slice(key));
+            true
+        })?;
+        Ok(out)
     }
 
-    fn raw_record(&mut self, key: &[u8]) -> StoreResult<Option<Record>> {
-        match self.keys.get(key).map_err(storage)? {
-            Some(raw) => Ok(Some(Record::decode(raw.value())?)),
+    /// Calls `visit` with each key due at `now_ms`, earliest first, while it returns true.
+    fn visit_due(&self, now_ms: i64, mut visit: impl FnMut(&[u8]) -> bool) -> StoreResult<()> {
+        let end = expiry_key(now_ms, &[]);
+        self.layers
+            .range(Table::Expiry, Bound::Unbounded, Bound::Unbounded, |k, _| {
+                if k.len() < 8 || k[..8] > end[..8] {
+                    return Ok(false);
+                }
+                Ok(visit(&k[8..]))
+            })
+    }
+
+    fn raw_record(&self, key: &[u8]) -> StoreResult<Option<Record>> {
+        match self.layers.get(Table::Keys, key)? {
+            Some(raw) => Ok(Some(Record::decode(&raw)?)),
             None => Ok(None),
         }
     }
 
     fn write_record(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
         let existed = self
-            .keys
-            .insert(key, record.encode().as_slice())
-            .map_err(storage)?
-            .is_some();
+            .layers
+            .insert(Table::Keys, key, record.encode().as_slice())?;
         if !existed {
-            self.scan_index
-                .insert(scan_index_key(key).as_slice(), ())
-                .map_err(storage)?;
+            self.layers
+                .insert_index_row(Table::ScanIndex, &scan_index_key(key));
         }
         Ok(())
     }
 
     /// Removes a record and everything hanging off it, live or not.
     fn remove_all(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
-        self.keys.remove(key).map_err(storage)?;
-        self.scan_index
-            .remove(scan_index_key(key).as_slice())
-            .map_err(storage)?;
+        self.layers.remove(Table::Keys, key)?;
+        self.layers
+            .remove_index_row(Table::ScanIndex, &scan_index_key(key));
         if let Some(deadline) = record.expire_at_ms {
-            self.expiry
-                .remove(expiry_key(deadline, key).as_slice())
-                .map_err(storage)?;
+            self.layers
+                .remove_index_row(Table::Expiry, &expiry_key(deadline, key));
         }
         if record.kind == Kind::Hash {
             let prefix = field_prefix(key);
-            match prefix_end(&prefix) {
-                Some(end) => self
-                    .fields
-                    .retain_in::<&[u8], _>(prefix.as_slice()..end.as_slice(), |_, _| false),
-                None => self
-                    .fields
-                    .retain_in::<&[u8], _>(prefix.as_slice().., |_, _| false),
-            }
-            .map_err(storage)?;
+            let end = prefix_end(&prefix);
+            self.layers.remove_range(
+                Table::Fields,
+                Bound::Included(&prefix),
+                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            )?;
         }
         Ok(())
     }
 
-    /// The record if live; an expired one is removed on the way.
+    /// The record if live; in apply an expired one is removed on the way.
     fn live_record(&mut self, key: &[u8]) -> StoreResult<Option<Record>> {
         match self.raw_record(key)? {
             Some(record) if is_live(&record, self.now_ms) => Ok(Some(record)),
-            Some(record) => {
+            Some(record) if self.writable => {
                 self.remove_all(key, &record)?;
                 Ok(None)
             }
-            None => Ok(None),
+            _ => Ok(None),
         }
     }
 }
 
-/// One SCAN step over a scan index (see [`Keyspace::scan`]).
-fn scan_step<T: ReadableTable<&'static [u8], ()>>(
-    table: &T,
-    cursor: u64,
-    count: usize,
-) -> StoreResult<(Vec<Bytes>, u64)> {
-    let start = cursor.to_be_bytes();
-    let mut out = Vec::new();
-    let mut last_hash = None;
-    for item in table.range::<&[u8]>(start.as_slice()..).map_err(storage)? {
-        let (k, _) = item.map_err(storage)?;
-        let k = k.value();
-        let hash = u64::from_be_bytes(k[..8].try_into().expect("8-byte hash prefix"));
-        if out.len() >= count.max(1) && last_hash != Some(hash) {
-            // Resume at this hash next time; equal hashes never straddle two steps.
-            return Ok((out, hash.max(1)));
-        }
-        last_hash = Some(hash);
-        out.push(Bytes::copy_from_slice(&k[8..]));
-    }
-    Ok((out, 0))
-}
-
-/// How many keys in an expiry index are due at `now_ms`.
-fn count_due<T: ReadableTable<&'static [u8], ()>>(table: &T, now_ms: i64) -> StoreResult<u64> {
-    let end = expiry_key(now_ms, &[]);
-    let mut count = 0;
-    for item in table.range::<&[u8]>(..).map_err(storage)? {
-        let (k, _) = item.map_err(storage)?;
-        if k.value().len() < 8 || k.value()[..8] > end[..8] {
-            break;
-        }
-        count += 1;
-    }
-    Ok(count)
-}
-
-/// Keys due for expiry at `now_ms` in an expiry index.
-pub fn due_keys<T: ReadableTable<&'static [u8], ()>>(
-    table: &T,
-    now_ms: i64,
-    limit: usize,
-) -> StoreResult<Vec<Bytes>> {
-    let end = expiry_key(now_ms, &[]);
-    let mut out = Vec::new();
-    for item in table.range::<&[u8]>(..).map_err(storage)? {
-        if out.len() >= limit {
-            break;
-        }
-        let (k, _) = item.map_err(storage)?;
-        let k = k.value();
-        if k.len() < 8 || k[..8] > end[..8] {
-            break;
-        }
-        out.push(Bytes::copy_from_slice(&k[8..]));
-    }
-    Ok(out)
-}
-
-impl Keyspace for WriteView<'_> {
+impl Keyspace for View {
     fn now_ms(&self) -> i64 {
         self.now_ms
     }
@@ -591,7 +393,7 @@ impl Keyspace for WriteView<'_> {
         if self.live_record(key)?.is_none() {
             return Ok(None);
         }
-        read_field(&self.fields, key, field)
+        self.layers.get(Table::Fields, &field_key(key, field))
     }
 
     fn fields(
@@ -603,18 +405,77 @@ impl Keyspace for WriteView<'_> {
         if self.live_record(key)?.is_none() {
             return Ok(Vec::new());
         }
-        read_fields(&self.fields, key, after, limit)
+        let prefix = field_prefix(key);
+        let start = match after {
+            Some(after) => {
+                let mut start = field_key(key, after);
+                start.push(0);
+                start
+            }
+            None => prefix.clone(),
+        };
+        let end = prefix_end(&prefix);
+        let mut out = Vec::new();
+        self.layers.range(
+            Table::Fields,
+            Bound::Included(&start),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            |k, v| {
+                if out.len() >= limit {
+                    return Ok(false);
+                }
+                out.push((k.slice(prefix.len()..), v.clone()));
+                Ok(true)
+            },
+        )?;
+        Ok(out)
     }
 
     fn keys_after(&mut self, after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<Bytes>> {
-        read_keys_after(&self.keys, after, limit)
+        let mut out = Vec::new();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.layers
+            .range(Table::Keys, start, Bound::Unbounded, |k, _| {
+                if out.len() >= limit {
+                    return Ok(false);
+                }
+                out.push(k.clone());
+                Ok(true)
+            })?;
+        Ok(out)
     }
 
     fn scan(&mut self, cursor: u64, count: usize) -> StoreResult<(Vec<Bytes>, u64)> {
-        scan_step(&self.scan_index, cursor, count)
+        let start = cursor.to_be_bytes();
+        let mut out = Vec::new();
+        let mut last_hash = None;
+        let mut next_cursor = 0;
+        self.layers.range(
+            Table::ScanIndex,
+            Bound::Included(start.as_slice()),
+            Bound::Unbounded,
+            |k, _| {
+                let hash = u64::from_be_bytes(k[..8].try_into().expect("8-byte hash prefix"));
+                if out.len() >= count.max(1) && last_hash != Some(hash) {
+                    // Resume at this hash next time; equal hashes never straddle two steps.
+                    next_cursor = hash.max(1);
+                    return Ok(false);
+                }
+                last_hash = Some(hash);
+                out.push(k.slice(8..));
+                Ok(true)
+            },
+        )?;
+        Ok((out, next_cursor))
     }
 
     fn random_seed(&mut self) -> u64 {
+        if !self.writable {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            return scan_hash(&nanos.to_le_bytes());
+        }
         self.random_calls += 1;
         let mut seed = self.revision.to_le_bytes().to_vec();
         seed.extend_from_slice(&self.random_calls.to_le_bytes());
@@ -622,11 +483,16 @@ impl Keyspace for WriteView<'_> {
     }
 
     fn stored_key_count(&mut self) -> StoreResult<u64> {
-        self.keys.len().map_err(storage)
+        Ok(self.layers.key_count())
     }
 
     fn expired_key_count(&mut self) -> StoreResult<u64> {
-        count_due(&self.expiry, self.now_ms)
+        let mut count = 0;
+        self.visit_due(self.now_ms, |_| {
+            count += 1;
+            true
+        })?;
+        Ok(count)
     }
 
     fn put_string(
@@ -635,8 +501,17 @@ impl Keyspace for WriteView<'_> {
         value: &[u8],
         expire_at_ms: Option<i64>,
     ) -> StoreResult<()> {
-        if let Some(old) = self.raw_record(key)? {
-            self.remove_all(key, &old)?;
+        self.writable()?;
+        match self.raw_record(key)? {
+            Some(old) if old.kind == Kind::Hash => self.remove_all(key, &old)?,
+            // A string is overwritten in place: only a changed deadline moves in the index.
+            Some(Record {
+                expire_at_ms: Some(old_deadline),
+                ..
+            }) if Some(old_deadline) != expire_at_ms => self
+                .layers
+                .remove_index_row(Table::Expiry, &expiry_key(old_deadline, key)),
+            _ => {}
         }
         let record = Record {
             kind: Kind::String,
@@ -646,34 +521,33 @@ impl Keyspace for WriteView<'_> {
         };
         self.write_record(key, &record)?;
         if let Some(deadline) = expire_at_ms {
-            self.expiry
-                .insert(expiry_key(deadline, key).as_slice(), ())
-                .map_err(storage)?;
+            self.layers
+                .insert_index_row(Table::Expiry, &expiry_key(deadline, key));
         }
         Ok(())
     }
 
     fn set_expiry(&mut self, key: &[u8], expire_at_ms: Option<i64>) -> StoreResult<bool> {
+        self.writable()?;
         let Some(mut record) = self.live_record(key)? else {
             return Ok(false);
         };
         if let Some(old) = record.expire_at_ms {
-            self.expiry
-                .remove(expiry_key(old, key).as_slice())
-                .map_err(storage)?;
+            self.layers
+                .remove_index_row(Table::Expiry, &expiry_key(old, key));
         }
         record.expire_at_ms = expire_at_ms;
         record.revision = self.revision;
         self.write_record(key, &record)?;
         if let Some(deadline) = expire_at_ms {
-            self.expiry
-                .insert(expiry_key(deadline, key).as_slice(), ())
-                .map_err(storage)?;
+            self.layers
+                .insert_index_row(Table::Expiry, &expiry_key(deadline, key));
         }
         Ok(true)
     }
 
     fn delete(&mut self, key: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
         match self.raw_record(key)? {
             Some(record) => {
                 let live = is_live(&record, self.now_ms);
@@ -685,6 +559,7 @@ impl Keyspace for WriteView<'_> {
     }
 
     fn put_field(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
         let mut record = match self.live_record(key)? {
             Some(record) => record,
             None => Record {
@@ -694,12 +569,9 @@ impl Keyspace for WriteView<'_> {
                 payload: Bytes::copy_from_slice(&0u64.to_le_bytes()),
             },
         };
-        let fk = field_key(key, field);
-        let is_new = self
-            .fields
-            .insert(fk.as_slice(), value)
-            .map_err(storage)?
-            .is_none();
+        let is_new = !self
+            .layers
+            .insert(Table::Fields, &field_key(key, field), value)?;
         let count = record.field_count() + u64::from(is_new);
         record.payload = Bytes::copy_from_slice(&count.to_le_bytes());
         record.revision = self.revision;
@@ -708,14 +580,11 @@ impl Keyspace for WriteView<'_> {
     }
 
     fn delete_field(&mut self, key: &[u8], field: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
         let Some(mut record) = self.live_record(key)? else {
             return Ok(false);
         };
-        let existed = self
-            .fields
-            .remove(field_key(key, field).as_slice())
-            .map_err(storage)?
-            .is_some();
+        let existed = self.layers.remove(Table::Fields, &field_key(key, field))?;
         if existed {
             let count = record.field_count().saturating_sub(1);
             if count == 0 {
@@ -730,10 +599,79 @@ impl Keyspace for WriteView<'_> {
     }
 
     fn flush(&mut self) -> StoreResult<()> {
-        self.keys.retain(|_, _| false).map_err(storage)?;
-        self.fields.retain(|_, _| false).map_err(storage)?;
-        self.expiry.retain(|_, _| false).map_err(storage)?;
-        self.scan_index.retain(|_, _| false).map_err(storage)?;
+        self.writable()?;
+        self.layers.clear();
         Ok(())
+    }
+}
+
+/// A keyspace over an in-memory redb for unit tests of commands.
+#[cfg(test)]
+pub mod testing {
+    use std::cell::{Cell, RefCell};
+
+    use redb::ReadableDatabase;
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+    use crate::store::layers::{Base, write_layer};
+
+    /// Writes apply like log entries; every other write is then flushed to redb, so commands
+    /// read through both an in-memory layer and the redb tables under it.
+    pub struct TestStore {
+        db: redb::Database,
+        layers: RefCell<Layers>,
+        writes: Cell<u64>,
+    }
+
+    impl Default for TestStore {
+        fn default() -> TestStore {
+            let db = redb::Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .expect("in-memory database");
+            let txn = db.begin_write().expect("write");
+            txn.open_table(KEYS).expect("keys");
+            txn.open_table(FIELDS).expect("fields");
+            txn.open_table(EXPIRY).expect("expiry");
+            txn.open_table(SCAN_INDEX).expect("scan index");
+            txn.commit().expect("commit");
+            let base = Base::open(&db.begin_read().expect("read")).expect("base");
+            TestStore {
+                layers: RefCell::new(Layers::new(base).expect("layers")),
+                db,
+                writes: Cell::new(0),
+            }
+        }
+    }
+
+    impl TestStore {
+        /// An empty keyspace.
+        pub fn new() -> TestStore {
+            TestStore::default()
+        }
+
+        /// Runs `f` on a writing view at `now_ms` and log index `revision`, and keeps its changes.
+        pub fn write<T>(&self, now_ms: i64, revision: u64, f: impl FnOnce(&mut View) -> T) -> T {
+            let mut view = View::writer(self.layers.borrow().clone());
+            view.at(now_ms, revision);
+            let out = f(&mut view);
+            let mut layers = view.into_layers();
+            self.writes.set(self.writes.get() + 1);
+            if self.writes.get().is_multiple_of(2) {
+                let frozen = layers.freeze();
+                let txn = self.db.begin_write().expect("write");
+                write_layer(&frozen, &txn).expect("write layer");
+                txn.commit().expect("commit");
+                layers
+                    .replace_base(Base::open(&self.db.begin_read().expect("read")).expect("base"));
+            }
+            *self.layers.borrow_mut() = layers;
+            out
+        }
+
+        /// A read-only view at `now_ms`.
+        pub fn reader(&self, now_ms: i64) -> View {
+            View::reader(self.layers.borrow().clone(), now_ms)
+        }
     }
 }

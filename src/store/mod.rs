@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod keyspace;
+pub mod layers;
 pub mod request;
 pub mod state_machine;
 

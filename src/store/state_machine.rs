@@ -10,48 +10,51 @@
 //! applied entry carried, so it never goes backwards even if a new leader's clock is behind:
 //! a key that expired stays expired.
 //!
-//! # Durability argument
-//! Apply batches commit with `Durability::None` (no fsync): the raft log is the durable record,
-//! and after a crash the state machine comes back at its last durable commit with a matching
-//! `last_applied`, from where openraft re-applies the log. This is only safe while the log still
-//! holds every entry above the state machine's durable point. openraft purges the log only below
-//! a snapshot, and [`SnapshotBuilder::build_snapshot`] makes the state machine durable up to the
-//! snapshot's index before it returns: it opens the read transaction the snapshot is taken from,
-//! then commits an empty transaction with `Durability::Immediate`, which persists every commit
-//! the read transaction can see. Every `durable_every_batches` apply batches commit durably too,
-//! which bounds the replay after a crash and lets redb reclaim pages.
+//! # Layers and durability
+//! Apply writes into the active in-memory layer of [`Layers`] (no redb transaction per batch);
+//! readers clone the layers (O(1)) and never wait for apply. Once the active layer holds
+//! `FLUSH_BYTES` or is `FLUSH_INTERVAL` old it is frozen and a background thread writes it, with
+//! the matching `last_applied`, membership and clock, to `sm.redb` in one durable transaction,
+//! then swaps it for a new base. A crash loses only layers not yet written: the state machine
+//! comes back at its last flush with a matching `last_applied`, and openraft re-applies the log
+//! from there. That is safe while the log still holds every entry above the last flush: openraft
+//! purges the log only below a snapshot, and [`SnapshotBuilder::build_snapshot`] flushes every
+//! applied entry before it reads the snapshot from redb.
 //!
 //! # Disk space
-//! On a nearly full disk (see [`DiskSpace::is_low`]) every apply batch commits durably: redb
-//! can reuse the pages a commit replaces only once a durable commit no longer needs them, so
-//! without it the file would keep growing until the next periodic durable commit.
+//! On a nearly full disk (see [`DiskSpace::is_tight_for`]) every apply batch is flushed before
+//! it answers, so the space it takes shows at once (to admission control, or as an error before
+//! the write is acknowledged) and re-applying the log after a restart fits in the same space.
 //! A snapshot that would not fit in the free space (about the newest snapshot's size plus a
 //! margin) is deferred rather than left to fail half-way: openraft asks again after later
 //! applies and the log is purged once one fits.
 //!
 //! # Must not
 //! Read a clock or randomness during apply (replicas must compute identical results), or run redb
-//! IO on a tokio worker (it runs under `spawn_blocking`). Storage failures are returned as
+//! IO on a tokio worker (it runs under `spawn_blocking` or on the flush thread). Storage failures are returned as
 //! `io::Error`, which stops the raft node rather than let replicas diverge.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Claim, DiskSpace};
 use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::resp::Reply;
 use crate::store::commands;
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, ReadView, SCAN_INDEX, WriteView};
+use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, SCAN_INDEX, View};
+use crate::store::layers::{Base, Layer, Layers, write_layer};
 use crate::store::request::{Request, Response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -67,6 +70,12 @@ const FORMAT_VERSION: u8 = 1;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RDRFTSNP";
 /// Free space a snapshot needs beyond its estimated size.
 const SNAPSHOT_SPACE_MARGIN: u64 = 8 * 1024 * 1024;
+/// The active layer is frozen and flushed to redb once it holds this much…
+const FLUSH_BYTES: usize = 32 * 1024 * 1024;
+/// …or is this old.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Apply waits for the flush in flight when the active layer has grown this large meanwhile.
+const FLUSH_BACKPRESSURE_BYTES: usize = 4 * FLUSH_BYTES;
 
 /// Errors that stop the node: anything from redb or the filesystem.
 fn io_error(err: impl std::fmt::Display) -> io::Error {
@@ -137,20 +146,22 @@ pub struct Read {
 }
 
 /// Reads the applied state outside of raft, for reads already linearized by the caller.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreReader {
-    db: Arc<Database>,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    shared: Arc<Shared>,
+    clock: Arc<AtomicI64>,
 }
 
 impl StoreReader {
-    /// Serves `reads` from one read transaction (blocking: call it off the tokio workers), at
-    /// the later of this node's clock and the state machine's clock, so a key that expired in
-    /// the log never shows again.
+    /// The time reads run at: the later of this node's clock and the state machine's clock, so
+    /// a key that expired in the log never shows again.
+    fn now_ms(&self) -> i64 {
+        wall_clock_ms().max(self.clock.load(Ordering::Acquire))
+    }
+
+    /// Serves `reads` from one consistent view of everything applied so far.
     pub fn read_many(&self, reads: &[Read]) -> io::Result<Vec<Reply>> {
-        let now = wall_clock_ms().max(self.clock.load(std::sync::atomic::Ordering::Acquire));
-        let txn = self.db.begin_read().map_err(io_error)?;
-        let mut view = ReadView::open(&txn, now).map_err(io_error)?;
+        let mut view = View::reader(self.shared.layers(), self.now_ms());
         let mut out = Vec::with_capacity(reads.len());
         for read in reads {
             out.push(commands::execute(&mut view, &read.args).map_err(io_error)?);
@@ -160,17 +171,195 @@ impl StoreReader {
 
     /// Keys past their deadline at `now_ms` (for the leader's active expiry), at most `limit`.
     pub fn due_keys(&self, now_ms: i64, limit: usize) -> io::Result<Vec<Bytes>> {
-        let txn = self.db.begin_read().map_err(io_error)?;
-        let expiry = txn.open_table(EXPIRY).map_err(io_error)?;
-        crate::store::keyspace::due_keys(&expiry, now_ms, limit).map_err(io_error)
+        View::reader(self.shared.layers(), now_ms)
+            .due_keys(now_ms, limit)
+            .map_err(io_error)
     }
 
     /// Number of keys, without linearizing (INFO keyspace).
     pub fn key_count(&self) -> io::Result<u64> {
-        let txn = self.db.begin_read().map_err(io_error)?;
-        let now = wall_clock_ms().max(self.clock.load(std::sync::atomic::Ordering::Acquire));
-        let mut view = ReadView::open(&txn, now).map_err(io_error)?;
+        let mut view = View::reader(self.shared.layers(), self.now_ms());
         commands::keys::live_key_count(&mut view).map_err(io_error)
+    }
+}
+
+/// What the state machine has applied: stored with the rows it describes.
+#[derive(Clone, Debug, Default)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    clock: i64,
+}
+
+impl AppliedState {
+    fn read(db: &Database) -> io::Result<AppliedState> {
+        let txn = db.begin_read().map_err(io_error)?;
+        let meta = txn.open_table(META).map_err(io_error)?;
+        let get = |name: &str| -> io::Result<Option<Vec<u8>>> {
+            Ok(meta
+                .get(name)
+                .map_err(io_error)?
+                .map(|v| v.value().to_vec()))
+        };
+        Ok(AppliedState {
+            last_applied: match get(META_LAST_APPLIED)? {
+                Some(v) => decode_meta(&v)?,
+                None => None,
+            },
+            membership: match get(META_MEMBERSHIP)? {
+                Some(v) => decode_meta(&v)?,
+                None => StoredMembership::default(),
+            },
+            clock: match get(META_CLOCK)? {
+                Some(v) => decode_meta(&v)?,
+                None => 0,
+            },
+        })
+    }
+
+    fn write(&self, txn: &redb::WriteTransaction) -> io::Result<()> {
+        let mut meta = txn.open_table(META).map_err(io_error)?;
+        meta.insert(
+            META_LAST_APPLIED,
+            encode_meta(&self.last_applied)?.as_slice(),
+        )
+        .map_err(io_error)?;
+        meta.insert(META_MEMBERSHIP, encode_meta(&self.membership)?.as_slice())
+            .map_err(io_error)?;
+        meta.insert(META_CLOCK, encode_meta(&self.clock)?.as_slice())
+            .map_err(io_error)?;
+        Ok(())
+    }
+}
+
+/// The applied state as readers, apply and the flusher share it.
+struct Published {
+    layers: Layers,
+    applied: AppliedState,
+    /// When the active layer was last frozen (or the state machine opened).
+    last_freeze: Instant,
+    /// Entries were applied since then (some change only `applied`, not the rows).
+    unflushed: bool,
+    /// Why a flush failed: every later apply fails with it, which stops raft.
+    flush_failure: Option<String>,
+}
+
+/// A frozen layer and the applied state it brings redb to.
+struct Frozen {
+    layer: Arc<Layer>,
+    applied: AppliedState,
+}
+
+/// State shared by the state machine, its readers, snapshot builders and flushes.
+struct Shared {
+    db: Arc<Database>,
+    published: Mutex<Published>,
+    /// Notified when a frozen layer has been flushed (or failed to).
+    flushed: Condvar,
+    /// Held by whoever changes the active layer: apply, a snapshot's flush, a snapshot install.
+    writer: Mutex<()>,
+    /// Told when a flush has made admitted writes durable.
+    disk: DiskSpace,
+}
+
+/// Locks a mutex; a panic while it was held already stopped the node, so poison is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn layers(&self) -> Layers {
+        lock(&self.published).layers.clone()
+    }
+
+    /// Waits until no frozen layer is in flight; fails if a flush failed.
+    fn wait_flushed<'a>(
+        &'a self,
+        mut published: MutexGuard<'a, Published>,
+    ) -> io::Result<MutexGuard<'a, Published>> {
+        loop {
+            if let Some(failure) = &published.flush_failure {
+                return Err(io_error(format!("state machine flush failed: {failure}")));
+            }
+            if published.layers.frozen().is_none() {
+                return Ok(published);
+            }
+            published = self
+                .flushed
+                .wait(published)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Freezes the active layer (first waiting for one in flight); `None` if it is empty.
+    /// The caller holds `writer`.
+    fn freeze(&self) -> io::Result<Option<Frozen>> {
+        let mut published = self.wait_flushed(lock(&self.published))?;
+        if !published.unflushed {
+            return Ok(None);
+        }
+        published.last_freeze = Instant::now();
+        published.unflushed = false;
+        Ok(Some(Frozen {
+            layer: published.layers.freeze(),
+            applied: published.applied.clone(),
+        }))
+    }
+
+    /// Writes a frozen layer to redb in one durable transaction, then reads through a new base.
+    fn flush(&self, frozen: Frozen) -> io::Result<()> {
+        let written = (|| {
+            let txn = self.db.begin_write().map_err(io_error)?;
+            write_layer(&frozen.layer, &txn).map_err(io_error)?;
+            frozen.applied.write(&txn)?;
+            txn.commit().map_err(io_error)?;
+            Base::open(&self.db.begin_read().map_err(io_error)?).map_err(io_error)
+        })();
+        let mut published = lock(&self.published);
+        let outcome = match written {
+            Ok(base) => {
+                published.layers.replace_base(base);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "state machine flush failed");
+                published.flush_failure = Some(err.to_string());
+                Err(err)
+            }
+        };
+        drop(published);
+        self.flushed.notify_all();
+        self.disk.settle();
+        outcome
+    }
+
+    /// Flushes what was applied more than `FLUSH_INTERVAL` ago when no apply came since to do it
+    /// (blocking): an idle node holds no stale layer in memory and replays little after a crash.
+    fn flush_if_idle(&self) -> io::Result<()> {
+        {
+            let published = lock(&self.published);
+            if !published.unflushed
+                || published.layers.frozen().is_some()
+                || published.last_freeze.elapsed() < FLUSH_INTERVAL
+            {
+                return Ok(());
+            }
+        }
+        self.flush_all()
+    }
+
+    /// Makes everything applied so far durable in redb (blocking).
+    fn flush_all(&self) -> io::Result<()> {
+        let frozen = {
+            let _writer = lock(&self.writer);
+            self.freeze()?
+        };
+        match frozen {
+            Some(frozen) => self.flush(frozen),
+            None => Ok(()),
+        }
     }
 }
 
@@ -279,11 +468,9 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// The state machine openraft drives.
 pub struct StateMachine {
-    db: Arc<Database>,
-    clock: Arc<std::sync::atomic::AtomicI64>,
+    shared: Arc<Shared>,
+    clock: Arc<AtomicI64>,
     snapshots: SnapshotDir,
-    batches_since_durable: u32,
-    durable_every_batches: u32,
     /// Checked before a snapshot is built (no reserve: always built).
     disk: DiskSpace,
     /// Whether the last snapshot attempt was deferred for lack of space (logged once).
@@ -291,8 +478,10 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens (or creates) `dir/sm.redb` and `dir/snapshots/`.
-    pub fn open(dir: &Path, cache_size_bytes: usize) -> io::Result<StateMachine> {
+    /// Opens (or creates) `dir/sm.redb` and `dir/snapshots/`; `disk` defers snapshots that would
+    /// not fit (one failing half-way for lack of space would stop raft) and learns when flushes
+    /// make admitted writes durable.
+    pub fn open(dir: &Path, cache_size_bytes: usize, disk: DiskSpace) -> io::Result<StateMachine> {
         let snapshot_path = dir.join("snapshots");
         fs::create_dir_all(&snapshot_path)?;
         let db = Database::builder()
@@ -317,36 +506,46 @@ impl StateMachine {
             txn.open_table(META).map_err(io_error)?;
             txn.commit().map_err(io_error)?;
         }
-        let clock = {
-            let txn = db.begin_read().map_err(io_error)?;
-            match txn
-                .open_table(META)
-                .map_err(io_error)?
-                .get(META_CLOCK)
-                .map_err(io_error)?
-            {
-                Some(v) => decode_meta::<i64>(v.value())?,
-                None => 0,
-            }
-        };
-        Ok(StateMachine {
-            clock: Arc::new(std::sync::atomic::AtomicI64::new(clock)),
+        let applied = AppliedState::read(&db)?;
+        let clock = Arc::new(AtomicI64::new(applied.clock));
+        let layers =
+            Layers::new(Base::open(&db.begin_read().map_err(io_error)?).map_err(io_error)?)
+                .map_err(io_error)?;
+        let shared = Arc::new(Shared {
             db: Arc::new(db),
+            published: Mutex::new(Published {
+                layers,
+                applied,
+                last_freeze: Instant::now(),
+                unflushed: false,
+                flush_failure: None,
+            }),
+            flushed: Condvar::new(),
+            writer: Mutex::new(()),
+            disk: disk.clone(),
+        });
+        // Until the state machine is dropped, flush layers that no apply came to flush.
+        let idle = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("sm-idle-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    let Some(shared) = idle.upgrade() else { return };
+                    if shared.flush_if_idle().is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(StateMachine {
+            clock,
+            shared,
             snapshots: SnapshotDir {
                 path: snapshot_path,
             },
-            batches_since_durable: 0,
-            durable_every_batches: 1024,
-            disk: DiskSpace::new(dir, 0),
+            disk,
             snapshot_deferred: false,
         })
-    }
-
-    /// Defers snapshots that would not fit in the free space of `disk` (a snapshot failing
-    /// half-way for lack of space would stop raft).
-    pub fn with_disk_space(mut self, disk: DiskSpace) -> StateMachine {
-        self.disk = disk;
-        self
     }
 
     /// Claims the disk space a new snapshot needs: about as much as the newest one (or, before
@@ -365,10 +564,10 @@ impl StateMachine {
         self.disk.claim(needed)
     }
 
-    /// Bytes of keys and values the state machine's tables hold now.
+    /// Bytes of keys and values the state machine's tables hold in redb.
     fn stored_bytes(&self) -> Result<u64, redb::Error> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.db.begin_read()?;
         let mut bytes = 0;
         for table in [KEYS, FIELDS] {
             match txn.open_table(table) {
@@ -383,29 +582,15 @@ impl StateMachine {
     /// A handle for reads outside of raft.
     pub fn reader(&self) -> StoreReader {
         StoreReader {
-            db: self.db.clone(),
+            shared: self.shared.clone(),
             clock: self.clock.clone(),
         }
     }
-
-    fn read_applied_state(db: &Database) -> io::Result<(Option<LogId>, StoredMembership)> {
-        let txn = db.begin_read().map_err(io_error)?;
-        let meta = txn.open_table(META).map_err(io_error)?;
-        let last_applied = match meta.get(META_LAST_APPLIED).map_err(io_error)? {
-            Some(v) => decode_meta(v.value())?,
-            None => None,
-        };
-        let membership = match meta.get(META_MEMBERSHIP).map_err(io_error)? {
-            Some(v) => decode_meta(v.value())?,
-            None => StoredMembership::default(),
-        };
-        Ok((last_applied, membership))
-    }
 }
 
-/// Applies one request inside an open write transaction; returns its response.
+/// Applies one request to the active layer; returns its response.
 fn apply_request(
-    view: &mut WriteView<'_>,
+    view: &mut View,
     request: &Request,
     clock: &mut i64,
     index: u64,
@@ -466,62 +651,71 @@ type Applied = Vec<(
     Response,
 )>;
 
-/// Applies a batch of entries in one write transaction (blocking).
+/// Applies a batch of entries to the active layer (blocking); with `flush`, or once the layer
+/// is large or old enough, freezes it and writes it to redb: at once with `flush`, otherwise on
+/// a flush thread.
 fn apply_batch(
-    db: &Database,
+    shared: &Arc<Shared>,
     entries: Vec<EntryResponder<TypeConfig>>,
-    durable: bool,
-    clock: &std::sync::atomic::AtomicI64,
+    flush: bool,
+    clock: &AtomicI64,
 ) -> io::Result<Applied> {
-    let mut txn = db.begin_write().map_err(io_error)?;
-    if !durable {
-        txn.set_durability(Durability::None).map_err(io_error)?;
-    }
+    let writer = lock(&shared.writer);
+    let (layers, mut state) = {
+        let published = lock(&shared.published);
+        if let Some(failure) = &published.flush_failure {
+            return Err(io_error(format!("state machine flush failed: {failure}")));
+        }
+        (published.layers.clone(), published.applied.clone())
+    };
+    let mut view = View::writer(layers);
     let mut applied = Vec::with_capacity(entries.len());
-    {
-        let mut view = WriteView::open(&txn).map_err(io_error)?;
-        let mut meta = txn.open_table(META).map_err(io_error)?;
-        let mut last_applied = None;
-        let mut membership = None;
-        let mut now = clock.load(std::sync::atomic::Ordering::Acquire);
-        for (entry, responder) in entries {
-            let response = match &entry.payload {
-                EntryPayload::Blank => Response::Reply(Reply::ok()),
-                EntryPayload::Normal(request) => {
-                    apply_request(&mut view, request, &mut now, entry.log_id.index)?
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
-                    Response::Reply(Reply::ok())
-                }
-            };
-            last_applied = Some(entry.log_id);
-            applied.push((responder, response));
-        }
-        if let Some(last_applied) = last_applied {
-            meta.insert(
-                META_LAST_APPLIED,
-                encode_meta(&Some(last_applied))?.as_slice(),
-            )
-            .map_err(io_error)?;
-        }
-        if let Some(membership) = membership {
-            meta.insert(META_MEMBERSHIP, encode_meta(&membership)?.as_slice())
+    for (entry, responder) in entries {
+        let response = match &entry.payload {
+            EntryPayload::Blank => Response::Reply(Reply::ok()),
+            EntryPayload::Normal(request) => {
+                apply_request(&mut view, request, &mut state.clock, entry.log_id.index)?
+            }
+            EntryPayload::Membership(m) => {
+                state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Response::Reply(Reply::ok())
+            }
+        };
+        state.last_applied = Some(entry.log_id);
+        applied.push((responder, response));
+    }
+    clock.fetch_max(state.clock, Ordering::AcqRel);
+    let due = {
+        let mut published = lock(&shared.published);
+        // Only the active layer: a flush may have replaced the frozen layer and base meanwhile.
+        published.layers.adopt_active(view.into_layers());
+        published.applied = state;
+        published.unflushed = true;
+        let active = published.layers.active();
+        let in_flight = published.layers.frozen().is_some();
+        let due =
+            active.bytes() >= FLUSH_BYTES || published.last_freeze.elapsed() >= FLUSH_INTERVAL;
+        // With a flush in flight a due layer waits for it, unless it has grown far too large.
+        flush || (due && !in_flight) || active.bytes() >= FLUSH_BACKPRESSURE_BYTES
+    };
+    if due && let Some(frozen) = shared.freeze()? {
+        drop(writer);
+        if flush {
+            shared.flush(frozen)?;
+        } else {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("sm-flush".into())
+                .spawn(move || shared.flush(frozen))
                 .map_err(io_error)?;
         }
-        meta.insert(META_CLOCK, encode_meta(&now)?.as_slice())
-            .map_err(io_error)?;
-        drop(view);
-        drop(meta);
-        txn.commit().map_err(io_error)?;
-        clock.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
     }
     Ok(applied)
 }
 
-/// Builds snapshot files from one read transaction; see the module doc for the durability step.
+/// Builds snapshot files: flushes everything applied, then writes what redb holds.
 pub struct SnapshotBuilder {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     snapshots: SnapshotDir,
     /// Disk space held for the file being built, given back when the builder is dropped.
     space: Option<Claim>,
@@ -529,15 +723,13 @@ pub struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     fn build_blocking(
-        db: &Database,
+        shared: &Shared,
         snapshots: &SnapshotDir,
     ) -> io::Result<(SnapshotMeta, PathBuf)> {
-        let read = db.begin_read().map_err(io_error)?;
-        // Persist everything `read` can see before the log below it may be purged.
-        db.begin_write()
-            .map_err(io_error)?
-            .commit()
-            .map_err(io_error)?;
+        // Everything applied so far durable in redb before the log below it may be purged;
+        // every flush is a durable commit, so whatever `read` sees is on disk.
+        shared.flush_all()?;
+        let read = shared.db.begin_read().map_err(io_error)?;
 
         let meta_table = read.open_table(META).map_err(io_error)?;
         let last_log_id: Option<LogId> =
@@ -619,10 +811,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(
         &mut self,
     ) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
-        let db = self.db.clone();
+        let shared = self.shared.clone();
         let snapshots = self.snapshots.clone();
         let (meta, path) =
-            tokio::task::spawn_blocking(move || Self::build_blocking(&db, &snapshots))
+            tokio::task::spawn_blocking(move || Self::build_blocking(&shared, &snapshots))
                 .await
                 .map_err(io_error)??;
         tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built");
@@ -633,8 +825,28 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Replaces the whole state with the contents of a snapshot file (blocking).
-fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+/// Replaces the whole state with the contents of a snapshot file (blocking): in redb, then in
+/// the layers readers see.
+fn install(shared: &Shared, path: &Path, meta: &SnapshotMeta, clock: &AtomicI64) -> io::Result<()> {
+    let _writer = lock(&shared.writer);
+    drop(shared.wait_flushed(lock(&shared.published))?);
+    let header_clock = install_blocking(&shared.db, path, meta)?;
+    let base = Base::open(&shared.db.begin_read().map_err(io_error)?).map_err(io_error)?;
+    let mut published = lock(&shared.published);
+    published.layers = Layers::new(base).map_err(io_error)?;
+    published.applied = AppliedState {
+        last_applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+        clock: header_clock,
+    };
+    published.last_freeze = Instant::now();
+    published.unflushed = false;
+    clock.fetch_max(header_clock, Ordering::AcqRel);
+    Ok(())
+}
+
+/// Replaces the contents of redb with a snapshot file's; returns the snapshot's clock.
+fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Result<i64> {
     let mut input = BufReader::new(File::open(path)?);
     let header = read_snapshot_header(&mut input)?;
     if header.last_log_id != meta.last_log_id {
@@ -692,7 +904,8 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
             )
             .map_err(io_error)?;
     }
-    txn.commit().map_err(io_error)
+    txn.commit().map_err(io_error)?;
+    Ok(header.clock)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -700,10 +913,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || Self::read_applied_state(&db))
-            .await
-            .map_err(io_error)?
+        let applied = lock(&self.shared.published).applied.clone();
+        Ok((applied.last_applied, applied.membership))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
@@ -717,21 +928,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        self.batches_since_durable += 1;
-        // On a nearly full disk every apply is durable, so replaced pages are freed at once.
-        let durable =
-            self.batches_since_durable >= self.durable_every_batches || self.disk.is_low();
-        if durable {
-            self.batches_since_durable = 0;
-        }
-        let db = self.db.clone();
+        // On a nearly full disk every batch is flushed at once, so the space it takes shows.
+        let pending = self.shared.layers().active().bytes() as u64;
+        let flush = self.disk.is_tight_for(pending);
+        let shared = self.shared.clone();
         let clock = self.clock.clone();
-        let applied = tokio::task::spawn_blocking(move || apply_batch(&db, batch, durable, &clock))
-            .await
-            .map_err(io_error)??;
-        if durable {
-            self.disk.settle();
-        }
+        let applied =
+            tokio::task::spawn_blocking(move || apply_batch(&shared, batch, flush, &clock))
+                .await
+                .map_err(io_error)??;
         for (responder, response) in applied {
             if let Some(responder) = responder {
                 responder.send(response);
@@ -763,7 +968,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder {
-            db: self.db.clone(),
+            shared: self.shared.clone(),
             snapshots: self.snapshots.clone(),
             space: None,
         }
@@ -774,11 +979,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> io::Result<()> {
-        let db = self.db.clone();
+        let shared = self.shared.clone();
+        let clock = self.clock.clone();
         let snapshots = self.snapshots.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
-            install_blocking(&db, &snapshot.path, &meta)?;
+            install(&shared, &snapshot.path, &meta, &clock)?;
             let final_path = snapshots.file_for(&meta);
             if snapshot.path != final_path {
                 fs::rename(&snapshot.path, &final_path)?;

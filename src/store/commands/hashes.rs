@@ -1183,13 +1183,11 @@ mod tests {
     use super::*;
     use crate::resp::{Protocol, Reply};
     use crate::store::commands::execute as run;
-    use crate::store::keyspace::WriteView;
+    use crate::store::keyspace::testing::TestStore;
     use bytes::BytesMut;
 
-    fn db() -> redb::Database {
-        redb::Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("in-memory database")
+    fn db() -> TestStore {
+        TestStore::new()
     }
 
     fn args(line: &[&[u8]]) -> Vec<Bytes> {
@@ -1197,15 +1195,8 @@ mod tests {
     }
 
     /// Runs `line` in a fresh write transaction at log index `index`.
-    fn exec(db: &redb::Database, index: u64, line: &[&[u8]]) -> Reply {
-        let txn = db.begin_write().expect("write txn");
-        let reply = {
-            let mut view = WriteView::open(&txn).expect("open");
-            view.at(1_000, index);
-            run(&mut view, &args(line)).expect("store")
-        };
-        txn.commit().expect("commit");
-        reply
+    fn exec(db: &TestStore, index: u64, line: &[&[u8]]) -> Reply {
+        db.write(1_000, index, |view| run(view, &args(line)).expect("store"))
     }
 
     fn encoded(reply: &Reply, protocol: Protocol) -> Vec<u8> {
@@ -1227,11 +1218,11 @@ mod tests {
         }
     }
 
-    fn fill(db: &redb::Database, key: &[u8], n: usize) {
+    fn fill(db: &TestStore, key: &[u8], n: usize) {
         fill_prefixed(db, key, n, "f");
     }
 
-    fn fill_prefixed(db: &redb::Database, key: &[u8], n: usize, prefix: &str) {
+    fn fill_prefixed(db: &TestStore, key: &[u8], n: usize, prefix: &str) {
         let mut line: Vec<Vec<u8>> = vec![b"HSET".to_vec(), key.to_vec()];
         for i in 0..n {
             line.push(format!("{prefix}{i:05}").into_bytes());
@@ -1304,7 +1295,7 @@ mod tests {
         );
     }
 
-    fn scan_all(db: &redb::Database, key: &[u8], count: &[u8]) -> (Vec<Bytes>, usize) {
+    fn scan_all(db: &TestStore, key: &[u8], count: &[u8]) -> (Vec<Bytes>, usize) {
         let mut cursor = b"0".to_vec();
         let mut seen = Vec::new();
         let mut steps = 0;
@@ -1536,9 +1527,9 @@ mod tests {
             "hscan",
         ] {
             assert!(handles(name));
-            let txn = db.begin_write().unwrap();
-            let mut view = WriteView::open(&txn).unwrap();
-            let reply = execute(&mut view, name, &args(&[name.as_bytes()])).unwrap();
+            let reply = db.write(1_000, 1, |view| {
+                execute(view, name, &args(&[name.as_bytes()])).unwrap()
+            });
             assert!(reply.is_error(), "{name}");
         }
     }

@@ -546,16 +546,15 @@ fn object_help() -> Reply {
 mod tests {
     use std::collections::{BTreeSet, HashSet};
 
-    use redb::{Database, ReadableDatabase, backends::InMemoryBackend};
-
     use super::*;
     use crate::store::commands;
-    use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, ReadView, SCAN_INDEX, WriteView};
+    use crate::store::keyspace::View;
+    use crate::store::keyspace::testing::TestStore;
 
-    /// A keyspace over an in-memory redb: writes apply like log entries (one transaction each,
-    /// at `now` and a fresh revision), reads run on a read-only view at `now`.
+    /// A keyspace over an in-memory redb: writes apply like log entries (at `now` and a fresh
+    /// revision), reads run on a read-only view at `now`.
     struct TestDb {
-        db: Database,
+        db: TestStore,
         revision: u64,
         now: i64,
     }
@@ -570,32 +569,16 @@ mod tests {
 
     impl TestDb {
         fn new() -> TestDb {
-            let db = Database::builder()
-                .create_with_backend(InMemoryBackend::new())
-                .unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(KEYS).unwrap();
-            txn.open_table(FIELDS).unwrap();
-            txn.open_table(EXPIRY).unwrap();
-            txn.open_table(SCAN_INDEX).unwrap();
-            txn.commit().unwrap();
             TestDb {
-                db,
+                db: TestStore::new(),
                 revision: 0,
                 now: 1_000_000,
             }
         }
 
-        fn with_write<T>(&mut self, f: impl FnOnce(&mut WriteView<'_>) -> T) -> T {
+        fn with_write<T>(&mut self, f: impl FnOnce(&mut View) -> T) -> T {
             self.revision += 1;
-            let txn = self.db.begin_write().unwrap();
-            let out = {
-                let mut view = WriteView::open(&txn).unwrap();
-                view.at(self.now, self.revision);
-                f(&mut view)
-            };
-            txn.commit().unwrap();
-            out
+            self.db.write(self.now, self.revision, f)
         }
 
         fn write(&mut self, words: &[&[u8]]) -> Reply {
@@ -604,8 +587,7 @@ mod tests {
         }
 
         fn read(&self, words: &[&[u8]]) -> Reply {
-            let txn = self.db.begin_read().unwrap();
-            let mut view = ReadView::open(&txn, self.now).unwrap();
+            let mut view = self.db.reader(self.now);
             commands::execute(&mut view, &args(words)).unwrap()
         }
 
@@ -1055,8 +1037,7 @@ mod tests {
                     commands::execute(ks, command).unwrap();
                 }
             });
-            let txn = db.db.begin_read().unwrap();
-            let mut view = ReadView::open(&txn, db.now).unwrap();
+            let mut view = db.db.reader(db.now);
             for command in &commands {
                 match commands::execute(&mut view, command) {
                     Ok(_) | Err(crate::store::keyspace::StoreError::ReadOnly) => {}

@@ -603,26 +603,18 @@ fn lcs<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::keyspace::WriteView;
+    use crate::store::keyspace::View;
+    use crate::store::keyspace::testing::TestStore;
 
     /// A write view over an in-memory database, at time `NOW`.
-    fn with_keyspace(test: impl FnOnce(&mut WriteView<'_>)) {
-        let db = redb::Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("in-memory database");
-        let txn = db.begin_write().expect("write transaction");
-        {
-            let mut view = WriteView::open(&txn).expect("tables");
-            view.at(NOW, 1);
-            test(&mut view);
-        }
-        txn.abort().expect("abort");
+    fn with_keyspace(test: impl FnOnce(&mut View)) {
+        TestStore::new().write(NOW, 1, test);
     }
 
     const NOW: i64 = 1_700_000_000_000;
     const LATER: i64 = NOW + 1_000_000;
 
-    fn run(ks: &mut WriteView<'_>, line: &str) -> Reply {
+    fn run(ks: &mut View, line: &str) -> Reply {
         let args: Vec<Bytes> = line
             .split(' ')
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
@@ -630,7 +622,7 @@ mod tests {
         super::super::execute(ks, &args).expect("storage")
     }
 
-    fn deadline(ks: &mut WriteView<'_>, key: &str) -> Option<i64> {
+    fn deadline(ks: &mut View, key: &str) -> Option<i64> {
         ks.record(key.as_bytes())
             .expect("storage")
             .expect("key exists")
