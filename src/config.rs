@@ -79,7 +79,8 @@ pub struct Config {
     #[arg(long, env = "REDRAFT_FOLLOWER_MODE", value_enum, default_value_t = FollowerMode::Proxy)]
     pub follower_mode: FollowerMode,
 
-    /// Raft heartbeat interval in milliseconds; the election timeout is 3–6 heartbeats.
+    /// Raft heartbeat interval in milliseconds; the election timeout is 2–4 heartbeats, after a
+    /// leader lease of 4.
     #[arg(long, env = "REDRAFT_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
 
