@@ -624,17 +624,23 @@ pub mod testing {
         writes: Cell<u64>,
     }
 
+    /// An in-memory redb holding the keyspace's (empty) tables.
+    pub fn database() -> redb::Database {
+        let db = redb::Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .expect("in-memory database");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(KEYS).expect("keys");
+        txn.open_table(FIELDS).expect("fields");
+        txn.open_table(EXPIRY).expect("expiry");
+        txn.open_table(SCAN_INDEX).expect("scan index");
+        txn.commit().expect("commit");
+        db
+    }
+
     impl Default for TestStore {
         fn default() -> TestStore {
-            let db = redb::Database::builder()
-                .create_with_backend(InMemoryBackend::new())
-                .expect("in-memory database");
-            let txn = db.begin_write().expect("write");
-            txn.open_table(KEYS).expect("keys");
-            txn.open_table(FIELDS).expect("fields");
-            txn.open_table(EXPIRY).expect("expiry");
-            txn.open_table(SCAN_INDEX).expect("scan index");
-            txn.commit().expect("commit");
+            let db = database();
             let base = Base::open(&db.begin_read().expect("read")).expect("base");
             TestStore {
                 layers: RefCell::new(Layers::new(base).expect("layers")),

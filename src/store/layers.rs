@@ -420,22 +420,9 @@ mod tests {
 
     use proptest::prelude::*;
     use redb::ReadableDatabase;
-    use redb::backends::InMemoryBackend;
 
     use super::*;
-
-    fn database() -> redb::Database {
-        let db = redb::Database::builder()
-            .create_with_backend(InMemoryBackend::new())
-            .expect("in-memory database");
-        let txn = db.begin_write().expect("write");
-        txn.open_table(KEYS).expect("keys");
-        txn.open_table(FIELDS).expect("fields");
-        txn.open_table(EXPIRY).expect("expiry");
-        txn.open_table(SCAN_INDEX).expect("scan index");
-        txn.commit().expect("commit");
-        db
-    }
+    use crate::store::keyspace::testing::database;
 
     fn base(db: &redb::Database) -> Base {
         Base::open(&db.begin_read().expect("read")).expect("base")
