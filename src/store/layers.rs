@@ -72,11 +72,6 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// True when the layer changes nothing.
-    pub fn is_empty(&self) -> bool {
-        !self.cleared && self.tables.iter().all(OrdMap::is_empty)
-    }
-
     /// Approximate bytes the layer holds (rows written since it was created; overwrites count
     /// again).
     pub fn bytes(&self) -> usize {

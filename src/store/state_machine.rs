@@ -192,8 +192,8 @@ struct AppliedState {
 }
 
 impl AppliedState {
-    fn read(db: &Database) -> io::Result<AppliedState> {
-        let txn = db.begin_read().map_err(io_error)?;
+    /// The applied state `txn` sees.
+    fn read(txn: &redb::ReadTransaction) -> io::Result<AppliedState> {
         let meta = txn.open_table(META).map_err(io_error)?;
         let get = |name: &str| -> io::Result<Option<Vec<u8>>> {
             Ok(meta
@@ -506,7 +506,7 @@ impl StateMachine {
             txn.open_table(META).map_err(io_error)?;
             txn.commit().map_err(io_error)?;
         }
-        let applied = AppliedState::read(&db)?;
+        let applied = AppliedState::read(&db.begin_read().map_err(io_error)?)?;
         let clock = Arc::new(AtomicI64::new(applied.clock));
         let layers =
             Layers::new(Base::open(&db.begin_read().map_err(io_error)?).map_err(io_error)?)
@@ -731,20 +731,10 @@ impl SnapshotBuilder {
         shared.flush_all()?;
         let read = shared.db.begin_read().map_err(io_error)?;
 
-        let meta_table = read.open_table(META).map_err(io_error)?;
-        let last_log_id: Option<LogId> =
-            match meta_table.get(META_LAST_APPLIED).map_err(io_error)? {
-                Some(v) => decode_meta(v.value())?,
-                None => None,
-            };
-        let last_membership: StoredMembership =
-            match meta_table.get(META_MEMBERSHIP).map_err(io_error)? {
-                Some(v) => decode_meta(v.value())?,
-                None => StoredMembership::default(),
-            };
+        let applied = AppliedState::read(&read)?;
         let meta = SnapshotMeta {
-            last_log_id,
-            last_membership: last_membership.clone(),
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership.clone(),
         };
         let final_path = snapshots.file_for(&meta);
         let temp_path = final_path.with_extension("tmp");
@@ -752,16 +742,12 @@ impl SnapshotBuilder {
             let mut out = BufWriter::new(File::create(&temp_path)?);
             out.write_all(SNAPSHOT_MAGIC)?;
             out.write_all(&[FORMAT_VERSION])?;
-            let clock = match meta_table.get(META_CLOCK).map_err(io_error)? {
-                Some(v) => decode_meta(v.value())?,
-                None => 0i64,
-            };
             write_record(
                 &mut out,
                 &SnapshotHeader {
-                    last_log_id,
-                    last_membership,
-                    clock,
+                    last_log_id: applied.last_applied,
+                    last_membership: applied.membership,
+                    clock: applied.clock,
                 },
             )?;
             let mut pairs = 0u64;
@@ -887,23 +873,13 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
                 }
             }
         }
-        let mut meta_table = txn.open_table(META).map_err(io_error)?;
-        meta_table
-            .insert(META_CLOCK, encode_meta(&header.clock)?.as_slice())
-            .map_err(io_error)?;
-        meta_table
-            .insert(
-                META_LAST_APPLIED,
-                encode_meta(&meta.last_log_id)?.as_slice(),
-            )
-            .map_err(io_error)?;
-        meta_table
-            .insert(
-                META_MEMBERSHIP,
-                encode_meta(&meta.last_membership)?.as_slice(),
-            )
-            .map_err(io_error)?;
     }
+    AppliedState {
+        last_applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+        clock: header.clock,
+    }
+    .write(&txn)?;
     txn.commit().map_err(io_error)?;
     Ok(header.clock)
 }
@@ -929,7 +905,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         // On a nearly full disk every batch is flushed at once, so the space it takes shows.
-        let pending = self.shared.layers().active().bytes() as u64;
+        let pending = lock(&self.shared.published).layers.active().bytes() as u64;
         let flush = self.disk.is_tight_for(pending);
         let shared = self.shared.clone();
         let clock = self.clock.clone();
