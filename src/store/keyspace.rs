@@ -250,6 +250,9 @@ pub struct View {
     revision: u64,
     random_calls: u64,
     writable: bool,
+    /// The record last looked up or written, by key: a command reads a key and then writes
+    /// it, and the write needs the old record again. Kept equal to the row in `keys`.
+    recent: Option<(Bytes, Option<Record>)>,
 }
 
 impl View {
@@ -261,6 +264,7 @@ impl View {
             revision: 0,
             random_calls: 0,
             writable: false,
+            recent: None,
         }
     }
 
@@ -328,26 +332,35 @@ impl View {
             })
     }
 
-    fn raw_record(&self, key: &[u8]) -> StoreResult<Option<Record>> {
-        match self.layers.get(Table::Keys, key)? {
-            Some(raw) => Ok(Some(Record::decode(&raw)?)),
-            None => Ok(None),
+    fn raw_record(&mut self, key: &[u8]) -> StoreResult<Option<Record>> {
+        if let Some((recent_key, record)) = &self.recent
+            && recent_key.as_ref() == key
+        {
+            return Ok(record.clone());
         }
+        let record = match self.layers.get(Table::Keys, key)? {
+            Some(raw) => Some(Record::decode(&raw)?),
+            None => None,
+        };
+        self.recent = Some((Bytes::copy_from_slice(key), record.clone()));
+        Ok(record)
     }
 
-    fn write_record(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
-        let existed = self
-            .layers
-            .insert(Table::Keys, key, record.encode().as_slice())?;
+    /// Stores `key`'s record; `existed` says whether it had one (its caller just read it).
+    fn write_record(&mut self, key: &[u8], record: &Record, existed: bool) -> StoreResult<()> {
+        self.layers
+            .overwrite(Table::Keys, key, record.encode().as_slice(), existed);
         if !existed {
             self.layers
                 .insert_index_row(Table::ScanIndex, &scan_index_key(key));
         }
+        self.recent = Some((Bytes::copy_from_slice(key), Some(record.clone())));
         Ok(())
     }
 
     /// Removes a record and everything hanging off it, live or not.
     fn remove_all(&mut self, key: &[u8], record: &Record) -> StoreResult<()> {
+        self.recent = None;
         self.layers.remove(Table::Keys, key)?;
         self.layers
             .remove_index_row(Table::ScanIndex, &scan_index_key(key));
@@ -502,8 +515,13 @@ impl Keyspace for View {
         expire_at_ms: Option<i64>,
     ) -> StoreResult<()> {
         self.writable()?;
-        match self.raw_record(key)? {
-            Some(old) if old.kind == Kind::Hash => self.remove_all(key, &old)?,
+        let old = self.raw_record(key)?;
+        let mut existed = old.is_some();
+        match old {
+            Some(old) if old.kind == Kind::Hash => {
+                self.remove_all(key, &old)?;
+                existed = false;
+            }
             // A string is overwritten in place: only a changed deadline moves in the index.
             Some(Record {
                 expire_at_ms: Some(old_deadline),
@@ -519,7 +537,7 @@ impl Keyspace for View {
             revision: self.revision,
             payload: Bytes::copy_from_slice(value),
         };
-        self.write_record(key, &record)?;
+        self.write_record(key, &record, existed)?;
         if let Some(deadline) = expire_at_ms {
             self.layers
                 .insert_index_row(Table::Expiry, &expiry_key(deadline, key));
@@ -538,7 +556,7 @@ impl Keyspace for View {
         }
         record.expire_at_ms = expire_at_ms;
         record.revision = self.revision;
-        self.write_record(key, &record)?;
+        self.write_record(key, &record, true)?;
         if let Some(deadline) = expire_at_ms {
             self.layers
                 .insert_index_row(Table::Expiry, &expiry_key(deadline, key));
@@ -560,7 +578,9 @@ impl Keyspace for View {
 
     fn put_field(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> StoreResult<bool> {
         self.writable()?;
-        let mut record = match self.live_record(key)? {
+        let live = self.live_record(key)?;
+        let existed = live.is_some();
+        let mut record = match live {
             Some(record) => record,
             None => Record {
                 kind: Kind::Hash,
@@ -575,7 +595,7 @@ impl Keyspace for View {
         let count = record.field_count() + u64::from(is_new);
         record.payload = Bytes::copy_from_slice(&count.to_le_bytes());
         record.revision = self.revision;
-        self.write_record(key, &record)?;
+        self.write_record(key, &record, existed)?;
         Ok(is_new)
     }
 
@@ -592,7 +612,7 @@ impl Keyspace for View {
             } else {
                 record.payload = Bytes::copy_from_slice(&count.to_le_bytes());
                 record.revision = self.revision;
-                self.write_record(key, &record)?;
+                self.write_record(key, &record, true)?;
             }
         }
         Ok(existed)
@@ -600,6 +620,7 @@ impl Keyspace for View {
 
     fn flush(&mut self) -> StoreResult<()> {
         self.writable()?;
+        self.recent = None;
         self.layers.clear();
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! # What it owns
 //! - [`Layer`]: rows changed since they were last written to redb, per table, in ordered
 //!   persistent maps (a deleted row is a tombstone). Cloning one is O(1), so a reader takes a
-//!   point-in-time copy and never waits for apply, nor apply for it.
+//!   point-in-time copy; apply changes nodes nobody else holds in place and copies the rest.
 //! - [`Base`]: the redb tables as of one committed read transaction.
 //! - [`Layers`]: one consistent view: the active layer apply writes into, at most one frozen
 //!   layer on its way to redb, and a base; lookups and ordered ranges merged across the three
@@ -225,12 +225,17 @@ impl Layers {
         frozen
     }
 
-    /// Takes the active layer (and the key count) of `changed`, a copy of this view that apply
-    /// wrote into; the frozen layer and base stay this view's (a flush may have replaced them
-    /// meanwhile).
-    pub fn adopt_active(&mut self, changed: Layers) {
-        self.active = changed.active;
-        self.key_count = changed.key_count;
+    /// Moves this view out, leaving an empty one over the same base in its place: apply
+    /// writes into the view it took (nodes nobody else holds change in place, with no
+    /// copying) and puts it back before anyone can look at the placeholder.
+    pub fn take(&mut self) -> Layers {
+        let empty = Layers {
+            active: Layer::default(),
+            frozen: None,
+            base: self.base.clone(),
+            key_count: 0,
+        };
+        std::mem::replace(self, empty)
     }
 
     /// Replaces the base with one that holds the frozen layer, and drops that layer.
@@ -269,6 +274,19 @@ impl Layers {
             self.key_count += 1;
         }
         Ok(existed)
+    }
+
+    /// Writes a row whose presence the caller knows (it just read it): no lookup.
+    pub fn overwrite(&mut self, table: Table, key: &[u8], value: &[u8], existed: bool) {
+        debug_assert_eq!(
+            self.get(table, key).ok().map(|row| row.is_some()),
+            Some(existed),
+            "overwrite told the wrong presence"
+        );
+        self.active.set(table, key, Some(value));
+        if table == Table::Keys && !existed {
+            self.key_count += 1;
+        }
     }
 
     /// Deletes a row; true when one was there.

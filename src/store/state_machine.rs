@@ -11,15 +11,17 @@
 //! a key that expired stays expired.
 //!
 //! # Layers and durability
-//! Apply writes into the active in-memory layer of [`Layers`] (no redb transaction per batch);
-//! readers clone the layers (O(1)) and never wait for apply. Once the active layer holds
-//! `FLUSH_BYTES` or is `FLUSH_INTERVAL` old it is frozen and a background thread writes it, with
-//! the matching `last_applied`, membership and clock, to `sm.redb` in one durable transaction,
-//! then swaps it for a new base. A crash loses only layers not yet written: the state machine
-//! comes back at its last flush with a matching `last_applied`, and openraft re-applies the log
-//! from there. That is safe while the log still holds every entry above the last flush: openraft
-//! purges the log only below a snapshot, and [`SnapshotBuilder::build_snapshot`] flushes every
-//! applied entry before it reads the snapshot from redb.
+//! Apply writes into the active in-memory layer of [`Layers`] (no redb transaction per batch),
+//! in place, holding the published view's lock for one batch; readers clone the layers (O(1))
+//! under that lock, so a read waits for at most one batch and apply copies a node only when a
+//! reader still holds it. Once the active layer holds `FLUSH_BYTES` or is `FLUSH_INTERVAL` old
+//! it is frozen and a background thread writes it, with the matching `last_applied`,
+//! membership and clock, to `sm.redb` in one durable transaction, then swaps it for a new base.
+//! A crash loses only layers not yet written: the state machine comes back at its last flush
+//! with a matching `last_applied`, and openraft re-applies the log from there. That is safe
+//! while the log still holds every entry above the last flush: openraft purges the log only
+//! below a snapshot, and [`SnapshotBuilder::build_snapshot`] flushes every applied entry before
+//! it reads the snapshot from redb.
 //!
 //! # Disk space
 //! On a nearly full disk (see [`DiskSpace::is_tight_for`]) every apply batch is flushed before
@@ -661,20 +663,27 @@ fn apply_batch(
     clock: &AtomicI64,
 ) -> io::Result<Applied> {
     let writer = lock(&shared.writer);
-    let (layers, mut state) = {
-        let published = lock(&shared.published);
-        if let Some(failure) = &published.flush_failure {
-            return Err(io_error(format!("state machine flush failed: {failure}")));
-        }
-        (published.layers.clone(), published.applied.clone())
-    };
-    let mut view = View::writer(layers);
+    // Readers wait for the batch (they copy the view under this lock): apply then changes the
+    // only copy of the active layer in place instead of copying every node it touches.
+    let mut published = lock(&shared.published);
+    if let Some(failure) = &published.flush_failure {
+        return Err(io_error(format!("state machine flush failed: {failure}")));
+    }
+    let mut state = published.applied.clone();
+    let mut view = View::writer(published.layers.take());
     let mut applied = Vec::with_capacity(entries.len());
+    let mut outcome = Ok(());
     for (entry, responder) in entries {
         let response = match &entry.payload {
             EntryPayload::Blank => Response::Reply(Reply::ok()),
             EntryPayload::Normal(request) => {
-                apply_request(&mut view, request, &mut state.clock, entry.log_id.index)?
+                match apply_request(&mut view, request, &mut state.clock, entry.log_id.index) {
+                    Ok(response) => response,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
             }
             EntryPayload::Membership(m) => {
                 state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -684,20 +693,21 @@ fn apply_batch(
         state.last_applied = Some(entry.log_id);
         applied.push((responder, response));
     }
+    published.layers = view.into_layers();
+    if let Err(err) = outcome {
+        // Part of an entry is in the layer: it must never reach redb (raft stops on this).
+        published.flush_failure = Some(format!("apply failed: {err}"));
+        return Err(err);
+    }
     clock.fetch_max(state.clock, Ordering::AcqRel);
-    let due = {
-        let mut published = lock(&shared.published);
-        // Only the active layer: a flush may have replaced the frozen layer and base meanwhile.
-        published.layers.adopt_active(view.into_layers());
-        published.applied = state;
-        published.unflushed = true;
-        let active = published.layers.active();
-        let in_flight = published.layers.frozen().is_some();
-        let due =
-            active.bytes() >= FLUSH_BYTES || published.last_freeze.elapsed() >= FLUSH_INTERVAL;
-        // With a flush in flight a due layer waits for it, unless it has grown far too large.
-        flush || (due && !in_flight) || active.bytes() >= FLUSH_BACKPRESSURE_BYTES
-    };
+    published.applied = state;
+    published.unflushed = true;
+    let active = published.layers.active();
+    let in_flight = published.layers.frozen().is_some();
+    let due = active.bytes() >= FLUSH_BYTES || published.last_freeze.elapsed() >= FLUSH_INTERVAL;
+    // With a flush in flight a due layer waits for it, unless it has grown far too large.
+    let due = flush || (due && !in_flight) || active.bytes() >= FLUSH_BACKPRESSURE_BYTES;
+    drop(published);
     if due && let Some(frozen) = shared.freeze()? {
         drop(writer);
         if flush {
