@@ -10,7 +10,8 @@
 //!
 //! # Channels
 //! - `Rpc`: one request, one response, in turn (votes, heartbeats, leadership transfer, and the
-//!   application's own requests such as join and read index).
+//!   application's own requests such as join and read index). openraft hands heartbeats to
+//!   `stream_append` as streams of one request; those come here too.
 //! - `Append`: replication. The leader streams AppendEntries requests without waiting for each
 //!   response; the follower feeds them to openraft's `stream_append` and streams the results
 //!   back in order. This is the pipelining.
@@ -29,9 +30,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -351,21 +352,20 @@ fn unreachable(err: impl std::fmt::Display) -> Unreachable<TypeConfig> {
 
 impl PeerClient {
     /// One request/response on the RPC connection; drops the connection on any error.
+    ///
+    /// The connection is taken out while the call runs and put back only after its response:
+    /// a call cancelled midway (openraft times heartbeats out) must not leave a response in
+    /// flight for the next call to read as its own.
     async fn call(&mut self, request: RpcRequest) -> io::Result<RpcResponse> {
-        if self.rpc.is_none() {
-            self.rpc = Some(connect(&self.addr, &self.secret, self.me, Channel::Rpc).await?);
-        }
-        let (read, write) = self.rpc.as_mut().expect("connected above");
-        let result = async {
-            write_frame(write, &request).await?;
-            write.flush().await?;
-            expect_frame::<_, RpcResponse>(read).await
-        }
-        .await;
-        if result.is_err() {
-            self.rpc = None;
-        }
-        result
+        let (mut read, mut write) = match self.rpc.take() {
+            Some(connection) => connection,
+            None => connect(&self.addr, &self.secret, self.me, Channel::Rpc).await?,
+        };
+        write_frame(&mut write, &request).await?;
+        write.flush().await?;
+        let response = expect_frame::<_, RpcResponse>(&mut read).await?;
+        self.rpc = Some((read, write));
+        Ok(response)
     }
 
     async fn call_with_ttl(
@@ -388,6 +388,24 @@ impl PeerClient {
                 ))))
             }
         }
+    }
+}
+
+impl PeerClient {
+    /// One AppendEntries over the RPC connection, answered as a stream of its one result.
+    async fn append_one<'s>(
+        &'s mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+        RPCError<TypeConfig>,
+    > {
+        let prev = request.prev_log_id;
+        let last = request.entries.last().map(|entry| entry.log_id).or(prev);
+        let response = self.append_entries(request, option).await?;
+        let result = response.into_stream_result(prev, last);
+        Ok(futures::stream::once(async move { Ok(result) }).boxed())
     }
 }
 
@@ -426,7 +444,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> BoxFuture<
         's,
         Result<
@@ -444,6 +462,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let secret = self.secret.clone();
         let me = self.me;
         Box::pin(async move {
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(futures::stream::empty().boxed());
+            };
+            let second = match input.next().now_or_never() {
+                // A stream of one request is a heartbeat (openraft sends one per interval and
+                // per linearizable read's leadership check): it goes over the RPC connection
+                // kept open, not over a new connection of its own.
+                Some(None) => return self.append_one(first, option).await,
+                Some(Some(second)) => Some(second),
+                None => None,
+            };
+            let input = futures::stream::iter(std::iter::once(first).chain(second)).chain(input);
             let (read, mut write) = connect(&addr, &secret, me, Channel::Append)
                 .await
                 .map_err(|e| RPCError::Unreachable(unreachable(e)))?;
