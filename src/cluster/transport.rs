@@ -389,9 +389,7 @@ impl PeerClient {
             }
         }
     }
-}
 
-impl PeerClient {
     /// One AppendEntries over the RPC connection, answered as a stream of its one result.
     async fn append_one<'s>(
         &'s mut self,
@@ -462,16 +460,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let secret = self.secret.clone();
         let me = self.me;
         Box::pin(async move {
-            let mut input = input;
+            // Fused: the stream is polled once more after the request that may be its last.
+            let mut input = input.fuse();
             let Some(first) = input.next().await else {
                 return Ok(futures::stream::empty().boxed());
             };
             let second = match input.next().now_or_never() {
-                // A stream of one request is a heartbeat (openraft sends one per interval and
-                // per linearizable read's leadership check): it goes over the RPC connection
-                // kept open, not over a new connection of its own.
-                Some(None) => return self.append_one(first, option).await,
-                Some(Some(second)) => Some(second),
+                // A stream of one request without entries is a heartbeat (openraft sends one
+                // per interval and per linearizable read's leadership check) or an empty
+                // probe: it goes over the RPC connection kept open, not over a new connection
+                // of its own. Entries always stream: the RPC deadline is a heartbeat's.
+                Some(None) if first.entries.is_empty() => {
+                    return self.append_one(first, option).await;
+                }
+                Some(second) => second,
                 None => None,
             };
             let input = futures::stream::iter(std::iter::once(first).chain(second)).chain(input);
