@@ -342,7 +342,10 @@ impl View {
             Some(raw) => Some(Record::decode(&raw)?),
             None => None,
         };
-        self.recent = Some((Bytes::copy_from_slice(key), record.clone()));
+        // Only apply reads a key again to write it; the read path would copy the key for nothing.
+        if self.writable {
+            self.recent = Some((Bytes::copy_from_slice(key), record.clone()));
+        }
         Ok(record)
     }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use imbl::OrdMap;
-use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata};
+use redb::{AccessGuard, ReadOnlyTable, ReadableTable, ReadableTableMetadata};
 
 use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, SCAN_INDEX, StoreError, StoreResult};
 
@@ -114,25 +114,18 @@ impl Base {
     }
 
     fn get(&self, table: Table, key: &[u8]) -> StoreResult<Option<Bytes>> {
-        fn valued<T: ReadableTable<&'static [u8], &'static [u8]>>(
+        fn row<V: redb::Value + 'static, T: ReadableTable<&'static [u8], V>>(
             t: &T,
             key: &[u8],
+            value: fn(&AccessGuard<'_, V>) -> Bytes,
         ) -> StoreResult<Option<Bytes>> {
-            Ok(t.get(key)
-                .map_err(storage)?
-                .map(|v| Bytes::copy_from_slice(v.value())))
-        }
-        fn unit<T: ReadableTable<&'static [u8], ()>>(
-            t: &T,
-            key: &[u8],
-        ) -> StoreResult<Option<Bytes>> {
-            Ok(t.get(key).map_err(storage)?.map(|_| Bytes::new()))
+            Ok(t.get(key).map_err(storage)?.map(|v| value(&v)))
         }
         match table {
-            Table::Keys => valued(&self.keys, key),
-            Table::Fields => valued(&self.fields, key),
-            Table::Expiry => unit(&self.expiry, key),
-            Table::ScanIndex => unit(&self.scan_index, key),
+            Table::Keys => row(&self.keys, key, copied),
+            Table::Fields => row(&self.fields, key, copied),
+            Table::Expiry => row(&self.expiry, key, empty),
+            Table::ScanIndex => row(&self.scan_index, key, empty),
         }
     }
 
@@ -142,38 +135,35 @@ impl Base {
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
     ) -> StoreResult<RowIter<'a>> {
-        fn valued<'a, T: ReadableTable<&'static [u8], &'static [u8]>>(
+        fn rows<'a, V: redb::Value + 'static, T: ReadableTable<&'static [u8], V>>(
             t: &'a T,
             start: Bound<&'a [u8]>,
             end: Bound<&'a [u8]>,
+            value: fn(&AccessGuard<'_, V>) -> Bytes,
         ) -> StoreResult<RowIter<'a>> {
             let range = t.range::<&[u8]>((start, end)).map_err(storage)?;
-            Ok(Box::new(range.map(|item| {
+            Ok(Box::new(range.map(move |item| {
                 let (k, v) = item.map_err(storage)?;
-                Ok((
-                    Bytes::copy_from_slice(k.value()),
-                    Some(Bytes::copy_from_slice(v.value())),
-                ))
-            })))
-        }
-        fn unit<'a, T: ReadableTable<&'static [u8], ()>>(
-            t: &'a T,
-            start: Bound<&'a [u8]>,
-            end: Bound<&'a [u8]>,
-        ) -> StoreResult<RowIter<'a>> {
-            let range = t.range::<&[u8]>((start, end)).map_err(storage)?;
-            Ok(Box::new(range.map(|item| {
-                let (k, _) = item.map_err(storage)?;
-                Ok((Bytes::copy_from_slice(k.value()), Some(Bytes::new())))
+                Ok((Bytes::copy_from_slice(k.value()), Some(value(&v))))
             })))
         }
         match table {
-            Table::Keys => valued(&self.keys, start, end),
-            Table::Fields => valued(&self.fields, start, end),
-            Table::Expiry => unit(&self.expiry, start, end),
-            Table::ScanIndex => unit(&self.scan_index, start, end),
+            Table::Keys => rows(&self.keys, start, end, copied),
+            Table::Fields => rows(&self.fields, start, end, copied),
+            Table::Expiry => rows(&self.expiry, start, end, empty),
+            Table::ScanIndex => rows(&self.scan_index, start, end, empty),
         }
     }
+}
+
+/// A stored value, copied out of redb.
+fn copied(value: &AccessGuard<'_, &'static [u8]>) -> Bytes {
+    Bytes::copy_from_slice(value.value())
+}
+
+/// The (empty) value of an index row.
+fn empty(_: &AccessGuard<'_, ()>) -> Bytes {
+    Bytes::new()
 }
 
 /// False when a range would be empty (and `OrdMap::range` would panic on it).
@@ -269,10 +259,7 @@ impl Layers {
     /// Writes a row; true when one was there.
     pub fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> StoreResult<bool> {
         let existed = self.get(table, key)?.is_some();
-        self.active.set(table, key, Some(value));
-        if table == Table::Keys && !existed {
-            self.key_count += 1;
-        }
+        self.overwrite(table, key, value, existed);
         Ok(existed)
     }
 
