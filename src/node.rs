@@ -38,7 +38,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::resp::Reply;
 use crate::store::state_machine::wall_clock_ms;
-use crate::store::{Read, Request, Response, StateMachine, StoreReader};
+use crate::store::{Read, Request, RequestId, Response, StateMachine, StoreReader};
 
 /// Most requests packed into one log entry.
 const BATCH_REQUESTS_MAX: usize = 1024;
@@ -67,6 +67,102 @@ struct QueuedRead {
     reply: oneshot::Sender<Result<Reply, Error>>,
 }
 
+/// The ids this process gives the writes it proposes or forwards (see `store::sessions`): one
+/// session per process, sequence numbers from 1, and which of them still await an answer.
+#[derive(Debug)]
+pub struct RequestIds {
+    node: NodeId,
+    incarnation: u64,
+    next: std::sync::atomic::AtomicU64,
+    awaiting: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl RequestIds {
+    fn new(node: NodeId) -> RequestIds {
+        use std::hash::{BuildHasher, Hasher};
+        // A new incarnation at every start: random, mixed with the time and the process id.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_i64(wall_clock_ms());
+        hasher.write_u32(std::process::id());
+        RequestIds {
+            node,
+            incarnation: hasher.finish(),
+            next: std::sync::atomic::AtomicU64::new(1),
+            awaiting: Default::default(),
+        }
+    }
+
+    /// A new id, awaiting its answer until the lease is dropped.
+    pub fn issue(self: &Arc<Self>) -> IdLease {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq);
+        IdLease {
+            ids: self.clone(),
+            id: RequestId {
+                node: self.node,
+                incarnation: self.incarnation,
+                seq,
+            },
+        }
+    }
+
+    /// Every request with a lower sequence number has been answered.
+    pub fn answered_below(&self) -> u64 {
+        let awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        awaiting
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.next.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// A request id whose answer is awaited; dropping it marks it answered.
+#[derive(Debug)]
+pub struct IdLease {
+    ids: Arc<RequestIds>,
+    id: RequestId,
+}
+
+impl IdLease {
+    /// The id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// `request` carrying this id, ready to propose.
+    pub fn wrap(&self, request: Request) -> Request {
+        Request::Identified {
+            id: self.id,
+            answered_below: self.ids.answered_below(),
+            request: Box::new(request),
+        }
+    }
+
+    /// The `REDRAFT.REQ` header that carries this id ahead of a forwarded command.
+    pub fn header(&self) -> [Bytes; 5] {
+        [
+            Bytes::from_static(b"REDRAFT.REQ"),
+            Bytes::from(self.id.node.to_string()),
+            Bytes::from(self.id.incarnation.to_string()),
+            Bytes::from(self.id.seq.to_string()),
+            Bytes::from(self.ids.answered_below().to_string()),
+        ]
+    }
+}
+
+impl Drop for IdLease {
+    fn drop(&mut self) {
+        self.ids
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id.seq);
+    }
+}
+
 /// A running raft node with its request queues.
 pub struct Node {
     pub(crate) id: NodeId,
@@ -86,6 +182,9 @@ pub struct Node {
     pub expired_keys: Arc<std::sync::atomic::AtomicU64>,
     /// Free space of the data directory (write admission, INFO persistence).
     pub disk: DiskSpace,
+    /// Ids of the writes this process proposes or forwards.
+    pub request_ids: Arc<RequestIds>,
+    heartbeat: Duration,
 }
 
 /// How often the leader looks for keys past their deadline.
@@ -154,6 +253,8 @@ pub struct LeaderHint {
     leader_id: std::sync::atomic::AtomicU64,
     removed: std::sync::atomic::AtomicBool,
     told_removed: std::sync::atomic::AtomicBool,
+    /// Notified after every refresh.
+    refreshed: tokio::sync::Notify,
 }
 
 impl LeaderHint {
@@ -217,6 +318,7 @@ fn refresh_leader_hint(raft: &Raft, me: NodeId, hint: &LeaderHint) {
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = leader;
     hint.removed
         .store(removed, std::sync::atomic::Ordering::Release);
+    hint.refreshed.notify_waiters();
 }
 
 /// Keeps a [`LeaderHint`] up to date until raft stops.
@@ -378,6 +480,8 @@ impl Node {
             expired_keys.clone(),
         ));
         Ok(Arc::new(Node {
+            request_ids: Arc::new(RequestIds::new(config.node_id)),
+            heartbeat: Duration::from_millis(heartbeat),
             disk,
             expired_keys,
             leader_hint,
@@ -406,6 +510,35 @@ impl Node {
             .borrow_watched()
             .last_applied
             .map_or(0, |l| l.index)
+    }
+
+    /// How long a node without a leader waits for one before refusing: a whole failover (the
+    /// leader lease, then the longest election timeout, and a heartbeat to hear of it).
+    pub fn election_wait(&self) -> Duration {
+        self.heartbeat * 9
+    }
+
+    /// Waits until the leader this node knows is not `seen` (0: none), at most `timeout`;
+    /// returns the leader known then (0: none).
+    pub async fn leader_change(&self, seen: NodeId, timeout: Duration) -> NodeId {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let refreshed = self.leader_hint.refreshed.notified();
+            tokio::pin!(refreshed);
+            refreshed.as_mut().enable();
+            let now = self.leader_hint.leader_id();
+            if now != seen {
+                return now;
+            }
+            if tokio::time::timeout_at(deadline, refreshed).await.is_err() {
+                return self.leader_hint.leader_id();
+            }
+        }
+    }
+
+    /// Client sessions and the replies they keep in this node's applied state (INFO).
+    pub fn request_table_counts(&self) -> (usize, usize) {
+        self.reader.session_counts()
     }
 
     /// The raft handle (metrics, shutdown).
@@ -520,6 +653,7 @@ fn detach_small_buffers(request: &mut Request) {
             watched.iter_mut().for_each(|(key, _)| detach(key));
         }
         Request::Batch(requests) => requests.iter_mut().for_each(detach_small_buffers),
+        Request::Identified { request, .. } => detach_small_buffers(request),
     }
 }
 
@@ -541,16 +675,14 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// What a write that did not complete here means: the sender resends the same request id to
+/// the leader (an entry that was appended may still commit through another leader; the
+/// session table answers it then instead of applying it twice).
 fn write_error(err: ClientWriteError<TypeConfig>) -> Error {
     match err {
-        ClientWriteError::ForwardToLeader(f) if f.leader_id.is_none() => {
-            Error::ClusterDown("The cluster is down".into())
-        }
-        ClientWriteError::ForwardToLeader(_) => {
-            Error::TryAgain("this node is not the leader".into())
-        }
+        ClientWriteError::ForwardToLeader(_) => Error::Resend("this node is not the leader".into()),
         ClientWriteError::LogEntryDiscarded(_) => {
-            Error::TryAgain("leadership changed; the write may or may not have applied".into())
+            Error::Resend("leadership changed before the write committed here".into())
         }
         other => Error::Internal(other.to_string()),
     }
@@ -558,11 +690,8 @@ fn write_error(err: ClientWriteError<TypeConfig>) -> Error {
 
 fn read_error(err: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> Error {
     match err {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) if f.leader_id.is_none() => {
-            Error::ClusterDown("The cluster is down".into())
-        }
         RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => {
-            Error::TryAgain("this node is not the leader".into())
+            Error::Resend("this node is not the leader".into())
         }
         RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => {
             Error::ClusterDown("no quorum to confirm leadership".into())
@@ -577,6 +706,7 @@ fn request_size(request: &Request) -> usize {
         Request::Expire { keys, .. } => keys.iter().map(|k| k.len()).sum(),
         Request::Exec { commands, .. } => commands.iter().flatten().map(|a| a.len()).sum(),
         Request::Batch(requests) => requests.iter().map(request_size).sum(),
+        Request::Identified { request, .. } => request_size(request),
     }
 }
 
@@ -593,6 +723,7 @@ fn adds_data(request: &Request) -> bool {
         Request::Expire { .. } => false,
         Request::Exec { commands, .. } => commands.iter().any(|c| adds(c)),
         Request::Batch(requests) => requests.iter().any(adds_data),
+        Request::Identified { request, .. } => adds_data(request),
     }
 }
 
@@ -669,7 +800,7 @@ async fn run_write_batcher(
             let result = match outcome {
                 Ok(Ok(written)) => Ok(written.data),
                 Ok(Err(err)) => Err(write_error(err)),
-                Err(_) => Err(Error::TryAgain(
+                Err(_) => Err(Error::Resend(
                     "raft stopped before the write completed".into(),
                 )),
             };

@@ -15,11 +15,14 @@
 //!   task cuts replies out of its read buffer without copying them;
 //! - **failure reporting**: a command that was never written fails with
 //!   [`ProxyError::Unreachable`], one that was (or may have been) written with
-//!   [`ProxyError::Indeterminate`].
+//!   [`ProxyError::Indeterminate`], one the leader answered with `-REDRAFT.RETRY` (it did not
+//!   run it, or cannot know whether its entry commits) with [`ProxyError::Resend`]. A caller
+//!   may pass a failure counter, incremented before each such failure is delivered and in
+//!   command order, so the caller can hold back later commands until it has resent these.
 //!
 //! It must not interpret commands or replies beyond RESP framing: it never looks at a
 //! command's name or a reply's content (except the handshake's own replies, which it checks for
-//! errors). It follows that commands which change connection state or break the
+//! errors, and the leader's internal `-REDRAFT.RETRY`). It follows that commands which change connection state or break the
 //! one-command-one-reply rule (`SUBSCRIBE` and friends, `MONITOR`, `CLIENT REPLY`,
 //! `CLIENT TRACKING`, `SELECT`, `HELLO`, `AUTH`, a bare `MULTI`, blocking commands that may
 //! wait long) must be answered locally by the caller, or — for a transaction — sent as one
@@ -43,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::error::RESEND_PREFIX;
 use crate::resp::Protocol;
 
 /// Default bound on commands written to one connection and not yet answered.
@@ -90,6 +94,46 @@ pub enum ProxyError {
     /// The connection failed after the command was sent: it may or may not have been applied.
     #[error("connection to the leader lost, the command may have been applied: {0}")]
     Indeterminate(String),
+    /// The leader answered `-REDRAFT.RETRY`: it did not run the command, or cannot know
+    /// whether it commits; the same identified command may be sent again.
+    #[error("the leader asked for the command again: {0}")]
+    Resend(String),
+}
+
+/// Counts failures delivered to a caller's commands (see the module doc).
+pub type FailureCounter = Arc<std::sync::atomic::AtomicUsize>;
+
+/// Where one command's reply goes, and the caller's failure counter.
+struct ReplyTo {
+    sender: oneshot::Sender<Result<Bytes, ProxyError>>,
+    failures: Option<FailureCounter>,
+}
+
+impl ReplyTo {
+    fn fail(self, error: ProxyError) {
+        self.count_failure();
+        self.send_failure(error);
+    }
+
+    fn count_failure(&self) {
+        if let Some(failures) = &self.failures {
+            failures.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Delivers a failure already counted with [`ReplyTo::count_failure`].
+    fn send_failure(self, error: ProxyError) {
+        // The client may be gone; the reply is dropped then.
+        let _ = self.sender.send(Err(error));
+    }
+
+    fn answer(self, reply: Bytes) {
+        if reply.starts_with(b"-") && reply[1..].starts_with(RESEND_PREFIX.as_bytes()) {
+            let text = String::from_utf8_lossy(reply[1..].trim_ascii_end()).into_owned();
+            return self.fail(ProxyError::Resend(text));
+        }
+        let _ = self.sender.send(Ok(reply));
+    }
 }
 
 /// How every connection of a [`Proxy`] is opened and bounded.
@@ -217,7 +261,19 @@ impl Proxy {
         client_id: u64,
         args: Vec<Bytes>,
     ) -> impl Future<Output = Result<Bytes, ProxyError>> + Send + 'static {
-        let queued = self.enqueue(target, protocol, client_id, vec![args]);
+        self.forward_counted(target, protocol, client_id, args, None)
+    }
+
+    /// [`Proxy::forward`], incrementing `failures` (if given) before a failure is delivered.
+    pub fn forward_counted(
+        &self,
+        target: &LeaderTarget,
+        protocol: Protocol,
+        client_id: u64,
+        args: Vec<Bytes>,
+        failures: Option<FailureCounter>,
+    ) -> impl Future<Output = Result<Bytes, ProxyError>> + Send + 'static {
+        let queued = self.enqueue(target, protocol, client_id, vec![args], failures);
         async move {
             let receiver = queued?
                 .pop()
@@ -241,7 +297,7 @@ impl Proxy {
         commands: Vec<Vec<Bytes>>,
     ) -> impl Future<Output = Vec<Result<Bytes, ProxyError>>> + Send + 'static {
         let count = commands.len();
-        let queued = self.enqueue(target, protocol, client_id, commands);
+        let queued = self.enqueue(target, protocol, client_id, commands, None);
         async move {
             match queued {
                 Ok(receivers) => futures::future::join_all(receivers.into_iter().map(await_reply))
@@ -270,6 +326,7 @@ impl Proxy {
         protocol: Protocol,
         client_id: u64,
         commands: Vec<Vec<Bytes>>,
+        failures: Option<FailureCounter>,
     ) -> Result<Vec<oneshot::Receiver<Result<Bytes, ProxyError>>>, ProxyError> {
         if commands.iter().any(Vec::is_empty) {
             // `*0` gets no reply from Redis: it would shift every later reply.
@@ -324,8 +381,14 @@ impl Proxy {
         let Some(first) = commands.next() else {
             return Ok(receivers);
         };
-        let (reply, receiver) = oneshot::channel();
-        let mut request = Request { args: first, reply };
+        let (sender, receiver) = oneshot::channel();
+        let mut request = Request {
+            args: first,
+            reply: ReplyTo {
+                sender,
+                failures: failures.clone(),
+            },
+        };
         let mut queued_on = None;
         // A connection found closed (or closing under us) is replaced once.
         for _ in 0..2 {
@@ -352,13 +415,17 @@ impl Proxy {
         };
         receivers.push(receiver);
         for args in commands {
-            let (reply, receiver) = oneshot::channel();
+            let (sender, receiver) = oneshot::channel();
+            let reply = ReplyTo {
+                sender,
+                failures: failures.clone(),
+            };
             if let Err(mpsc::error::SendError(back)) = queue.send(Request { args, reply }) {
                 // Never move the rest of a block to another connection: it must stay whole.
-                let _ = back.reply.send(Err(ProxyError::Unreachable(format!(
+                back.reply.fail(ProxyError::Unreachable(format!(
                     "connection to {} closed while queueing",
                     target.client_addr
-                ))));
+                )));
             }
             receivers.push(receiver);
         }
@@ -419,7 +486,7 @@ impl Conn {
 /// One forwarded command and where its reply goes.
 struct Request {
     args: Vec<Bytes>,
-    reply: oneshot::Sender<Result<Bytes, ProxyError>>,
+    reply: ReplyTo,
 }
 
 /// Who gets the next reply read from a connection.
@@ -427,13 +494,14 @@ enum Waiter {
     /// A handshake command: an error reply fails the connection, anything else is discarded.
     Handshake(&'static str),
     /// A forwarded command.
-    Client(oneshot::Sender<Result<Bytes, ProxyError>>),
+    Client(ReplyTo),
 }
 
 impl Waiter {
-    fn fail(self, error: ProxyError) {
-        if let Waiter::Client(reply) = self {
-            let _ = reply.send(Err(error));
+    fn client(self) -> Option<ReplyTo> {
+        match self {
+            Waiter::Client(reply) => Some(reply),
+            Waiter::Handshake(_) => None,
         }
     }
 }
@@ -471,9 +539,7 @@ impl Connection {
                 warn!(conn = self.id, leader = self.leader, addr = %self.addr, "proxy: {why}");
                 queue.close();
                 while let Some(request) = queue.recv().await {
-                    let _ = request
-                        .reply
-                        .send(Err(ProxyError::Unreachable(why.clone())));
+                    request.reply.fail(ProxyError::Unreachable(why.clone()));
                 }
                 return;
             }
@@ -514,20 +580,23 @@ impl Connection {
             Err(Failure(why)) => {
                 warn!(conn = self.id, leader = self.leader, addr = %self.addr,
                     "proxy: connection failed: {why}");
-                // Closed first, so the next forward opens a new connection.
-                queue.close();
+                // The written commands' failures are counted before the queue closes (so
+                // the next forward opens a new connection): a caller counting failures sees
+                // every earlier one before a later command can reach a new connection.
                 let why = format!("{}: {why}", self.addr);
-                if let Some(waiter) = next.take() {
-                    waiter.fail(ProxyError::Indeterminate(why.clone()));
-                }
+                let mut written: Vec<ReplyTo> =
+                    next.take().into_iter().filter_map(Waiter::client).collect();
                 waiting.close();
                 while let Some(waiter) = waiting.recv().await {
-                    waiter.fail(ProxyError::Indeterminate(why.clone()));
+                    written.extend(waiter.client());
+                }
+                written.iter().for_each(ReplyTo::count_failure);
+                queue.close();
+                for reply in written {
+                    reply.send_failure(ProxyError::Indeterminate(why.clone()));
                 }
                 while let Some(request) = queue.recv().await {
-                    let _ = request
-                        .reply
-                        .send(Err(ProxyError::Unreachable(why.clone())));
+                    request.reply.fail(ProxyError::Unreachable(why.clone()));
                 }
             }
         }
@@ -638,8 +707,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 Waiter::Client(sender) => {
                     permits.add_permits(1);
-                    // The client may be gone; the reply is dropped then.
-                    let _ = sender.send(Ok(reply));
+                    sender.answer(reply);
                 }
             }
         }

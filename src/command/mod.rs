@@ -10,6 +10,7 @@ pub mod table;
 use bytes::Bytes;
 
 use crate::resp::Reply;
+use crate::store::RequestId;
 use crate::store::state_machine::parse_redis_i64;
 
 /// The error text Redis uses for a malformed integer argument.
@@ -115,6 +116,17 @@ pub enum Command {
         /// The whole command.
         args: Vec<Bytes>,
     },
+    /// `REDRAFT.REQ node incarnation seq answered_below command…`: a command forwarded by a
+    /// follower's proxy with the request id it keeps across resends (see `store::sessions`).
+    /// The command is a keyspace command or a `REDRAFT.EXEC` transaction.
+    Identified {
+        /// The id the sender gives the command.
+        id: RequestId,
+        /// Every request of the sender below this sequence number has been answered.
+        answered_below: u64,
+        /// The command.
+        command: Box<Command>,
+    },
     /// `RAFT.MEMBERS`: members, roles and replication progress.
     RaftMembers,
     /// `RAFT.ADDNODE id host:port[@peerport]`: add a learner, then promote it to voter.
@@ -145,6 +157,7 @@ impl Command {
     /// How this command touches the keyspace.
     pub fn access(&self) -> Access {
         match self {
+            Command::Identified { command, .. } => command.access(),
             Command::Keyspace { write: true, .. } | Command::Transaction { .. } => Access::Write,
             Command::Keyspace { write: false, .. } | Command::Watch(_) => Access::Read,
             _ => Access::Local,
@@ -154,6 +167,7 @@ impl Command {
     /// The key a cluster client would route this command by (the first key), if any.
     pub fn routing_key(&self) -> Option<&Bytes> {
         match self {
+            Command::Identified { command, .. } => command.routing_key(),
             Command::Keyspace { key, .. } => key.as_ref(),
             Command::Watch(keys) => keys.first(),
             Command::Transaction { commands, watched } => watched
@@ -342,6 +356,9 @@ fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
             write: false,
             args: args.to_vec(),
         }),
+        "redraft.req" => {
+            parse_identified(&args[1..]).ok_or_else(|| Reply::error("ERR malformed REDRAFT.REQ"))
+        }
         "redraft.exec" => {
             parse_transaction(&args[1..]).ok_or_else(|| Reply::error("ERR malformed REDRAFT.EXEC"))
         }
@@ -368,6 +385,30 @@ pub fn first_key(args: &[Bytes]) -> Option<&Bytes> {
     table::key_positions(spec, args.len())
         .first()
         .and_then(|&i| args.get(i))
+}
+
+/// Decodes the arguments of `REDRAFT.REQ`: the id, then a keyspace command or a transaction.
+fn parse_identified(args: &[Bytes]) -> Option<Command> {
+    let number = |arg: &Bytes| -> Option<u64> { std::str::from_utf8(arg).ok()?.parse().ok() };
+    let [node, incarnation, seq, answered_below, command @ ..] = args else {
+        return None;
+    };
+    let command = parse(command.to_vec()).ok()?;
+    if !matches!(
+        command,
+        Command::Keyspace { .. } | Command::Transaction { .. }
+    ) {
+        return None;
+    }
+    Some(Command::Identified {
+        id: RequestId {
+            node: number(node)?,
+            incarnation: number(incarnation)?,
+            seq: number(seq)?,
+        },
+        answered_below: number(answered_below)?,
+        command: Box::new(command),
+    })
 }
 
 /// Decodes the arguments of `REDRAFT.EXEC` (see [`Command::transaction_args`]).
@@ -460,6 +501,25 @@ mod tests {
                 "ERR wrong number of arguments for 'get' command"
             ))
         );
+    }
+
+    #[test]
+    fn command_parse_identified_wraps_a_keyspace_command() {
+        let parsed = parse(args(&["REDRAFT.REQ", "2", "77", "5", "3", "INCR", "k"])).unwrap();
+        assert_eq!(parsed.access(), Access::Write);
+        assert_eq!(parsed.routing_key(), Some(&Bytes::from_static(b"k")));
+        let Command::Identified {
+            id, answered_below, ..
+        } = parsed
+        else {
+            panic!("not identified: {parsed:?}");
+        };
+        assert_eq!(
+            (id.node, id.incarnation, id.seq, answered_below),
+            (2, 77, 5, 3)
+        );
+        assert!(parse(args(&["REDRAFT.REQ", "2", "77", "5", "3", "PING"])).is_err());
+        assert!(parse(args(&["REDRAFT.REQ", "2", "x", "5", "3", "GET", "k"])).is_err());
     }
 
     #[test]

@@ -37,13 +37,12 @@ use tokio::net::TcpStream;
 
 use std::future::Future;
 
-use crate::cluster::FollowerMode;
-use crate::cluster::proxy::{LeaderTarget, ProxyError};
 use crate::cluster::topology;
 use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
 use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
+use crate::server::submit::{ResendGate, Submission, record_watch, revisions_args, submit};
 use crate::server::{Server, ops};
 use crate::store::{Read, Request};
 
@@ -78,6 +77,7 @@ type InFlight = BoxFuture<'static, (Access, bool, bool, Reply)>;
 /// answer with a status or a number.
 fn may_return_data(command: &Command) -> bool {
     match command {
+        Command::Identified { command, .. } => may_return_data(command),
         Command::Keyspace { write: false, .. } | Command::Transaction { .. } => true,
         Command::Keyspace {
             write: true, args, ..
@@ -111,6 +111,11 @@ struct Session {
     last_write_index: Arc<std::sync::atomic::AtomicU64>,
     /// The non-keyspace commands of the EXEC being dispatched (see [`Transaction::local`]).
     exec_local: Vec<(usize, Command)>,
+    /// Order of this connection's keyspace commands across resends (see `server::submit`).
+    gate: Arc<ResendGate>,
+    /// The leader this connection's in-flight keyspace commands went to (this node's id when
+    /// it led); a command for another leader waits until they are answered.
+    route_in_flight: u64,
 }
 
 /// Commands queued after MULTI.
@@ -199,44 +204,6 @@ fn split_encoded_array(raw: &Bytes) -> Option<Vec<Bytes>> {
     (offset == raw.len()).then_some(items)
 }
 
-/// The internal read that answers WATCH: each key's revision.
-fn revisions_args(keys: &[Bytes]) -> Vec<Bytes> {
-    let mut args = Vec::with_capacity(keys.len() + 1);
-    args.push(Bytes::from_static(b"REDRAFT.REVISIONS"));
-    args.extend(keys.iter().cloned());
-    args
-}
-
-/// Stores WATCH's revisions for the coming EXEC and answers `+OK`.
-fn record_watch(
-    watched: &std::sync::Mutex<Vec<(Bytes, u64)>>,
-    keys: Vec<Bytes>,
-    revisions: Option<Vec<u64>>,
-) -> Reply {
-    let Some(revisions) = revisions.filter(|r| r.len() == keys.len()) else {
-        return Error::Internal("WATCH could not read the keys' revisions".into()).to_resp();
-    };
-    let mut watched = watched.lock().unwrap_or_else(|p| p.into_inner());
-    for (key, revision) in keys.into_iter().zip(revisions) {
-        if !watched.iter().any(|(k, _)| *k == key) {
-            watched.push((key, revision));
-        }
-    }
-    Reply::ok()
-}
-
-/// Reads a RESP array of integers (the leader's answer to REDRAFT.REVISIONS).
-fn parse_integer_array(raw: &[u8]) -> Option<Vec<u64>> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let mut lines = text.split("\r\n");
-    let count: usize = lines.next()?.strip_prefix('*')?.parse().ok()?;
-    let mut out = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        out.push(lines.next()?.strip_prefix(':')?.parse().ok()?);
-    }
-    Some(out)
-}
-
 /// Runs an administrative command in its own task; its reply keeps its place in the order.
 fn admin(work: impl Future<Output = Result<Reply, Error>> + Send + 'static) -> Outcome {
     let task = tokio::spawn(work);
@@ -297,6 +264,8 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         watched: Arc::default(),
         last_write_index: Arc::default(),
         exec_local: Vec::new(),
+        gate: Arc::default(),
+        route_in_flight: 0,
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -364,11 +333,19 @@ impl Session {
                     },
                 };
                 let access = command.access();
+                let keyspace_in_flight = reads_in_flight + writes_in_flight;
                 let must_wait = match access {
                     Access::Read => writes_in_flight > 0,
                     Access::Write => reads_in_flight > 0,
                     Access::Local => false,
-                };
+                } || (access != Access::Local
+                    && keyspace_in_flight > 0
+                    && (self.gate.resending()
+                        || self.route_in_flight != self.server.node.leader_hint.leader_id()));
+                if access != Access::Local && keyspace_in_flight == 0 {
+                    self.gate.reset_if_idle();
+                    self.route_in_flight = self.server.node.leader_hint.leader_id();
+                }
                 let data = may_return_data(&command);
                 if must_wait || (data && data_in_flight >= DATA_IN_FLIGHT_MAX) {
                     stalled = Some(command);
@@ -636,8 +613,9 @@ impl Session {
         std::mem::take(&mut *self.watched.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Runs a keyspace command here, on the leader, through the leader's proxy, or answers
-    /// where to go.
+    /// Runs a keyspace command where the leader is (see `server::submit`); on a connection
+    /// from another node's proxy, runs it here if this node leads, or asks that node to send it
+    /// again to the leader.
     fn route(&mut self, command: Command, access: Access) -> Outcome {
         if !self.authenticated {
             return Outcome::Ready(Error::NoAuth.to_resp());
@@ -648,69 +626,31 @@ impl Session {
                 "ERR this node was removed from the cluster and no longer serves requests",
             ));
         }
-        if node.is_leader() {
-            return self.run_here(command);
-        }
         if self.proxied {
-            // Another node forwarded this here believing this node leads: let it retry.
-            return Outcome::Ready(
-                Error::TryAgain("this node is not the leader (leadership moved)".into()).to_resp(),
-            );
+            if !node.is_leader() {
+                return Outcome::Ready(
+                    Error::Resend("this node is not the leader".into()).to_resp(),
+                );
+            }
+            return self.run_here(command);
         }
         if self.readonly
             && access == Access::Read
+            && !node.is_leader()
             && let Command::Keyspace { args, .. } = command
         {
             return pending(node.follower_read(Read { args }));
         }
-        let Some((leader_id, leader)) = node.leader() else {
-            return Outcome::Ready(Error::ClusterDown("The cluster is down".into()).to_resp());
+        let submission = Submission {
+            server: self.server.clone(),
+            protocol: self.protocol,
+            client_id: self.client.id,
+            gate: self.gate.clone(),
+            ticket: self.gate.ticket(),
+            watched: self.watched.clone(),
+            last_write_index: self.last_write_index.clone(),
         };
-        if node.follower_mode() == FollowerMode::Redirect
-            && let Some(key) = command.routing_key()
-        {
-            return Outcome::Ready(topology::moved(
-                topology::key_slot(key),
-                &leader.client_addr,
-            ));
-        }
-        let target = LeaderTarget {
-            id: leader_id,
-            client_addr: leader.client_addr,
-        };
-        let (args, watch) = match command {
-            Command::Keyspace { args, .. } => (args, None),
-            Command::Watch(keys) => (revisions_args(&keys), Some(keys)),
-            Command::Transaction { commands, watched } => {
-                (Command::transaction_args(&commands, &watched), None)
-            }
-            other => return self.dispatch(other),
-        };
-        let forwarded = self
-            .server
-            .proxy
-            .forward(&target, self.protocol, self.client.id, args);
-        let watched = self.watched.clone();
-        Outcome::Pending(
-            async move {
-                match forwarded.await {
-                    Ok(raw) => match watch {
-                        Some(keys) => record_watch(&watched, keys, parse_integer_array(&raw)),
-                        None => Reply::Raw(raw),
-                    },
-                    Err(ProxyError::Unreachable(reason)) => Error::ClusterDown(format!(
-                        "The cluster is down (leader unreachable: {reason})"
-                    ))
-                    .to_resp(),
-                    Err(ProxyError::Indeterminate(reason)) => Error::TryAgain(format!(
-                        "connection to the leader was lost; the command may or may not have \
-                         been applied ({reason})"
-                    ))
-                    .to_resp(),
-                }
-            }
-            .boxed(),
-        )
+        Outcome::Pending(submit(submission, command).boxed())
     }
 
     /// Runs a keyspace command, WATCH or transaction on this node (the leader).
@@ -747,6 +687,29 @@ impl Session {
                     commands,
                     watched,
                     now_ms: crate::store::state_machine::wall_clock_ms(),
+                }))
+            }
+            Command::Identified {
+                id,
+                answered_below,
+                command,
+            } => {
+                let now_ms = crate::store::state_machine::wall_clock_ms();
+                let request = match *command {
+                    Command::Keyspace {
+                        args, write: true, ..
+                    } => Request::Command { args, now_ms },
+                    Command::Transaction { commands, watched } => Request::Exec {
+                        commands,
+                        watched,
+                        now_ms,
+                    },
+                    read => return self.run_here(read),
+                };
+                self.track_write(node.propose(Request::Identified {
+                    id,
+                    answered_below,
+                    request: Box::new(request),
                 }))
             }
             other => self.dispatch(other),
@@ -815,7 +778,9 @@ impl Session {
             }
             Command::Asking => Outcome::Ready(Reply::ok()),
             Command::ServerOp { name, args } => self.server_op(&name, args),
-            command @ (Command::Watch(_) | Command::Transaction { .. }) => self.run_here(command),
+            command @ (Command::Watch(_)
+            | Command::Transaction { .. }
+            | Command::Identified { .. }) => self.run_here(command),
             // Handled by `transaction_step` before dispatch.
             Command::Multi | Command::Exec | Command::Discard | Command::Unwatch => {
                 Outcome::Ready(Reply::ok())

@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod connection;
 pub mod ops;
+pub mod submit;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -487,6 +488,14 @@ impl Server {
                         .into(),
                     ),
                     ("raft_members", members_summary(&view)),
+                    (
+                        "raft_request_sessions",
+                        self.node.request_table_counts().0.to_string(),
+                    ),
+                    (
+                        "raft_request_replies",
+                        self.node.request_table_counts().1.to_string(),
+                    ),
                     (
                         "raft_read_mode",
                         match self.config.read_mode {

@@ -7,7 +7,8 @@ pub mod commands;
 pub mod keyspace;
 pub mod layers;
 pub mod request;
+pub mod sessions;
 pub mod state_machine;
 
-pub use request::{Request, Response};
+pub use request::{Request, RequestId, Response};
 pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader};

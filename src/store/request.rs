@@ -44,6 +44,38 @@ pub enum Request {
     /// Several requests from concurrent or pipelined clients sharing one log entry; applied in
     /// order, answered with [`Response::Batch`] in the same order.
     Batch(Vec<Request>),
+    /// A request with the id its sender gives it, so that sending it again after a lost reply
+    /// never applies it twice (see `store::sessions`).
+    Identified {
+        /// Who sent it, and its place in the sender's sequence.
+        id: RequestId,
+        /// Every request of the same sender with a lower sequence number has been answered.
+        answered_below: u64,
+        /// The request itself (never a batch).
+        request: Box<Request>,
+    },
+}
+
+/// The id a node gives a request it proposes or forwards: the same id is sent again, to
+/// whichever node leads, until an answer comes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The sending node's raft id.
+    pub node: u64,
+    /// The sending process's incarnation (new at every start).
+    pub incarnation: u64,
+    /// The request's place in the incarnation's sequence, from 1.
+    pub seq: u64,
+}
+
+impl Request {
+    /// The request inside any [`Request::Identified`] wrapper.
+    pub fn inner(&self) -> &Request {
+        match self {
+            Request::Identified { request, .. } => request.inner(),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for Request {
@@ -61,6 +93,9 @@ impl fmt::Display for Request {
             Request::Expire { keys, .. } => write!(f, "EXPIRE ({} keys)", keys.len()),
             Request::Exec { commands, .. } => write!(f, "EXEC ({} commands)", commands.len()),
             Request::Batch(requests) => write!(f, "BATCH ({} requests)", requests.len()),
+            Request::Identified { id, request, .. } => {
+                write!(f, "{request} as {}.{}.{}", id.node, id.incarnation, id.seq)
+            }
         }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! # What it owns
 //! The keyspace tables (`store::keyspace`), and in the `meta` table the last applied log id,
-//! the last membership and the state machine clock, written in the same redb transaction as
-//! the data they describe, so they can never disagree after a crash.
+//! the last membership, the state machine clock and the client sessions (`store::sessions`:
+//! which identified requests were applied and their replies), written in the same redb
+//! transaction as the data they describe, so they can never disagree after a crash. Snapshots
+//! carry the sessions too, so a request sent again is recognized on every node, after a
+//! restart, a snapshot install or a leader change.
 //!
 //! # Time
 //! Each command carries the leader's clock. The state machine's clock is the largest time any
@@ -58,6 +61,7 @@ use crate::store::commands;
 use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, SCAN_INDEX, View};
 use crate::store::layers::{Base, Layer, Layers, write_layer};
 use crate::store::request::{Request, Response};
+use crate::store::sessions::{Seen, Sessions, forgotten_response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -65,6 +69,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_LAST_APPLIED: &str = "last_applied";
 const META_MEMBERSHIP: &str = "membership";
 const META_CLOCK: &str = "clock";
+const META_SESSIONS: &str = "sessions";
 
 /// Format version of every value this module persists (meta values and snapshot files).
 const FORMAT_VERSION: u8 = 1;
@@ -178,6 +183,11 @@ impl StoreReader {
             .map_err(io_error)
     }
 
+    /// Client sessions and the replies they keep, as this node applied them (INFO).
+    pub fn session_counts(&self) -> (usize, usize) {
+        lock(&self.shared.published).applied.sessions.counts()
+    }
+
     /// Number of keys, without linearizing (INFO keyspace).
     pub fn key_count(&self) -> io::Result<u64> {
         let mut view = View::reader(self.shared.layers(), self.now_ms());
@@ -191,6 +201,7 @@ struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     clock: i64,
+    sessions: Sessions,
 }
 
 impl AppliedState {
@@ -216,6 +227,10 @@ impl AppliedState {
                 Some(v) => decode_meta(&v)?,
                 None => 0,
             },
+            sessions: match get(META_SESSIONS)? {
+                Some(v) => decode_meta(&v)?,
+                None => Sessions::default(),
+            },
         })
     }
 
@@ -229,6 +244,8 @@ impl AppliedState {
         meta.insert(META_MEMBERSHIP, encode_meta(&self.membership)?.as_slice())
             .map_err(io_error)?;
         meta.insert(META_CLOCK, encode_meta(&self.clock)?.as_slice())
+            .map_err(io_error)?;
+        meta.insert(META_SESSIONS, encode_meta(&self.sessions)?.as_slice())
             .map_err(io_error)?;
         Ok(())
     }
@@ -436,6 +453,8 @@ enum SnapshotRecord {
     End {
         pairs: u64,
     },
+    /// The client sessions (written just before `End`; absent from older snapshots).
+    Sessions(Sessions),
 }
 
 fn write_record<W: Write, T: Serialize>(out: &mut W, record: &T) -> io::Result<()> {
@@ -590,13 +609,15 @@ impl StateMachine {
     }
 }
 
-/// Applies one request to the active layer; returns its response.
+/// Applies one request to the active layer; returns its response. An identified request that
+/// was applied before is answered from the session table instead.
 fn apply_request(
     view: &mut View,
     request: &Request,
-    clock: &mut i64,
+    state: &mut AppliedState,
     index: u64,
 ) -> io::Result<Response> {
+    let clock = &mut state.clock;
     Ok(match request {
         Request::Command { args, now_ms } => {
             *clock = (*clock).max(*now_ms);
@@ -641,10 +662,37 @@ fn apply_request(
         Request::Batch(requests) => Response::Batch(
             requests
                 .iter()
-                .map(|r| apply_request(view, r, clock, index))
+                .map(|r| apply_request(view, r, state, index))
                 .collect::<io::Result<_>>()?,
         ),
+        Request::Identified {
+            id,
+            answered_below,
+            request,
+        } => {
+            let now_ms = (*clock).max(stamped_ms(request));
+            match state.sessions.check(*id, *answered_below, now_ms) {
+                Seen::Applied(response) => response,
+                Seen::Forgotten => forgotten_response(),
+                Seen::New => {
+                    let response = apply_request(view, request, state, index)?;
+                    state.sessions.record(*id, response.clone(), now_ms);
+                    response
+                }
+            }
+        }
     })
+}
+
+/// The leader's time stamped on a request (0 for none).
+fn stamped_ms(request: &Request) -> i64 {
+    match request {
+        Request::Command { now_ms, .. }
+        | Request::Expire { now_ms, .. }
+        | Request::Exec { now_ms, .. } => *now_ms,
+        Request::Batch(requests) => requests.iter().map(stamped_ms).max().unwrap_or(0),
+        Request::Identified { request, .. } => stamped_ms(request),
+    }
 }
 
 /// The outcome of one applied entry: its response, to send once the batch is committed.
@@ -677,7 +725,7 @@ fn apply_batch(
         let response = match &entry.payload {
             EntryPayload::Blank => Response::Reply(Reply::ok()),
             EntryPayload::Normal(request) => {
-                match apply_request(&mut view, request, &mut state.clock, entry.log_id.index) {
+                match apply_request(&mut view, request, &mut state, entry.log_id.index) {
                     Ok(response) => response,
                     Err(err) => {
                         outcome = Err(err);
@@ -791,6 +839,7 @@ impl SnapshotBuilder {
                     pairs += 1;
                 }
             }
+            write_record(&mut out, &SnapshotRecord::Sessions(applied.sessions))?;
             write_record(&mut out, &SnapshotRecord::End { pairs })?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
@@ -826,15 +875,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 fn install(shared: &Shared, path: &Path, meta: &SnapshotMeta, clock: &AtomicI64) -> io::Result<()> {
     let _writer = lock(&shared.writer);
     drop(shared.wait_flushed(lock(&shared.published))?);
-    let header_clock = install_blocking(&shared.db, path, meta)?;
+    let installed = install_blocking(&shared.db, path, meta)?;
+    let header_clock = installed.clock;
     let base = Base::open(&shared.db.begin_read().map_err(io_error)?).map_err(io_error)?;
     let mut published = lock(&shared.published);
     published.layers = Layers::new(base).map_err(io_error)?;
-    published.applied = AppliedState {
-        last_applied: meta.last_log_id,
-        membership: meta.last_membership.clone(),
-        clock: header_clock,
-    };
+    published.applied = installed;
     published.last_freeze = Instant::now();
     published.unflushed = false;
     clock.fetch_max(header_clock, Ordering::AcqRel);
@@ -842,7 +888,7 @@ fn install(shared: &Shared, path: &Path, meta: &SnapshotMeta, clock: &AtomicI64)
 }
 
 /// Replaces the contents of redb with a snapshot file's; returns the snapshot's clock.
-fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Result<i64> {
+fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Result<AppliedState> {
     let mut input = BufReader::new(File::open(path)?);
     let header = read_snapshot_header(&mut input)?;
     if header.last_log_id != meta.last_log_id {
@@ -852,6 +898,7 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
         ));
     }
     let txn = db.begin_write().map_err(io_error)?;
+    let mut sessions = Sessions::default();
     {
         let mut keys = txn.open_table(KEYS).map_err(io_error)?;
         let mut fields = txn.open_table(FIELDS).map_err(io_error)?;
@@ -864,6 +911,7 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
         let mut pairs = 0u64;
         loop {
             match read_record(&mut input)? {
+                SnapshotRecord::Sessions(table) => sessions = table,
                 SnapshotRecord::Pair { table, key, value } => {
                     match table {
                         0 => keys.insert(key.as_slice(), value.as_slice()).map(|_| ()),
@@ -884,14 +932,15 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
             }
         }
     }
-    AppliedState {
+    let installed = AppliedState {
         last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
         clock: header.clock,
-    }
-    .write(&txn)?;
+        sessions,
+    };
+    installed.write(&txn)?;
     txn.commit().map_err(io_error)?;
-    Ok(header.clock)
+    Ok(installed)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

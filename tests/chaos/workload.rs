@@ -136,13 +136,27 @@ fn send(con: &mut redis::Connection, cmd: &redis::Cmd) -> Reply {
     Reply::Refused
 }
 
-/// Errors that prove the command was not applied: a redirect, a refusal to serve before
-/// proposing (no leader known, a node removed from the cluster). Everything else — timeouts,
-/// lost connections, TRYAGAIN, internal errors — may hide an applied command.
+/// Error prefixes on which stock clients resend the command without telling the application
+/// (go-redis `shouldRetry`, redis-py `RedisCluster`, ioredis `Cluster`): the history reads them
+/// as Redis defines them, "not applied", so a server that sends one for a command that did
+/// apply shows as an anomaly.
+pub const NOT_APPLIED_PREFIXES: &[&str] = &[
+    "MOVED",
+    "ASK",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "LOADING",
+    "READONLY",
+];
+
+/// Errors that prove the command was not applied: a redirect and every prefix stock clients
+/// retry on. Everything else — timeouts, lost connections, `UNCERTAIN`, internal errors — may
+/// hide an applied command.
 fn classify(err: &redis::RedisError) -> Reply {
     match (err.code(), err.redirect_node()) {
         (Some("MOVED"), Some((addr, _slot))) => Reply::Moved(addr.to_string()),
-        (Some("MOVED") | Some("ASK"), _) => Reply::Refused,
+        (Some(code), _) if NOT_APPLIED_PREFIXES.contains(&code) => Reply::Refused,
         _ => Reply::Unknown,
     }
 }

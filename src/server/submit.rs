@@ -1,0 +1,441 @@
+//! Submitting a keyspace command where the leader is, until it has its real outcome.
+//!
+//! A connection hands every keyspace command (read or write, WATCH, a MULTI…EXEC transaction)
+//! to [`submit`], which runs it on this node while it leads, forwards it through the proxy
+//! while another node leads (or answers `-MOVED` in redirect mode), and waits, up to a whole
+//! failover ([`crate::node::Node::election_wait`]), for a leader while none is known.
+//!
+//! # Exactly once
+//! A write carries a request id (`store::sessions`) from its first attempt on. When an attempt
+//! ends without an answer (the connection to the leader broke, the leader stepped down with
+//! the entry uncommitted, the node forwarded to is no longer the leader), the same id is sent
+//! again to whichever node leads now, until an answer comes: a duplicate is answered from the
+//! replicated session table, never applied twice. Only after [`RESEND_WINDOW_MS`] without an
+//! answer does a write that may have reached a leader get `-UNCERTAIN`; one that certainly
+//! reached none gets `-CLUSTERDOWN`. Reads have no effect and are simply sent again.
+//!
+//! # Order
+//! A connection's commands apply in the order it sent them, across resends too: a command sends
+//! again only once every earlier command of its connection has its answer
+//! ([`ResendGate::wait_oldest`]), and the connection dispatches nothing new while one of its
+//! commands awaits a resend or while the leader differs from the one its in-flight commands
+//! went to (see `server::connection`).
+//!
+//! # Must not
+//! Send a reply prefix that stock clients retry unless the command certainly did not take
+//! effect (see `crate::error`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::cluster::FollowerMode;
+use crate::cluster::proxy::{FailureCounter, LeaderTarget, ProxyError};
+use crate::cluster::topology;
+use crate::command::Command;
+use crate::error::Error;
+use crate::node::IdLease;
+use crate::resp::{Protocol, Reply};
+use crate::server::Server;
+use crate::store::state_machine::wall_clock_ms;
+use crate::store::{Read, Request};
+
+/// How long a command is sent again before its connection is told the outcome is unknown.
+pub const RESEND_WINDOW_MS: u64 = 10_000;
+
+/// Per connection: which of its submitted commands still await their answer, and how many
+/// failures the proxy delivered that are not yet resent.
+#[derive(Debug, Default)]
+pub struct ResendGate {
+    awaiting: Mutex<BTreeSet<u64>>,
+    next: AtomicU64,
+    failures: FailureCounter,
+    answered: Notify,
+}
+
+/// A command's place in its connection's order; dropping it marks the command answered.
+#[derive(Debug)]
+pub struct Ticket {
+    gate: Arc<ResendGate>,
+    number: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.number);
+        self.gate.answered.notify_waiters();
+    }
+}
+
+impl ResendGate {
+    /// The next command's ticket.
+    pub fn ticket(self: &Arc<Self>) -> Ticket {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(number);
+        Ticket {
+            gate: self.clone(),
+            number,
+        }
+    }
+
+    /// Whether a command of this connection awaits a resend: new commands must wait.
+    pub fn resending(&self) -> bool {
+        self.failures.load(Ordering::Acquire) > 0
+    }
+
+    /// Forgets failures counted for commands that are no longer in flight (a connection with
+    /// nothing in flight has nothing to resend).
+    pub fn reset_if_idle(&self) {
+        if self
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            self.failures.store(0, Ordering::Release);
+        }
+    }
+
+    /// Waits until every earlier command of the connection has its answer.
+    async fn wait_oldest(&self, ticket: &Ticket) {
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            let oldest = self
+                .awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first()
+                .copied();
+            if oldest.is_none_or(|oldest| oldest >= ticket.number) {
+                return;
+            }
+            answered.await;
+        }
+    }
+
+    fn resent(&self) {
+        let _ = self
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// What one command needs to be submitted.
+pub struct Submission {
+    /// The server (node, proxy, configuration).
+    pub server: Arc<Server>,
+    /// The connection's protocol (the proxy keeps RESP2 and RESP3 connections apart).
+    pub protocol: Protocol,
+    /// The connection's client id (picks its proxy connection).
+    pub client_id: u64,
+    /// The connection's resend order.
+    pub gate: Arc<ResendGate>,
+    /// The command's place in it.
+    pub ticket: Ticket,
+    /// The connection's WATCH state, filled in by a WATCH.
+    pub watched: Arc<Mutex<Vec<(Bytes, u64)>>>,
+    /// Applied index after the connection's last write here (WAIT).
+    pub last_write_index: Arc<AtomicU64>,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Answered(Reply),
+    /// No answer: send again. `counted`: the proxy counted it in the gate's failures.
+    Again {
+        may_have_applied: bool,
+        counted: bool,
+        why: String,
+    },
+}
+
+/// Runs `command` (a keyspace command, WATCH or transaction) where the leader is, until it has
+/// its outcome; see the module doc.
+pub async fn submit(submission: Submission, command: Command) -> Reply {
+    let node = submission.server.node.clone();
+    let is_write = matches!(
+        command,
+        Command::Keyspace { write: true, .. } | Command::Transaction { .. }
+    );
+    let lease = is_write.then(|| node.request_ids.issue());
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(RESEND_WINDOW_MS);
+    let mut may_have_applied = false;
+    let mut owe_resend = false;
+    let mut last_why;
+    loop {
+        let leader = node.leader();
+        let attempt = match &leader {
+            _ if node.is_leader() => {
+                if owe_resend {
+                    submission.gate.resent();
+                    owe_resend = false;
+                }
+                run_here(&submission, &command, lease.as_ref()).await
+            }
+            Some((id, member)) => {
+                if node.follower_mode() == FollowerMode::Redirect
+                    && let Some(key) = command.routing_key()
+                {
+                    if owe_resend {
+                        submission.gate.resent();
+                    }
+                    return topology::moved(topology::key_slot(key), &member.client_addr);
+                }
+                let target = LeaderTarget {
+                    id: *id,
+                    client_addr: member.client_addr.clone(),
+                };
+                let forwarded = submission.server.proxy.forward_counted(
+                    &target,
+                    submission.protocol,
+                    submission.client_id,
+                    forwarded_args(&command, lease.as_ref()),
+                    Some(submission.gate.failures.clone()),
+                );
+                if owe_resend {
+                    submission.gate.resent();
+                    owe_resend = false;
+                }
+                match forwarded.await {
+                    Ok(raw) => Attempt::Answered(match &command {
+                        Command::Watch(keys) => record_watch(
+                            &submission.watched,
+                            keys.clone(),
+                            parse_integer_array(&raw),
+                        ),
+                        _ => Reply::Raw(raw),
+                    }),
+                    Err(err) => Attempt::Again {
+                        may_have_applied: is_write && !matches!(err, ProxyError::Unreachable(_)),
+                        counted: true,
+                        why: err.to_string(),
+                    },
+                }
+            }
+            None => Attempt::Again {
+                may_have_applied: false,
+                counted: false,
+                why: "no leader is known".into(),
+            },
+        };
+        let (applied, counted, why) = match attempt {
+            Attempt::Answered(reply) => {
+                if owe_resend {
+                    submission.gate.resent();
+                }
+                return reply;
+            }
+            Attempt::Again {
+                may_have_applied,
+                counted,
+                why,
+            } => (may_have_applied, counted, why),
+        };
+        may_have_applied |= applied;
+        owe_resend |= counted;
+        last_why = why;
+        let now = tokio::time::Instant::now();
+        // No leader at all: wait a whole failover at most (the resend window is for commands
+        // already sent somewhere).
+        let give_up_at = if may_have_applied {
+            deadline
+        } else {
+            deadline.min(started + node.election_wait())
+        };
+        if now >= give_up_at {
+            break;
+        }
+        submission.gate.wait_oldest(&submission.ticket).await;
+        // Wait for a leader change, or briefly when the same leader only dropped a connection.
+        let seen = node.leader().map_or(0, |(id, _)| id);
+        let wait = if seen == 0 {
+            give_up_at - now
+        } else {
+            Duration::from_millis(20).min(give_up_at - now)
+        };
+        node.leader_change(seen, wait).await;
+    }
+    if owe_resend {
+        submission.gate.resent();
+    }
+    if may_have_applied {
+        Error::Uncertain(format!(
+            "no answer from the leader within {RESEND_WINDOW_MS} ms; the write may or may not \
+             have been applied ({last_why})"
+        ))
+        .to_resp()
+    } else {
+        Error::ClusterDown(format!("The cluster is down ({last_why})")).to_resp()
+    }
+}
+
+/// One attempt on this node, the leader.
+async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdLease>) -> Attempt {
+    let node = &submission.server.node;
+    let now_ms = wall_clock_ms();
+    let pending = match (command, lease) {
+        (Command::Keyspace { args, .. }, Some(lease)) => {
+            node.propose(lease.wrap(Request::Command {
+                args: args.clone(),
+                now_ms,
+            }))
+        }
+        (Command::Transaction { commands, watched }, Some(lease)) => {
+            node.propose(lease.wrap(Request::Exec {
+                commands: commands.clone(),
+                watched: watched.clone(),
+                now_ms,
+            }))
+        }
+        (Command::Watch(keys), _) => node.read(Read {
+            args: revisions_args(keys),
+        }),
+        (Command::Keyspace { args, .. }, None) => node.read(Read { args: args.clone() }),
+        _ => {
+            return Attempt::Answered(Error::Internal("not a keyspace command".into()).to_resp());
+        }
+    };
+    match pending.await {
+        Ok(Ok(reply)) => {
+            if lease.is_some() {
+                submission
+                    .last_write_index
+                    .fetch_max(node.applied_index(), Ordering::Relaxed);
+            }
+            Attempt::Answered(match command {
+                Command::Watch(keys) => {
+                    let revisions = match reply {
+                        Reply::Array(items) => Some(
+                            items
+                                .into_iter()
+                                .map(|r| match r {
+                                    Reply::Integer(n) => n as u64,
+                                    _ => 0,
+                                })
+                                .collect(),
+                        ),
+                        _ => None,
+                    };
+                    record_watch(&submission.watched, keys.clone(), revisions)
+                }
+                _ => reply,
+            })
+        }
+        Ok(Err(Error::Resend(why))) => Attempt::Again {
+            may_have_applied: lease.is_some(),
+            counted: false,
+            why,
+        },
+        Ok(Err(err)) => Attempt::Answered(err.to_resp()),
+        Err(_) => Attempt::Again {
+            may_have_applied: lease.is_some(),
+            counted: false,
+            why: "the request was dropped".into(),
+        },
+    }
+}
+
+/// The command as forwarded to the leader: a write with its id ahead of it.
+fn forwarded_args(command: &Command, lease: Option<&IdLease>) -> Vec<Bytes> {
+    let args = match command {
+        Command::Keyspace { args, .. } => args.clone(),
+        Command::Watch(keys) => revisions_args(keys),
+        Command::Transaction { commands, watched } => Command::transaction_args(commands, watched),
+        _ => Vec::new(),
+    };
+    match lease {
+        Some(lease) => {
+            let mut identified = Vec::with_capacity(args.len() + 5);
+            identified.extend(lease.header());
+            identified.extend(args);
+            identified
+        }
+        None => args,
+    }
+}
+
+/// The internal read that answers WATCH: each key's revision.
+pub(super) fn revisions_args(keys: &[Bytes]) -> Vec<Bytes> {
+    let mut args = Vec::with_capacity(keys.len() + 1);
+    args.push(Bytes::from_static(b"REDRAFT.REVISIONS"));
+    args.extend(keys.iter().cloned());
+    args
+}
+
+/// Stores WATCH's revisions for the coming EXEC and answers `+OK`.
+pub(super) fn record_watch(
+    watched: &Mutex<Vec<(Bytes, u64)>>,
+    keys: Vec<Bytes>,
+    revisions: Option<Vec<u64>>,
+) -> Reply {
+    let Some(revisions) = revisions.filter(|r| r.len() == keys.len()) else {
+        return Error::Internal("WATCH could not read the keys' revisions".into()).to_resp();
+    };
+    let mut watched = watched.lock().unwrap_or_else(|p| p.into_inner());
+    for (key, revision) in keys.into_iter().zip(revisions) {
+        if !watched.iter().any(|(k, _)| *k == key) {
+            watched.push((key, revision));
+        }
+    }
+    Reply::ok()
+}
+
+/// Reads a RESP array of integers (the leader's answer to REDRAFT.REVISIONS).
+fn parse_integer_array(raw: &[u8]) -> Option<Vec<u64>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut lines = text.split("\r\n");
+    let count: usize = lines.next()?.strip_prefix('*')?.parse().ok()?;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        out.push(lines.next()?.strip_prefix(':')?.parse().ok()?);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_parses_revision_arrays() {
+        assert_eq!(parse_integer_array(b"*2\r\n:3\r\n:0\r\n"), Some(vec![3, 0]));
+        assert_eq!(parse_integer_array(b"-ERR x\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn submit_gate_lets_a_command_resend_only_after_earlier_ones_answered() {
+        let gate = Arc::new(ResendGate::default());
+        let first = gate.ticket();
+        let second = gate.ticket();
+        let waiting = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                gate.wait_oldest(&second).await;
+                second.number
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), 1);
+        assert!(!gate.resending());
+        gate.failures.fetch_add(1, Ordering::AcqRel);
+        assert!(gate.resending());
+        gate.reset_if_idle();
+        assert!(!gate.resending());
+    }
+}
