@@ -210,8 +210,26 @@ pub async fn submit(submission: Submission, command: Command) -> Reply {
                     submission.gate.resent();
                     owe_resend = false;
                 }
-                match forwarded.await {
-                    Ok(raw) => Attempt::Answered(match &command {
+                // A leader that stops answering (paused, partitioned away) is replaced by an
+                // election: the command is then sent again, with its id, to the new leader.
+                let moved = async {
+                    loop {
+                        if node.leader_change(*id, Duration::from_secs(3600)).await != *id {
+                            return;
+                        }
+                    }
+                };
+                let outcome = tokio::select! {
+                    outcome = forwarded => Some(outcome),
+                    () = moved => None,
+                };
+                match outcome {
+                    None => Attempt::Again {
+                        may_have_applied: is_write,
+                        counted: false,
+                        why: "leadership moved while the old leader had the command".into(),
+                    },
+                    Some(Ok(raw)) => Attempt::Answered(match &command {
                         Command::Watch(keys) => record_watch(
                             &submission.watched,
                             keys.clone(),
@@ -219,7 +237,7 @@ pub async fn submit(submission: Submission, command: Command) -> Reply {
                         ),
                         _ => Reply::Raw(raw),
                     }),
-                    Err(err) => Attempt::Again {
+                    Some(Err(err)) => Attempt::Again {
                         may_have_applied: is_write && !matches!(err, ProxyError::Unreachable(_)),
                         counted: true,
                         why: err.to_string(),

@@ -111,6 +111,23 @@ impl ClusterNode {
     }
 
     /// `kill -9` and reap.
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`…) to the running process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let status = std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(pid.to_string())
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill -{signal} {pid}");
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
