@@ -85,7 +85,7 @@ fn exactly_once_increments_through_a_follower_across_leader_kills_and_pauses() {
         })
         .collect();
     let total = || seen.lock().unwrap().acknowledged.iter().sum::<u64>();
-    let mut progress = |what: &str| {
+    let progress = |what: &str| {
         let before = total();
         wait_for(what, Duration::from_secs(30), || {
             (total() >= before + 100).then_some(())
