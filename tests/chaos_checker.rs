@@ -9,7 +9,10 @@ mod checker;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use checker::{Call, NONLINEARIZABLE, Op, Outcome, Ret, Verdict, check_counters, check_registers};
+use checker::{
+    ACKNOWLEDGED_BUT_LOST, Call, NONLINEARIZABLE, Op, Outcome, REFUSED_BUT_APPLIED, Ret, Verdict,
+    check_counters, check_fresh_writes, check_registers,
+};
 
 const MS: u64 = 1_000_000;
 const BUDGET: u64 = 1_000_000;
@@ -778,4 +781,58 @@ fn checker_counter_generated_history() {
     let lost = deltas.iter().min().expect("an increment");
     let verdict = counters(&history, &[("c", vec![Some(acknowledged - lost); 3])]);
     assert_kind(&verdict, "lost-write");
+}
+
+/// A write of fresh key `key` with value `v`.
+fn fresh(client: usize, key: &str, v: i64, outcome: Outcome) -> Op {
+    op(client, key, Call::Write(v), 0, 5, outcome)
+}
+
+fn finals_of(pairs: &[(&str, Option<i64>)]) -> BTreeMap<String, Option<i64>> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+#[test]
+fn checker_fresh_writes_catch_a_server_that_applies_what_it_refused() {
+    // The server answered TRYAGAIN (read as "not applied") but the write took effect: a
+    // client that resent it would have applied it twice.
+    let history = vec![
+        fresh(1, "fresh1", 1, Outcome::Ok(Ret::Done)),
+        fresh(2, "fresh2", 2, Outcome::Fail),
+    ];
+    let verdict = check_fresh_writes(
+        &history,
+        &finals_of(&[("fresh1", Some(1)), ("fresh2", Some(2))]),
+    );
+    assert!(verdict.has(REFUSED_BUT_APPLIED), "{verdict:?}");
+    assert_eq!(verdict.anomalies.len(), 1);
+}
+
+#[test]
+fn checker_fresh_writes_catch_a_lost_acknowledged_write() {
+    let history = vec![fresh(1, "fresh1", 1, Outcome::Ok(Ret::Done))];
+    let verdict = check_fresh_writes(&history, &finals_of(&[("fresh1", None)]));
+    assert!(verdict.has(ACKNOWLEDGED_BUT_LOST), "{verdict:?}");
+}
+
+#[test]
+fn checker_fresh_writes_accept_true_refusals_and_either_outcome_when_unknown() {
+    let history = vec![
+        fresh(1, "fresh1", 1, Outcome::Ok(Ret::Done)),
+        fresh(2, "fresh2", 2, Outcome::Fail),
+        fresh(3, "fresh3", 3, Outcome::Unknown),
+        fresh(4, "fresh4", 4, Outcome::Unknown),
+    ];
+    let finals = finals_of(&[
+        ("fresh1", Some(1)),
+        ("fresh2", None),
+        ("fresh3", Some(3)),
+        ("fresh4", None),
+    ]);
+    let verdict = check_fresh_writes(&history, &finals);
+    assert!(verdict.is_clean(), "{verdict:?}");
+    assert_eq!(verdict.ops_checked, 4);
+    // A key that could not be read back is inconclusive, never a pass by omission.
+    let verdict = check_fresh_writes(&history, &finals_of(&[("fresh1", Some(1))]));
+    assert_eq!(verdict.inconclusive.len(), 3);
 }

@@ -107,6 +107,10 @@ impl Node {
     }
 
     async fn follower_read_inner(&self, read: Read) -> Result<Reply, Error> {
+        if self.leader().is_none() {
+            // Just started, or an election: wait for a leader, a whole failover at most.
+            self.leader_change(0, self.election_wait()).await;
+        }
         let Some((_, leader)) = self.leader() else {
             return Err(Error::ClusterDown("The cluster is down".into()));
         };
@@ -170,7 +174,11 @@ impl Node {
             }
             Ok(AppResponse::Error(err)) => Err(Error::err(err)),
             Ok(other) => Err(Error::Internal(format!("{other:?}"))),
-            Err(err) => Err(Error::ClusterDown(format!("leader unreachable: {err}"))),
+            // The request may have reached the leader: only a client-side retry would tell.
+            Err(err) => Err(Error::Uncertain(format!(
+                "no answer from the leader ({err}); the membership change may or may not have \
+                 been made: see RAFT.MEMBERS"
+            ))),
         }
     }
 
@@ -202,7 +210,11 @@ impl Node {
             .wait(Some(TRANSFER_TIMEOUT))
             .metrics(|m| m.current_leader == Some(target), "leadership transfer")
             .await
-            .map_err(|e| Error::TryAgain(format!("leadership transfer did not finish: {e}")))?;
+            .map_err(|e| {
+                Error::Uncertain(format!(
+                    "leadership transfer did not finish in time ({e}); see INFO raft"
+                ))
+            })?;
         Ok(target)
     }
 }

@@ -152,6 +152,53 @@ pub const NONLINEARIZABLE: &str = "nonlinearizable";
 /// operation of the wrong family on a key (register operation on a counter).
 pub const MALFORMED: &str = "malformed-op";
 
+/// Anomaly kind: a write answered with an error that stock clients read as "not applied"
+/// (`TRYAGAIN`, `CLUSTERDOWN`, `MOVED`…) took effect: a client that resent it would apply it
+/// twice.
+pub const REFUSED_BUT_APPLIED: &str = "refused-but-applied";
+/// Anomaly kind: an acknowledged write of a fresh key is missing after healing.
+pub const ACKNOWLEDGED_BUT_LOST: &str = "acknowledged-but-lost";
+
+/// Checks writes of fresh keys (each key written once, by one `Write`) against the value each
+/// key has after healing (`None`: absent): a key whose write was refused must be absent, an
+/// acknowledged one present with its value, an indeterminate one either. A key with no final
+/// read is inconclusive.
+pub fn check_fresh_writes(history: &[Op], finals: &BTreeMap<String, Option<i64>>) -> Verdict {
+    let mut verdict = Verdict::default();
+    for op in history {
+        let Call::Write(written) = op.call else {
+            verdict.anomalies.push(Anomaly {
+                key: op.key.clone(),
+                kind: MALFORMED,
+                detail: format!("not a single write: {}", show(op)),
+            });
+            continue;
+        };
+        verdict.ops_checked += 1;
+        let Some(&found) = finals.get(&op.key) else {
+            verdict.inconclusive.push(op.key.clone());
+            continue;
+        };
+        let kind = match (&op.outcome, found) {
+            (Outcome::Ok(_), Some(v)) if v == written => None,
+            (Outcome::Ok(_), _) => Some(ACKNOWLEDGED_BUT_LOST),
+            (Outcome::Fail, None) => None,
+            (Outcome::Fail, Some(_)) => Some(REFUSED_BUT_APPLIED),
+            (Outcome::Unknown, None) => None,
+            (Outcome::Unknown, Some(v)) if v == written => None,
+            (Outcome::Unknown, Some(_)) => Some(MALFORMED),
+        };
+        if let Some(kind) = kind {
+            verdict.anomalies.push(Anomaly {
+                key: op.key.clone(),
+                kind,
+                detail: format!("{} but the key holds {}", show(op), value(found)),
+            });
+        }
+    }
+    verdict
+}
+
 /// Checks that every register key's history (keys with `Read`, `Write`, `WriteIfAbsent` and
 /// `CompareAndSet` operations, initially absent; keys with any `IncrBy` are skipped) is
 /// linearizable. A key with no linearization gets a [`NONLINEARIZABLE`] anomaly naming the op

@@ -165,10 +165,10 @@ fn run(settings: &Settings) -> bool {
     let addrs = nodes.addrs();
     let clients: Vec<_> = (0..settings.clients)
         .map(|id| {
-            let kind = if id % 2 == 0 {
-                Kind::Register
-            } else {
-                Kind::Counter
+            let kind = match id % 3 {
+                0 => Kind::Register,
+                1 => Kind::Counter,
+                _ => Kind::Fresh,
             };
             let addrs = addrs.clone();
             let shared = shared.clone();
@@ -201,14 +201,20 @@ fn run(settings: &Settings) -> bool {
     }
     let history = std::mem::take(&mut *shared.history.lock().unwrap());
     let write_times = std::mem::take(&mut *shared.write_times.lock().unwrap());
+    let uncertain = std::mem::take(&mut *shared.uncertain_replies.lock().unwrap());
 
     let finals = final_reads(&nodes);
+    let fresh_finals = fresh_reads(&nodes, &history);
     let passed = report(
         settings,
         &history,
-        &write_times,
+        &Observed {
+            write_times,
+            uncertain,
+            finals,
+            fresh_finals,
+        },
         &windows,
-        &finals,
         leader.is_some(),
         healed,
         &run_dir,
@@ -267,6 +273,49 @@ fn final_reads(nodes: &nodes::Nodes) -> BTreeMap<String, Vec<Option<i64>>> {
     finals
 }
 
+/// The value every fresh key has after healing (`None`: absent), read with `MGET` through the
+/// nodes (linearizable); keys that could not be read are left out (inconclusive).
+fn fresh_reads(nodes: &nodes::Nodes, history: &[Op]) -> BTreeMap<String, Option<i64>> {
+    let keys: Vec<&str> = history
+        .iter()
+        .filter(|op| op.key.starts_with(workload::FRESH_PREFIX))
+        .map(|op| op.key.as_str())
+        .collect();
+    let mut finals = BTreeMap::new();
+    for chunk in keys.chunks(1000) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let values = nodes.addrs().iter().find_map(|addr| {
+                let mut con = nodes::connect(addr, Duration::from_secs(5))?;
+                redis::cmd("MGET")
+                    .arg(chunk)
+                    .query::<Vec<Option<i64>>>(&mut con)
+                    .ok()
+            });
+            if let Some(values) = values {
+                for (key, value) in chunk.iter().zip(values) {
+                    finals.insert(key.to_string(), value);
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("chaos: could not read {} fresh keys back", chunk.len());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    finals
+}
+
+/// What the clients and the final reads observed, besides the history.
+struct Observed {
+    write_times: Vec<u64>,
+    uncertain: Vec<u64>,
+    finals: BTreeMap<String, Vec<Option<i64>>>,
+    fresh_finals: BTreeMap<String, Option<i64>>,
+}
+
 /// The longest stretch without a successful write inside `[from, to]` (ns).
 fn longest_gap(write_times: &[u64], from: u64, to: u64) -> u64 {
     let start = write_times.partition_point(|&t| t < from);
@@ -282,18 +331,17 @@ fn longest_gap(write_times: &[u64], from: u64, to: u64) -> u64 {
     longest.max(to.saturating_sub(last))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn report(
     settings: &Settings,
     history: &[Op],
-    write_times: &[u64],
+    observed: &Observed,
     windows: &[Window],
-    finals: &BTreeMap<String, Vec<Option<i64>>>,
     recovered: bool,
     healed: u64,
     run_dir: &std::path::Path,
 ) -> bool {
-    let mut write_times = write_times.to_vec();
+    let finals = &observed.finals;
+    let mut write_times = observed.write_times.clone();
     write_times.sort_unstable();
     let count = |f: &dyn Fn(&Op) -> bool| history.iter().filter(|op| f(op)).count();
     let ok = count(&|op| matches!(op.outcome, Outcome::Ok(_)));
@@ -306,23 +354,48 @@ fn report(
         history.len()
     );
 
-    let (registers, counters): (Vec<Op>, Vec<Op>) = history
+    let (fresh, rest): (Vec<Op>, Vec<Op>) = history
         .iter()
         .cloned()
+        .partition(|op| op.key.starts_with(workload::FRESH_PREFIX));
+    let (registers, counters): (Vec<Op>, Vec<Op>) = rest
+        .into_iter()
         .partition(|op| op.key.starts_with("register"));
     let started = Instant::now();
     let register_verdict = checker::check_registers(&registers, 20_000_000);
     let counter_verdict = checker::check_counters(&counters, finals);
+    let fresh_verdict = checker::check_fresh_writes(&fresh, &observed.fresh_finals);
     println!(
-        "chaos: checked {} register and {} counter operations in {:.1} s",
+        "chaos: checked {} register, {} counter and {} fresh-key operations in {:.1} s",
         register_verdict.ops_checked,
         counter_verdict.ops_checked,
+        fresh_verdict.ops_checked,
         started.elapsed().as_secs_f64()
+    );
+    let fresh_count =
+        |outcome: &dyn Fn(&Outcome) -> bool| fresh.iter().filter(|op| outcome(&op.outcome)).count();
+    println!(
+        "chaos: fresh-key writes: {} acknowledged, {} refused, {} unknown; {} lies (refused but \
+         applied), {} lost (acknowledged but absent)",
+        fresh_count(&|o| matches!(o, Outcome::Ok(_))),
+        fresh_count(&|o| *o == Outcome::Fail),
+        fresh_count(&|o| *o == Outcome::Unknown),
+        fresh_verdict
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == checker::REFUSED_BUT_APPLIED)
+            .count(),
+        fresh_verdict
+            .anomalies
+            .iter()
+            .filter(|a| a.kind == checker::ACKNOWLEDGED_BUT_LOST)
+            .count(),
     );
     let anomalies: Vec<_> = register_verdict
         .anomalies
         .iter()
         .chain(&counter_verdict.anomalies)
+        .chain(&fresh_verdict.anomalies)
         .collect();
     for anomaly in &anomalies {
         println!(
@@ -334,6 +407,7 @@ fn report(
         .inconclusive
         .iter()
         .chain(&counter_verdict.inconclusive)
+        .chain(&fresh_verdict.inconclusive)
         .collect();
     if !inconclusive.is_empty() {
         println!("chaos: search budget exhausted (inconclusive) for {inconclusive:?}");
@@ -351,12 +425,28 @@ fn report(
         let entry = worst.entry(window.fault.name()).or_default();
         *entry = (*entry).max(gap);
     }
-    println!("chaos: faults applied: {}", windows.len());
+    // Error replies that left a client not knowing the outcome, by the fault in force.
+    let mut uncertain_by_fault: BTreeMap<&str, usize> = BTreeMap::new();
+    for &t in &observed.uncertain {
+        let fault = windows
+            .iter()
+            .rev()
+            .find(|w| w.start <= t)
+            .map_or("none", |w| w.fault.name());
+        *uncertain_by_fault.entry(fault).or_default() += 1;
+    }
+    println!(
+        "chaos: faults applied: {}; uncertain error replies: {}",
+        windows.len(),
+        observed.uncertain.len()
+    );
     for (fault, gap) in &worst {
         let applied = windows.iter().filter(|w| w.fault.name() == *fault).count();
         println!(
-            "chaos:   {fault:<15} ×{applied:<3} longest without a successful write: {:>6} ms",
-            gap / 1_000_000
+            "chaos:   {fault:<15} ×{applied:<3} longest without a successful write: {:>6} ms, \
+             uncertain replies: {}",
+            gap / 1_000_000,
+            uncertain_by_fault.get(fault).copied().unwrap_or(0)
         );
     }
     let _ = std::fs::write(

@@ -3,7 +3,10 @@
 //! (a redirect proves the command was not applied), as cluster clients do against followers in
 //! redirect mode. Registers: GET, SET, SET NX and a WATCH/GET/MULTI/SET/EXEC
 //! compare-and-set on a few keys that are renewed every few seconds (so SET NX races on fresh
-//! keys). Counters: INCRBY and GET on a few hot keys. Every operation is recorded with its
+//! keys). Counters: INCRBY and GET on a few hot keys. Fresh writes: SET of a key never used
+//! before, so that after healing each key shows whether its write took effect (the lie
+//! check: a write refused with a prefix clients resend on must be absent). Every operation is
+//! recorded with its
 //! invocation and completion times and an outcome: ok, fail (certainly not applied) or
 //! unknown (timeout, lost connection, or an error that does not prove the command was not
 //! applied).
@@ -35,6 +38,9 @@ pub struct Shared {
     pub history: Mutex<Vec<Op>>,
     /// Completion times (ns) of successful writes, for unavailability windows.
     pub write_times: Mutex<Vec<u64>>,
+    /// Times (ns) of error replies that prove nothing (`UNCERTAIN`, internal errors): each
+    /// left a client not knowing whether its command took effect.
+    pub uncertain_replies: Mutex<Vec<u64>>,
     next_value: AtomicI64,
 }
 
@@ -46,6 +52,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             history: Mutex::new(Vec::new()),
             write_times: Mutex::new(Vec::new()),
+            uncertain_replies: Mutex::new(Vec::new()),
             next_value: AtomicI64::new(1),
         })
     }
@@ -71,7 +78,12 @@ pub enum Kind {
     Register,
     /// INCRBY/GET on counters.
     Counter,
+    /// SET of fresh keys.
+    Fresh,
 }
+
+/// The prefix of every fresh key.
+pub const FRESH_PREFIX: &str = "fresh";
 
 /// The name of counter key `i`.
 pub fn counter_key(i: usize) -> String {
@@ -98,6 +110,7 @@ pub fn client(id: usize, kind: Kind, addrs: Vec<String>, shared: Arc<Shared>, se
         let keep = match kind {
             Kind::Register => register_op(&mut process, connection, &shared, &mut rng),
             Kind::Counter => counter_op(&mut process, connection, &shared, &mut rng),
+            Kind::Fresh => fresh_op(&mut process, connection, &shared),
         };
         if !keep {
             // After an error, talk to another node (and never reuse a confused connection).
@@ -118,12 +131,18 @@ enum Reply {
 }
 
 /// Sends `cmd`, following up to three redirects (replacing `con` by a connection to the
-/// node named).
-fn send(con: &mut redis::Connection, cmd: &redis::Cmd) -> Reply {
+/// node named); an error reply that proves nothing is noted in `shared`.
+fn send(con: &mut redis::Connection, cmd: &redis::Cmd, shared: &Shared) -> Reply {
     for _ in 0..3 {
         let reply = match cmd.query::<redis::Value>(con) {
             Ok(value) => Reply::Ok(value),
-            Err(err) => classify(&err),
+            Err(err) => {
+                let reply = classify(&err);
+                if matches!(reply, Reply::Unknown) && err.code().is_some() {
+                    shared.uncertain_replies.lock().unwrap().push(shared.now());
+                }
+                reply
+            }
         };
         let Reply::Moved(addr) = reply else {
             return reply;
@@ -186,7 +205,7 @@ fn register_op(
     let roll = rng.below(100);
     let invoked = shared.now();
     let (call, outcome) = if roll < 45 {
-        let reply = send(con, redis::cmd("GET").arg(&key));
+        let reply = send(con, redis::cmd("GET").arg(&key), shared);
         let outcome = match reply {
             Reply::Ok(value) => match as_int(&value) {
                 Some(v) => Outcome::Ok(Ret::Value(v)),
@@ -197,7 +216,7 @@ fn register_op(
         (Call::Read, outcome)
     } else if roll < 75 {
         let value = shared.next_value.fetch_add(1, Relaxed);
-        let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value)) {
+        let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value), shared) {
             Reply::Ok(_) => Outcome::Ok(Ret::Done),
             Reply::Refused | Reply::Moved(_) => Outcome::Fail,
             Reply::Unknown => Outcome::Unknown,
@@ -205,7 +224,11 @@ fn register_op(
         (Call::Write(value), outcome)
     } else if roll < 85 {
         let value = shared.next_value.fetch_add(1, Relaxed);
-        let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value).arg("NX")) {
+        let outcome = match send(
+            con,
+            redis::cmd("SET").arg(&key).arg(value).arg("NX"),
+            shared,
+        ) {
             Reply::Ok(redis::Value::Nil) => Outcome::Ok(Ret::Applied(false)),
             Reply::Ok(_) => Outcome::Ok(Ret::Applied(true)),
             Reply::Refused | Reply::Moved(_) => Outcome::Fail,
@@ -267,11 +290,14 @@ fn compare_and_set(
         let _ = redis::cmd("UNWATCH").query::<redis::Value>(con);
         (None, Outcome::Fail)
     };
-    if !matches!(send(con, redis::cmd("WATCH").arg(key)), Reply::Ok(_)) {
+    if !matches!(
+        send(con, redis::cmd("WATCH").arg(key), shared),
+        Reply::Ok(_)
+    ) {
         return (None, Outcome::Fail);
     }
     let read_invoked = shared.now();
-    let expected = match send(con, redis::cmd("GET").arg(key)) {
+    let expected = match send(con, redis::cmd("GET").arg(key), shared) {
         Reply::Ok(value) => match as_int(&value) {
             Some(v) => v,
             None => return fail(con),
@@ -293,9 +319,27 @@ fn compare_and_set(
         Ok(None) => (expected, Outcome::Ok(Ret::Applied(false))),
         Err(err) => match classify(&err) {
             Reply::Refused => (expected, Outcome::Fail),
-            _ => (expected, Outcome::Unknown),
+            _ => {
+                if err.code().is_some() {
+                    shared.uncertain_replies.lock().unwrap().push(shared.now());
+                }
+                (expected, Outcome::Unknown)
+            }
         },
     }
+}
+
+/// One write of a key never written before; false when the connection should be dropped.
+fn fresh_op(process: &mut usize, con: &mut redis::Connection, shared: &Shared) -> bool {
+    let value = shared.next_value.fetch_add(1, Relaxed);
+    let key = format!("{FRESH_PREFIX}{value}");
+    let invoked = shared.now();
+    let outcome = match send(con, redis::cmd("SET").arg(&key).arg(value), shared) {
+        Reply::Ok(_) => Outcome::Ok(Ret::Done),
+        Reply::Refused | Reply::Moved(_) => Outcome::Fail,
+        Reply::Unknown => Outcome::Unknown,
+    };
+    finish(process, shared, key, Call::Write(value), invoked, outcome)
 }
 
 /// One counter operation; false when the connection should be dropped.
@@ -308,7 +352,7 @@ fn counter_op(
     let key = counter_key(rng.below(COUNTER_KEYS as u64) as usize);
     let invoked = shared.now();
     let (call, outcome) = if rng.below(100) < 30 {
-        let outcome = match send(con, redis::cmd("GET").arg(&key)) {
+        let outcome = match send(con, redis::cmd("GET").arg(&key), shared) {
             Reply::Ok(value) => match as_int(&value) {
                 Some(v) => Outcome::Ok(Ret::Value(v)),
                 None => Outcome::Unknown,
@@ -318,7 +362,7 @@ fn counter_op(
         (Call::Read, outcome)
     } else {
         let delta = 1 + rng.below(5) as i64;
-        let outcome = match send(con, redis::cmd("INCRBY").arg(&key).arg(delta)) {
+        let outcome = match send(con, redis::cmd("INCRBY").arg(&key).arg(delta), shared) {
             Reply::Ok(redis::Value::Int(n)) => Outcome::Ok(Ret::Counter(n)),
             Reply::Ok(_) => Outcome::Unknown,
             Reply::Refused | Reply::Moved(_) => Outcome::Fail,
