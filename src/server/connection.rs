@@ -42,7 +42,9 @@ use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
 use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
-use crate::server::submit::{ResendGate, Submission, record_watch, revisions_args, submit};
+use crate::server::submit::{
+    ResendGate, Submission, record_watch, revisions_args, revisions_of, submit,
+};
 use crate::server::{Server, ops};
 use crate::store::{Read, Request};
 
@@ -665,17 +667,9 @@ impl Session {
                 Outcome::Pending(
                     async move {
                         let revisions = match pending.await {
-                            Ok(Ok(Reply::Array(items))) => Some(
-                                items
-                                    .into_iter()
-                                    .map(|r| match r {
-                                        Reply::Integer(n) => n as u64,
-                                        _ => 0,
-                                    })
-                                    .collect(),
-                            ),
+                            Ok(Ok(reply)) => revisions_of(reply),
                             Ok(Err(err)) => return err.to_resp(),
-                            _ => None,
+                            Err(_) => None,
                         };
                         record_watch(&watched, keys, revisions)
                     }

@@ -336,19 +336,7 @@ async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdL
             }
             Attempt::Answered(match command {
                 Command::Watch(keys) => {
-                    let revisions = match reply {
-                        Reply::Array(items) => Some(
-                            items
-                                .into_iter()
-                                .map(|r| match r {
-                                    Reply::Integer(n) => n as u64,
-                                    _ => 0,
-                                })
-                                .collect(),
-                        ),
-                        _ => None,
-                    };
-                    record_watch(&submission.watched, keys.clone(), revisions)
+                    record_watch(&submission.watched, keys.clone(), revisions_of(reply))
                 }
                 _ => reply,
             })
@@ -392,6 +380,22 @@ pub(super) fn revisions_args(keys: &[Bytes]) -> Vec<Bytes> {
     args.push(Bytes::from_static(b"REDRAFT.REVISIONS"));
     args.extend(keys.iter().cloned());
     args
+}
+
+/// The revisions in the local answer to `REDRAFT.REVISIONS`.
+pub(super) fn revisions_of(reply: Reply) -> Option<Vec<u64>> {
+    match reply {
+        Reply::Array(items) => Some(
+            items
+                .into_iter()
+                .map(|r| match r {
+                    Reply::Integer(n) => n as u64,
+                    _ => 0,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// Stores WATCH's revisions for the coming EXEC and answers `+OK`.
