@@ -233,10 +233,13 @@ struct Outcome {
     snapshots_built: usize,
     /// Lost or wrong acknowledged writes, and starts refused: empty when all is well.
     findings: Vec<String>,
+    /// Files and directories of the data directory a power loss took away.
+    entries_lost: Vec<String>,
 }
 
 /// Runs up to `cycles` rounds of load, SIGKILL and power cut on one node whose data directory
-/// is on a lazy filesystem; stops at the first round with findings.
+/// is on a lazy filesystem; stops at the first round that loses acknowledged writes or cannot
+/// start.
 fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &str)]) -> Outcome {
     let mut rng = Rng::from_env_or_clock();
     let root = tempfile::tempdir().expect("temp dir");
@@ -318,6 +321,15 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
         };
         lazy.power_loss(tear).expect("power loss");
         outcome.power_losses += 1;
+        // Without these the node would replay its whole log, or not start once it was purged.
+        for entry in ["raft-log", "sm.redb", "snapshots"] {
+            if !data_dir.join(entry).exists() {
+                outcome.entries_lost.push(format!(
+                    "power loss {} took {entry} from the data directory",
+                    outcome.power_losses
+                ));
+            }
+        }
     }
     eprintln!(
         "{} power losses, {} acknowledged writes, {} key checks, {} snapshots built, {} findings; \
@@ -379,8 +391,9 @@ fn power_loss_single_node_keeps_every_acknowledged_write() {
     let cuts = power_cuts();
     let outcome = run_power_cuts(cuts, WRITES_BEFORE_CUT, &[]);
     assert!(
-        outcome.findings.is_empty(),
-        "acknowledged writes lost or start refused after power loss:\n{}",
+        outcome.findings.is_empty() && outcome.entries_lost.is_empty(),
+        "acknowledged writes lost or start refused after power loss:\n{}\n{}",
+        outcome.entries_lost.join("\n"),
         outcome.findings.join("\n")
     );
     assert_eq!(outcome.power_losses, cuts, "every power cut ran");
@@ -391,8 +404,30 @@ fn power_loss_single_node_keeps_every_acknowledged_write() {
     );
 }
 
+/// Issue 22: `sm.redb` and `snapshots/` were created without fsyncing the data directory, so a
+/// power loss took them away, and once a snapshot had let the log be purged the node refused to
+/// start (`Cannot re-apply logs: need logs from index 0, but purged up to …`); the data
+/// directory itself was created without fsyncing its parent.
+#[test]
+fn power_loss_regression_data_directory_entries_were_never_fsynced() {
+    if !fuse_available() {
+        return;
+    }
+    let outcome = run_power_cuts(2, WRITES_BEFORE_CUT_CATCHING, &[]);
+    assert!(
+        outcome.findings.is_empty() && outcome.entries_lost.is_empty(),
+        "after a power loss:\n{}\n{}",
+        outcome.entries_lost.join("\n"),
+        outcome.findings.join("\n")
+    );
+    assert!(
+        outcome.snapshots_built > 0,
+        "the log was purged before a cut"
+    );
+}
+
 /// Proof that the lazy filesystem bites: a debug build skipping directory fsyncs the node needs
-/// fails the same check. Without those that make `sm.redb` and `snapshots/` durable (as the
+/// fails the same check: lost acknowledged writes or a refused start, not just missing files. Without those that make `sm.redb` and `snapshots/` durable (as the
 /// node was before they were added) it refuses to start once the log was purged ("Cannot
 /// re-apply logs"); without the one that makes the data directory itself durable, everything
 /// is lost.
@@ -413,9 +448,11 @@ fn power_loss_check_catches_a_skipped_directory_fsync() {
              lazy filesystem does not bite ({outcome:?})",
             outcome.power_losses
         );
+        let first: String = outcome.findings[0].chars().take(300).collect();
         eprintln!(
-            "skipping the fsyncs of {skipped} caught as expected: {}",
-            outcome.findings[0]
+            "skipping the fsyncs of {skipped} caught as expected ({}; {} findings), first: {first}",
+            outcome.entries_lost.join(", "),
+            outcome.findings.len()
         );
     }
 }
