@@ -4,7 +4,8 @@
 //! # Method
 //! The node's data directory is on a lazy filesystem (`power_loss/lazyfs.rs`) that keeps only
 //! what was fsynced: file contents at their `fsync`/`fdatasync`, directory entries at their
-//! directory's `fsync`. Writer threads run `INCR` and `SET` on keys of their own, each
+//! directory's `fsync`. Writer threads run `INCR` and `SET` (values up to 8 KiB, so log
+//! segments come and go between cuts) on keys of their own, each
 //! remembering what was acknowledged and what was sent without an answer. At a random moment
 //! (after a random number of acknowledged writes) the node is killed with SIGKILL and the power
 //! is cut: every file and directory goes back to its synced state, and every other cut also
@@ -37,6 +38,8 @@ const SNAPSHOT_ENTRIES: &str = "100";
 const WRITER_THREADS: usize = 3;
 const COUNTERS_PER_WRITER: usize = 4;
 const STRINGS_PER_WRITER: usize = 8;
+/// Longest padding of a string value.
+const STRING_PADDING_MAX_BYTES: usize = 8 * 1024;
 /// Power cuts in one run, unless `REDRAFT_POWER_LOSS_CYCLES` says otherwise (for long soaks).
 const POWER_CUTS: usize = 12;
 /// Acknowledged writes between a start and the next power cut: a random number in this range.
@@ -169,7 +172,10 @@ impl WriterKeys {
                 }
             } else {
                 let string = &mut self.strings[(seq / 2) % STRINGS_PER_WRITER];
-                let value = format!("w{}-c{cycle}-s{seq}", self.writer);
+                // Values of up to 8 KiB fill log segments quickly, so segments are created and
+                // deleted between cuts and writes span pages that a cut can tear.
+                let padding = "x".repeat(seq * 7919 % STRING_PADDING_MAX_BYTES);
+                let value = format!("w{}-c{cycle}-s{seq}-{padding}", self.writer);
                 string.unanswered.push(value.clone());
                 let Ok(()) = redis::cmd("SET")
                     .arg(&string.key)

@@ -10,7 +10,9 @@
 //! file back into its synced contents, drops what no synced entry reaches any more, and mounts
 //! again, so no kernel cache survives either. With `tear`, a file may instead keep a prefix of
 //! its unsynced writes with the last one cut at a 4 KiB page boundary, as a disk that had
-//! written some of their pages would: only unsynced data is ever lost or torn.
+//! written some of their pages would, and a directory a prefix of its unsynced changes (a
+//! rename within it whole), as a journal that had committed them would: only unsynced data is
+//! ever lost or torn.
 //!
 //! Honoured: create, mkdir, unlink, rmdir, rename (also over an existing file), read, write,
 //! truncate, `fallocate` (allocate, keep size, punch a hole, zero a range), `fsync`,
@@ -139,9 +141,71 @@ impl LazyFile {
     }
 }
 
+/// A change to a directory's entries since its last sync; a rename within it is one change.
+enum DirOp {
+    Link { name: OsString, ino: u64 },
+    Unlink { name: OsString },
+    Rename { from: OsString, to: OsString },
+}
+
+impl DirOp {
+    fn apply(&self, entries: &mut BTreeMap<OsString, u64>) {
+        match self {
+            DirOp::Link { name, ino } => {
+                entries.insert(name.clone(), *ino);
+            }
+            DirOp::Unlink { name } => {
+                entries.remove(name);
+            }
+            DirOp::Rename { from, to } => {
+                if let Some(ino) = entries.remove(from) {
+                    entries.insert(to.clone(), ino);
+                }
+            }
+        }
+    }
+}
+
 struct LazyDir {
     entries: BTreeMap<OsString, u64>,
     synced: BTreeMap<OsString, u64>,
+    /// Changes since the last sync, oldest first.
+    unsynced: Vec<DirOp>,
+}
+
+impl LazyDir {
+    fn new() -> LazyDir {
+        LazyDir {
+            entries: BTreeMap::new(),
+            synced: BTreeMap::new(),
+            unsynced: Vec::new(),
+        }
+    }
+
+    fn change(&mut self, op: DirOp) {
+        op.apply(&mut self.entries);
+        self.unsynced.push(op);
+    }
+
+    fn sync(&mut self) {
+        self.synced = self.entries.clone();
+        self.unsynced.clear();
+    }
+
+    /// The entries after a power loss: the synced ones, with the first `kept` unsynced changes
+    /// on top (a journal that had written those). Returns whether unsynced changes were lost.
+    fn lose_power(&mut self, kept: usize) -> bool {
+        let kept = kept.min(self.unsynced.len());
+        let mut entries = std::mem::take(&mut self.synced);
+        self.unsynced[..kept]
+            .iter()
+            .for_each(|op| op.apply(&mut entries));
+        let lost = kept < self.unsynced.len();
+        self.entries = entries.clone();
+        self.synced = entries;
+        self.unsynced.clear();
+        lost
+    }
 }
 
 enum Body {
@@ -166,8 +230,10 @@ pub struct Counts {
     pub power_losses: u64,
     /// Files a power loss left with some of their unsynced writes (the last one maybe torn).
     pub files_torn: u64,
-    /// Directories a power loss took unsynced entries from.
+    /// Directories a power loss took unsynced changes from.
     pub entries_lost: u64,
+    /// Directories a power loss left with some of their unsynced changes.
+    pub dirs_torn: u64,
     /// Files a power loss took every unsynced change from.
     pub files_reverted: u64,
 }
@@ -177,14 +243,15 @@ impl std::fmt::Display for Counts {
         write!(
             f,
             "{} writes, {} file syncs, {} directory syncs; {} power losses reverted {} files and \
-             {} directories and tore {} files",
+             {} directories and tore {} files and {} directories",
             self.writes,
             self.file_syncs,
             self.dir_syncs,
             self.power_losses,
             self.files_reverted,
             self.entries_lost,
-            self.files_torn
+            self.files_torn,
+            self.dirs_torn
         )
     }
 }
@@ -201,10 +268,7 @@ impl State {
         inodes.insert(
             ROOT,
             Inode {
-                body: Body::Dir(LazyDir {
-                    entries: BTreeMap::new(),
-                    synced: BTreeMap::new(),
-                }),
+                body: Body::Dir(LazyDir::new()),
                 perm: 0o755,
                 uid: 0,
                 gid: 0,
@@ -280,7 +344,10 @@ impl State {
         }
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.dir(parent)?.entries.insert(name.to_os_string(), ino);
+        self.dir(parent)?.change(DirOp::Link {
+            name: name.to_os_string(),
+            ino,
+        });
         self.touch(parent);
         self.inodes.insert(
             ino,
@@ -311,10 +378,21 @@ impl State {
         for inode in self.inodes.values_mut() {
             match &mut inode.body {
                 Body::Dir(dir) => {
-                    if dir.entries != dir.synced {
+                    // Half the changed directories keep a prefix of their unsynced changes.
+                    let kept = match tear.as_mut() {
+                        Some(random) if !dir.unsynced.is_empty() => {
+                            let keeps_some = random() % 2 == 0;
+                            let kept = random() as usize % (dir.unsynced.len() + 1);
+                            if keeps_some { kept } else { 0 }
+                        }
+                        _ => 0,
+                    };
+                    if kept > 0 {
+                        counts.dirs_torn += 1;
+                    }
+                    if dir.lose_power(kept) {
                         counts.entries_lost += 1;
                     }
-                    dir.entries = dir.synced.clone();
                 }
                 Body::File(file) => {
                     let dirty = file.unsynced.as_ref().is_none_or(|ops| !ops.is_empty());
@@ -464,10 +542,7 @@ impl fuser::Filesystem for Handler {
         reply: ReplyEntry,
     ) {
         let mut state = self.lock();
-        let dir = Body::Dir(LazyDir {
-            entries: BTreeMap::new(),
-            synced: BTreeMap::new(),
-        });
+        let dir = Body::Dir(LazyDir::new());
         match state.make(req, parent.0, name, mode, dir) {
             Ok(ino) => entry_reply(&state, ino, reply),
             Err(err) => reply.error(err),
@@ -488,8 +563,9 @@ impl fuser::Filesystem for Handler {
         state
             .dir(parent.0)
             .expect("a directory")
-            .entries
-            .remove(name);
+            .change(DirOp::Unlink {
+                name: name.to_os_string(),
+            });
         state.touch(parent.0);
         reply.ok();
     }
@@ -509,8 +585,9 @@ impl fuser::Filesystem for Handler {
         state
             .dir(parent.0)
             .expect("a directory")
-            .entries
-            .remove(name);
+            .change(DirOp::Unlink {
+                name: name.to_os_string(),
+            });
         state.touch(parent.0);
         reply.ok();
     }
@@ -551,16 +628,30 @@ impl fuser::Filesystem for Handler {
                 Err(_) => {}
             }
         }
-        state
-            .dir(parent.0)
-            .expect("a directory")
-            .entries
-            .remove(name);
-        state
-            .dir(newparent.0)
-            .expect("a directory")
-            .entries
-            .insert(newname.to_os_string(), ino);
+        if parent == newparent {
+            // One change: a power loss keeps the old name or the new one, never neither.
+            state
+                .dir(parent.0)
+                .expect("a directory")
+                .change(DirOp::Rename {
+                    from: name.to_os_string(),
+                    to: newname.to_os_string(),
+                });
+        } else {
+            state
+                .dir(parent.0)
+                .expect("a directory")
+                .change(DirOp::Unlink {
+                    name: name.to_os_string(),
+                });
+            state
+                .dir(newparent.0)
+                .expect("a directory")
+                .change(DirOp::Link {
+                    name: newname.to_os_string(),
+                    ino,
+                });
+        }
         state.touch(parent.0);
         state.touch(newparent.0);
         reply.ok();
@@ -691,7 +782,7 @@ impl fuser::Filesystem for Handler {
     ) {
         let mut state = self.lock();
         match state.dir(ino.0) {
-            Ok(dir) => dir.synced = dir.entries.clone(),
+            Ok(dir) => dir.sync(),
             Err(err) => return reply.error(err),
         }
         state.counts.dir_syncs += 1;
@@ -833,7 +924,8 @@ impl LazyFs {
 
     /// Cuts the power: unmounts (every process using the mount must be gone), reverts every
     /// file and directory to its synced state (with `tear`, a random half of the files with
-    /// unsynced writes keep some of them, the last torn at a page boundary), and mounts again.
+    /// unsynced writes keep some of them, the last torn at a page boundary, and a random half of
+    /// the directories with unsynced changes keep a prefix of them), and mounts again.
     pub fn power_loss(&mut self, tear: Option<&mut dyn FnMut() -> u64>) -> std::io::Result<()> {
         if let Some(session) = self.session.take() {
             session.umount_and_join()?;
