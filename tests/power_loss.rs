@@ -277,6 +277,9 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
             ));
             break;
         };
+        if cycle == 0 {
+            assert_sees_lazy_free_space(&mut conn);
+        }
         for keys in &mut writers {
             outcome.keys_checked += keys.check(&mut conn, &mut outcome.findings);
         }
@@ -375,6 +378,23 @@ fn writable(server: &TestServer) -> Option<redis::Connection> {
     None
 }
 
+/// The node's free-space check reads the lazy filesystem's `statfs`, not the disk below it.
+fn assert_sees_lazy_free_space(conn: &mut redis::Connection) {
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(conn)
+        .expect("INFO");
+    let free_bytes: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("disk_free_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no disk_free_bytes in {info}"));
+    assert!(
+        free_bytes <= lazyfs::CAPACITY_BYTES && free_bytes > lazyfs::CAPACITY_BYTES - (1 << 30),
+        "the node sees {free_bytes} bytes free, not the lazy filesystem's"
+    );
+}
+
 fn client(server: &TestServer) -> redis::Connection {
     let conn = server.client();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -461,4 +481,57 @@ fn power_loss_check_catches_a_skipped_directory_fsync() {
             outcome.findings.len()
         );
     }
+}
+
+/// The lazy filesystem itself: after a power loss only what was synced is there.
+#[test]
+fn power_loss_lazy_filesystem_keeps_only_what_was_synced() {
+    use std::io::Write;
+    if !fuse_available() {
+        return;
+    }
+    let root = tempfile::tempdir().expect("temp dir");
+    let mount_point = root.path().join("mnt");
+    fs::create_dir(&mount_point).expect("mount point");
+    let mut lazy = LazyFs::mount(&mount_point).expect("mount the lazy filesystem");
+    let path = |name: &str| mount_point.join(name);
+    let write = |name: &str, contents: &[u8], sync: bool| {
+        let mut file = fs::File::create(path(name)).expect("create");
+        file.write_all(contents).expect("write");
+        if sync {
+            file.sync_data().expect("fdatasync");
+        }
+    };
+    let sync_dir = |name: &str| fs::File::open(path(name)).expect("open dir").sync_all();
+
+    write("synced", b"kept", true);
+    write("unsynced-contents", b"lost", false);
+    fs::create_dir(path("dir")).expect("mkdir");
+    sync_dir("").expect("fsync the root");
+    // After the root's fsync: contents synced, but not the name.
+    write("unsynced-name", b"gone", true);
+    write("dir/inner", b"gone with its name", true);
+    fs::rename(path("synced"), path("renamed")).expect("rename");
+    lazy.power_loss(None).expect("power loss");
+
+    assert_eq!(fs::read(path("synced")).expect("synced file"), b"kept");
+    assert!(!path("renamed").exists(), "an unsynced rename is undone");
+    assert_eq!(
+        fs::read(path("unsynced-contents")).expect("its name was synced"),
+        b"",
+        "unsynced contents are lost"
+    );
+    assert!(!path("unsynced-name").exists(), "an unsynced name is lost");
+    assert!(path("dir").is_dir(), "a synced directory stays");
+    assert!(
+        !path("dir/inner").exists(),
+        "an entry of an unsynced directory is lost"
+    );
+
+    // Synced now: it survives the next power loss.
+    fs::rename(path("synced"), path("renamed")).expect("rename");
+    sync_dir("").expect("fsync the root");
+    lazy.power_loss(None).expect("power loss");
+    assert_eq!(fs::read(path("renamed")).expect("renamed file"), b"kept");
+    assert!(!path("synced").exists());
 }

@@ -34,7 +34,7 @@ use fuser::{
 /// The unit a torn write keeps or loses whole.
 pub const PAGE_BYTES: u64 = 4096;
 /// What `statfs` reports as the filesystem's size.
-const CAPACITY_BYTES: u64 = 16 << 30;
+pub const CAPACITY_BYTES: u64 = 16 << 30;
 /// Unsynced bytes a file remembers write by write; past that a power loss only reverts it whole.
 const UNSYNCED_BYTES_MAX: usize = 256 << 20;
 /// How long the kernel may cache names and attributes (the mount is new after a power loss).
