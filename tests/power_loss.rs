@@ -13,7 +13,9 @@
 //! on what is left and every key is checked: a counter holds at least its acknowledged
 //! increments and at most those plus the unanswered ones, a string holds its last acknowledged
 //! value or one sent without an answer, and each `INCR` answer while running continues the
-//! counter exactly. Snapshots every 100 entries let log purges happen between the cuts.
+//! counter exactly. Snapshots every 100 entries let log purges happen between the cuts. A third
+//! of the restarts are themselves cut short after a few filesystem writes, so recovery must
+//! survive a power loss too.
 //!
 //! The filesystem is shown to bite: a debug build told to skip the directory fsyncs that the
 //! data directory's entries need (`REDRAFT_TEST_SKIP_DIR_FSYNC`, what the node did before they
@@ -26,6 +28,8 @@ mod common;
 mod lazyfs;
 
 use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,6 +53,10 @@ const WRITES_BEFORE_CUT: (u64, u64) = (50, 900);
 const WRITES_BEFORE_CUT_CATCHING: (u64, u64) = (400, 900);
 /// Longest a cycle's load runs before the cut comes anyway.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Filesystem writes a start-up makes before it is cut short: a random number in this range.
+const START_UP_WRITES_BEFORE_CUT: (u64, u64) = (1, 12);
+/// Longest a start-up runs before it is cut anyway.
+const START_UP_CUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a restarted node may take to accept writes.
 const WRITABLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -237,6 +245,8 @@ struct Outcome {
     acknowledged_writes: u64,
     keys_checked: usize,
     snapshots_built: usize,
+    /// Cuts while the node was starting, after a few of its writes (not in `power_losses`).
+    start_up_cuts: usize,
     /// Lost or wrong acknowledged writes, and starts refused: empty when all is well.
     findings: Vec<String>,
     /// Files and directories of the data directory a power loss took away.
@@ -259,6 +269,14 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
     let mut outcome = Outcome::default();
 
     for cycle in 0..=cycles {
+        // A third of the restarts are cut short too, after a few of their own writes: recovery
+        // (log repair, redb's, replay, the first election) must survive a power loss as well.
+        if cycle > 0 && rng.next().is_multiple_of(3) {
+            let writes = rng.between(START_UP_WRITES_BEFORE_CUT);
+            let mut random = || rng.next();
+            cut_during_start(&mut lazy, &data_dir, &args, env, writes, &mut random);
+            outcome.start_up_cuts += 1;
+        }
         let server = match TestServer::try_start_in_with_env(&data_dir, &args, env) {
             Ok(server) => server,
             Err(refusal) => {
@@ -341,9 +359,10 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
         }
     }
     eprintln!(
-        "{} power losses, {} acknowledged writes, {} key checks, {} snapshots built, {} findings; \
-         lazy filesystem: {}",
+        "{} power losses (and {} during start-up), {} acknowledged writes, {} key checks, {} \
+         snapshots built, {} findings; lazy filesystem: {}",
         outcome.power_losses,
+        outcome.start_up_cuts,
         outcome.acknowledged_writes,
         outcome.keys_checked,
         outcome.snapshots_built,
@@ -352,6 +371,39 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
     );
     drop(lazy);
     outcome
+}
+
+/// Starts the node and cuts the power once the filesystem saw `writes` writes from it (or it
+/// exited, or `START_UP_CUT_TIMEOUT` passed), tearing unsynced writes.
+fn cut_during_start(
+    lazy: &mut LazyFs,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    writes: u64,
+    random: &mut dyn FnMut() -> u64,
+) {
+    let before = lazy.counts().writes;
+    let mut child = Command::new(common::binary())
+        .args(["--port", "0", "--dir"])
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redraft");
+    let deadline = Instant::now() + START_UP_CUT_TIMEOUT;
+    while lazy.counts().writes < before + writes
+        && Instant::now() < deadline
+        && child.try_wait().expect("wait").is_none()
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lazy.power_loss(Some(random)).expect("power loss");
 }
 
 /// A connection to `server`, once it accepts writes (bounded); `None` if it never does.
