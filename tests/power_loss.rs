@@ -1,25 +1,28 @@
-//! Power loss on a single node: no acknowledged write may be lost, and the node must always
-//! start again.
+//! Power loss: no acknowledged write may be lost, and a node must always start again, alone
+//! or in a cluster.
 //!
 //! # Method
-//! The node's data directory is on a lazy filesystem (`power_loss/lazyfs.rs`) that keeps only
+//! Each node's data directory is on a lazy filesystem (`power_loss/lazyfs.rs`) that keeps only
 //! what was fsynced: file contents at their `fsync`/`fdatasync`, directory entries at their
 //! directory's `fsync`. Writer threads run `INCR` and `SET` (values up to 8 KiB, so log
-//! segments come and go between cuts) on keys of their own, each
-//! remembering what was acknowledged and what was sent without an answer. At a random moment
-//! (after a random number of acknowledged writes) the node is killed with SIGKILL and the power
-//! is cut: every file and directory goes back to its synced state, and every other cut also
-//! tears files, keeping part of their unsynced writes up to a page boundary. The node restarts
-//! on what is left and every key is checked: a counter holds at least its acknowledged
-//! increments and at most those plus the unanswered ones, a string holds its last acknowledged
-//! value or one sent without an answer, and each `INCR` answer while running continues the
-//! counter exactly. Snapshots every 100 entries let log purges happen between the cuts. A third
-//! of the restarts are themselves cut short after a few filesystem writes, so recovery must
-//! survive a power loss too.
+//! segments come and go between cuts) on keys of their own, each remembering what was
+//! acknowledged and what was sent without an answer. At a random moment (after a random number
+//! of acknowledged writes) the node is killed with SIGKILL and the power is cut: every file and
+//! directory goes back to its synced state, and every other cut also tears, keeping part of
+//! files' unsynced writes up to a page boundary and a prefix of directories' unsynced changes.
+//! The node restarts on what is left and every key is checked: a counter holds at least its
+//! acknowledged increments and at most those plus the unanswered ones, a string holds its last
+//! acknowledged value or one sent without an answer, and each `INCR` answer while running
+//! continues the counter exactly. Snapshots every 100 entries let log purges happen between the
+//! cuts. A third of a single node's restarts are themselves cut short after a few filesystem
+//! writes, so recovery must survive a power loss too. Three nodes, each on its own lazy
+//! filesystem, take the same load through every node while the power is cut on a follower, the
+//! leader, or all of them at once.
 //!
 //! The filesystem is shown to bite: a debug build told to skip the directory fsyncs that the
 //! data directory's entries need (`REDRAFT_TEST_SKIP_DIR_FSYNC`, what the node did before they
-//! were added) must fail the same check.
+//! were added) must fail the same check. `REDRAFT_POWER_LOSS_CYCLES` sets the number of cuts
+//! (rounds for three nodes) for longer runs; `REDRAFT_TEST_SEED` replays a run's random choices.
 //!
 //! Needs root and `/dev/fuse` (as CI has); without them the tests say so and pass.
 
@@ -408,9 +411,14 @@ fn cut_during_start(
 
 /// A connection to `server`, once it accepts writes (bounded); `None` if it never does.
 fn writable(server: &TestServer) -> Option<redis::Connection> {
+    writable_at(server.port)
+}
+
+/// A connection to the node on `port`, once writes through it succeed (bounded).
+fn writable_at(port: u16) -> Option<redis::Connection> {
     let deadline = Instant::now() + WRITABLE_TIMEOUT;
     while Instant::now() < deadline {
-        if let Ok(mut conn) = redis::Client::open(server.url())
+        if let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
             .expect("client")
             .get_connection_with_timeout(Duration::from_secs(5))
         {
@@ -454,11 +462,12 @@ fn client(server: &TestServer) -> redis::Connection {
     conn
 }
 
-fn power_cuts() -> usize {
+/// `REDRAFT_POWER_LOSS_CYCLES`, or `default`.
+fn power_cuts(default: usize) -> usize {
     std::env::var("REDRAFT_POWER_LOSS_CYCLES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(POWER_CUTS)
+        .unwrap_or(default)
 }
 
 #[test]
@@ -466,7 +475,7 @@ fn power_loss_single_node_keeps_every_acknowledged_write() {
     if !fuse_available() {
         return;
     }
-    let cuts = power_cuts();
+    let cuts = power_cuts(POWER_CUTS);
     let outcome = run_power_cuts(cuts, WRITES_BEFORE_CUT, &[]);
     assert!(
         outcome.findings.is_empty() && outcome.entries_lost.is_empty(),
@@ -586,4 +595,122 @@ fn power_loss_lazy_filesystem_keeps_only_what_was_synced() {
     lazy.power_loss(None).expect("power loss");
     assert_eq!(fs::read(path("renamed")).expect("renamed file"), b"kept");
     assert!(!path("synced").exists());
+}
+
+/// Which nodes of a cluster one power cut takes.
+#[derive(Clone, Copy, Debug)]
+enum Victims {
+    Follower,
+    Leader,
+    All,
+}
+
+/// Rounds of load and power cuts in the three-node test.
+const CLUSTER_ROUNDS: usize = 6;
+
+/// Three nodes, each on a lazy filesystem of its own, under the same load and checks; the
+/// power is cut on a follower, on the leader, or on every node at once, in turn.
+#[test]
+fn power_loss_three_nodes_keep_every_acknowledged_write() {
+    if !fuse_available() {
+        return;
+    }
+    let _serial = common::cluster::serial();
+    let mut rng = Rng::from_env_or_clock();
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut lazies = Vec::new();
+    let mut data_dirs = Vec::new();
+    for i in 1..=3 {
+        let mount_point = root.path().join(format!("mnt{i}"));
+        fs::create_dir(&mount_point).expect("mount point");
+        lazies.push(LazyFs::mount(&mount_point).expect("mount the lazy filesystem"));
+        data_dirs.push(mount_point.join("data"));
+    }
+    let mut cluster = common::cluster::TestCluster::start_in(
+        data_dirs,
+        &["--snapshot-entries", SNAPSHOT_ENTRIES],
+    );
+    let mut writers: Vec<WriterKeys> = (0..WRITER_THREADS).map(WriterKeys::new).collect();
+    let mut findings = Vec::new();
+    let (mut node_cuts, mut acknowledged_writes, mut keys_checked) = (0, 0, 0);
+    let kinds = [Victims::Follower, Victims::Leader, Victims::All];
+    let rounds = power_cuts(CLUSTER_ROUNDS);
+
+    for round in 0..=rounds {
+        let leader = cluster.wait_for_leader(Duration::from_secs(30));
+        cluster.wait_until_every_node_routes(Duration::from_secs(30));
+        let mut conn = writable_at(cluster.nodes[leader].port).expect("the leader takes writes");
+        for keys in &mut writers {
+            keys_checked += keys.check(&mut conn, &mut findings);
+        }
+        if !findings.is_empty() || round == rounds {
+            break;
+        }
+
+        // Load through every node (followers proxy to the leader), then the cut.
+        let target = rng.between(WRITES_BEFORE_CUT);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = std::mem::take(&mut writers)
+            .into_iter()
+            .map(|mut keys| {
+                let conn = cluster.nodes[keys.writer % cluster.nodes.len()].client();
+                conn.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
+                std::thread::spawn(move || {
+                    let mut findings = Vec::new();
+                    keys.write(conn, round, &stop, &acknowledged, &mut findings);
+                    (keys, findings)
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + LOAD_TIMEOUT;
+        while acknowledged.load(Ordering::Acquire) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let kind = kinds[round % kinds.len()];
+        let victims: Vec<usize> = match kind {
+            Victims::Follower => vec![(leader + 1 + (rng.next() % 2) as usize) % 3],
+            Victims::Leader => vec![leader],
+            Victims::All => vec![0, 1, 2],
+        };
+        for &victim in &victims {
+            cluster.nodes[victim].kill9();
+        }
+        stop.store(true, Ordering::Release);
+        for thread in threads {
+            let (keys, thread_findings) = thread.join().expect("writer thread");
+            writers.push(keys);
+            findings.extend(thread_findings);
+        }
+        writers.sort_by_key(|keys| keys.writer);
+        acknowledged_writes += acknowledged.load(Ordering::Acquire);
+        for &victim in &victims {
+            let mut random = || rng.next();
+            let tear: Option<&mut dyn FnMut() -> u64> = if round % 2 == 1 {
+                Some(&mut random)
+            } else {
+                None
+            };
+            lazies[victim].power_loss(tear).expect("power loss");
+            node_cuts += 1;
+        }
+        eprintln!("round {round}: power cut on {kind:?} (nodes {victims:?})");
+        for &victim in &victims {
+            cluster.restart(victim);
+        }
+    }
+    eprintln!(
+        "{node_cuts} node power losses, {acknowledged_writes} acknowledged writes, {keys_checked} \
+         key checks, {} findings",
+        findings.len()
+    );
+    drop(cluster);
+    assert!(
+        findings.is_empty(),
+        "acknowledged writes lost after power loss:\n{}",
+        findings.join("\n")
+    );
+    assert!(acknowledged_writes > 0, "the load ran");
 }
