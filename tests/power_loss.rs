@@ -330,7 +330,11 @@ fn run_power_cuts(cycles: usize, writes_before_cut: (u64, u64), env: &[(&str, &s
             })
             .collect();
         let deadline = Instant::now() + LOAD_TIMEOUT;
-        while acknowledged.load(Ordering::Acquire) < target && Instant::now() < deadline {
+        // Until the target, unless every writer stopped already (their node refused writes).
+        while acknowledged.load(Ordering::Acquire) < target
+            && Instant::now() < deadline
+            && !threads.iter().all(|thread| thread.is_finished())
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut server = server;
@@ -647,7 +651,11 @@ fn load_then(
         })
         .collect();
     let deadline = Instant::now() + LOAD_TIMEOUT;
-    while acknowledged.load(Ordering::Acquire) < target && Instant::now() < deadline {
+    // Until the target, unless every writer stopped already (their node refused writes).
+    while acknowledged.load(Ordering::Acquire) < target
+        && Instant::now() < deadline
+        && !threads.iter().all(|thread| thread.is_finished())
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
     cut();
