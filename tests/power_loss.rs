@@ -9,7 +9,8 @@
 //! acknowledged and what was sent without an answer. At a random moment (after a random number
 //! of acknowledged writes) the node is killed with SIGKILL and the power is cut: every file and
 //! directory goes back to its synced state, and every other cut also tears, keeping part of
-//! files' unsynced writes up to a page boundary and a prefix of directories' unsynced changes.
+//! files' unsynced writes (some 4 KiB pages of a write, in any order) and a prefix of
+//! directories' unsynced changes.
 //! The node restarts on what is left and every key is checked: a counter holds at least its
 //! acknowledged increments and at most those plus the unanswered ones, a string holds its last
 //! acknowledged value or one sent without an answer, and each `INCR` answer while running

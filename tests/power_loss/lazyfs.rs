@@ -9,8 +9,8 @@
 //! the mount must be killed first), turns every directory back into its synced entries and every
 //! file back into its synced contents, drops what no synced entry reaches any more, and mounts
 //! again, so no kernel cache survives either. With `tear`, a file may instead keep a prefix of
-//! its unsynced writes with the last one cut at a 4 KiB page boundary, as a disk that had
-//! written some of their pages would, and a directory a prefix of its unsynced changes (a
+//! its unsynced writes and some of the 4 KiB pages of the next one (any of them, in any order,
+//! never all), as a disk that had written some of their pages would, and a directory a prefix of its unsynced changes (a
 //! rename within it whole), as a journal that had committed them would: only unsynced data is
 //! ever lost or torn.
 //!
@@ -106,8 +106,8 @@ impl LazyFile {
     }
 
     /// The contents after a power loss: the synced ones, or with `torn_after` (a number of
-    /// unsynced changes and a page count) the synced ones with that many changes on top and the
-    /// next one cut after that many pages.
+    /// unsynced changes and a page mask) the synced ones with that many changes on top and some
+    /// pages of the next one (never all of them: that one is torn).
     fn lose_power(&mut self, torn_after: Option<(usize, u64)>) -> bool {
         let mut data = std::mem::take(&mut self.synced);
         let mut torn = false;
@@ -118,15 +118,28 @@ impl LazyFile {
             ops[..kept].iter().for_each(|op| op.apply(&mut data));
             torn = kept > 0;
             if let Some(FileOp::Write { offset, bytes }) = ops.get(kept) {
-                // Keep the pages of this write below a page boundary inside it.
+                // Keep some of the pages this write covers, in any order a disk may have
+                // written them: page i (counted from the write's first) if bit i % 64 of
+                // `pages` is set, but never all of them.
                 let end = offset + bytes.len() as u64;
-                let first_boundary = (offset / PAGE_BYTES + 1) * PAGE_BYTES;
-                if first_boundary < end {
-                    let boundaries = (end - 1 - first_boundary) / PAGE_BYTES + 1;
-                    let cut = first_boundary + (pages % boundaries) * PAGE_BYTES;
+                let mut ranges = Vec::new();
+                let mut start = *offset;
+                while start < end {
+                    let page_end = ((start / PAGE_BYTES + 1) * PAGE_BYTES).min(end);
+                    ranges.push((start, page_end));
+                    start = page_end;
+                }
+                let mut keep: Vec<bool> = (0..ranges.len())
+                    .map(|i| pages >> (i % 64) & 1 == 1)
+                    .collect();
+                if keep.iter().all(|&k| k) {
+                    keep[(pages as usize >> 8) % ranges.len()] = false;
+                }
+                for (&(start, page_end), _) in ranges.iter().zip(&keep).filter(|(_, k)| **k) {
+                    let at = (start - offset) as usize;
                     FileOp::Write {
-                        offset: *offset,
-                        bytes: bytes[..(cut - offset) as usize].to_vec(),
+                        offset: start,
+                        bytes: bytes[at..at + (page_end - start) as usize].to_vec(),
                     }
                     .apply(&mut data);
                     torn = true;
@@ -924,7 +937,7 @@ impl LazyFs {
 
     /// Cuts the power: unmounts (every process using the mount must be gone), reverts every
     /// file and directory to its synced state (with `tear`, a random half of the files with
-    /// unsynced writes keep some of them, the last torn at a page boundary, and a random half of
+    /// unsynced writes keep some of them and some pages of the next, and a random half of
     /// the directories with unsynced changes keep a prefix of them), and mounts again.
     pub fn power_loss(&mut self, tear: Option<&mut dyn FnMut() -> u64>) -> std::io::Result<()> {
         if let Some(session) = self.session.take() {
