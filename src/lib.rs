@@ -22,12 +22,14 @@
 //! - [`store`] is the redb state machine and its snapshots.
 //! - [`disk`] watches the data directory's free space: writes and snapshots that would fill it
 //!   are refused or deferred.
+//! - [`durable`] makes directory entries durable (the fsyncs of directories a power loss needs).
 
 pub mod admin;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod disk;
+pub mod durable;
 pub mod error;
 pub mod node;
 pub mod raft;

@@ -660,7 +660,8 @@ fn detach_small_buffers(request: &mut Request) {
 /// Creates the data directory and checks that it is usable, with a one-line error if not (a
 /// full filesystem is only a warning).
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
+    // Durable in its parent: a power loss must not take the whole data directory away.
+    crate::durable::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let probe = dir.join(".write-test");
     let written = std::fs::write(&probe, b"ok");

@@ -129,7 +129,7 @@ fn segment_name(seq: u64) -> String {
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::durable::sync_dir(dir)
 }
 
 /// Appends one record (`[length u32][postcard]`) to `buf`; returns the payload's offset in
@@ -715,7 +715,7 @@ impl LogStore {
         let recovered = match recover(&log_dir) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 // A new log: its first segment, then read back like any other.
-                fs::create_dir_all(&log_dir)?;
+                crate::durable::create_dir_all(&log_dir)?;
                 create_segment(&log_dir, 1, SEGMENT_BYTES, &LogMeta::default())?;
                 fsync_dir(dir)?;
                 recover(&log_dir)?

@@ -484,7 +484,7 @@ fn read_snapshot_header<R: std::io::Read>(input: &mut R) -> io::Result<SnapshotH
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
+    crate::durable::sync_dir(path)
 }
 
 /// The state machine openraft drives.
@@ -504,11 +504,13 @@ impl StateMachine {
     /// make admitted writes durable.
     pub fn open(dir: &Path, cache_size_bytes: usize, disk: DiskSpace) -> io::Result<StateMachine> {
         let snapshot_path = dir.join("snapshots");
-        fs::create_dir_all(&snapshot_path)?;
+        crate::durable::create_dir_all(&snapshot_path)?;
         let db = Database::builder()
             .set_cache_size(cache_size_bytes)
             .create(dir.join("sm.redb"))
             .map_err(io_error)?;
+        // redb syncs the file, not its name: without this a power loss loses the whole file.
+        crate::durable::sync_entry(&dir.join("sm.redb"))?;
         // Tables are created once; opening existing ones needs no write (a full disk still opens).
         let has_tables = {
             let txn = db.begin_read().map_err(io_error)?;

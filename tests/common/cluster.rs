@@ -200,13 +200,32 @@ impl TestCluster {
     /// Starts `n` nodes with the same `--initial-cluster` and waits for a leader.
     pub fn start(n: usize, extra: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dirs = (0..n)
+            .map(|i| dir.path().join(format!("node{}", i + 1)))
+            .collect();
+        TestCluster::start_with_dirs(dir, data_dirs, extra)
+    }
+
+    /// Like [`TestCluster::start`], one node per data directory in `data_dirs` (which the test
+    /// owns: left in place when the cluster is dropped).
+    pub fn start_in(data_dirs: Vec<PathBuf>, extra: &[&str]) -> TestCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestCluster::start_with_dirs(dir, data_dirs, extra)
+    }
+
+    fn start_with_dirs(
+        dir: tempfile::TempDir,
+        data_dirs: Vec<PathBuf>,
+        extra: &[&str],
+    ) -> TestCluster {
+        let n = data_dirs.len();
         let ports = free_ports(2 * n);
         let mut nodes: Vec<ClusterNode> = (0..n)
             .map(|i| ClusterNode {
                 id: i as u64 + 1,
                 port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
-                dir: dir.path().join(format!("node{}", i + 1)),
+                dir: data_dirs[i].clone(),
                 args: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
                 log: Arc::new(Mutex::new(String::new())),

@@ -33,6 +33,8 @@ pub struct TestServer {
     dir: Option<tempfile::TempDir>,
     data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Environment variables the process gets besides the test's own.
+    extra_env: Vec<(String, String)>,
     /// Client port of the running process.
     pub port: u16,
     /// Everything the current process has written to stderr so far.
@@ -61,6 +63,7 @@ impl TestServer {
             dir: None,
             data_dir: data_dir.to_path_buf(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            extra_env: Vec::new(),
             port: 0,
             log: Arc::new(Mutex::new(String::new())),
         }
@@ -74,7 +77,20 @@ impl TestServer {
 
     /// Starts a server on a data directory the test owns, or returns how it refused to start.
     pub fn try_start_in(data_dir: &Path, args: &[&str]) -> Result<TestServer, String> {
+        TestServer::try_start_in_with_env(data_dir, args, &[])
+    }
+
+    /// Like [`TestServer::try_start_in`], with extra environment variables for the process.
+    pub fn try_start_in_with_env(
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestServer, String> {
         let mut server = TestServer::unstarted(data_dir, args);
+        server.extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         server.try_spawn().map(|()| server)
     }
 
@@ -114,6 +130,7 @@ impl TestServer {
             .arg(&self.data_dir)
             .args(&self.extra_args)
             .env("REDRAFT_LOG", "info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
