@@ -11,6 +11,16 @@
 //! Reads likewise share ReadIndex rounds: every read queued when a round starts is answered by
 //! that round's one leadership confirmation and one redb read transaction.
 //!
+//! # Request ids
+//! Every write a client sends through this process gets a [`RequestId`] from [`RequestIds`]
+//! (this node, a random incarnation per start, a sequence number) and travels as
+//! [`Request::Identified`]; `store::sessions` answers an id applied before from its replicated
+//! table. A write that does not complete here ends in [`Error::Resend`]: not proposed because
+//! this node does not lead, or its entry was discarded (openraft keeps a stepped-down leader's
+//! responders until its entries are either committed through the new leader, answering with
+//! the reply every node computed, or truncated away) — the caller then sends the same id to
+//! whichever node leads (see `server::submit`).
+//!
 //! # Must not
 //! Interpret commands (that is the command layer's job) or touch sockets.
 

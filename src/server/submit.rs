@@ -17,7 +17,7 @@
 //! # Order
 //! A connection's commands apply in the order it sent them, across resends too: a command sends
 //! again only once every earlier command of its connection has its answer
-//! ([`ResendGate::wait_oldest`]), and the connection dispatches nothing new while one of its
+//! (`ResendGate::wait_oldest`), and the connection dispatches nothing new while one of its
 //! commands awaits a resend or while the leader differs from the one its in-flight commands
 //! went to (see `server::connection`).
 //!
