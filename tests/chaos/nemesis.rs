@@ -133,6 +133,12 @@ enum Undo {
 fn cut_power(nodes: &mut Nodes, targets: Vec<usize>, rng: &mut Rng) -> (String, Undo, Cuts) {
     let mut cuts = Cuts::default();
     let mut done = Vec::new();
+    // Every target dies first, so they all lose power at the same moment.
+    let started = std::time::Instant::now();
+    for &target in &targets {
+        nodes.kill(target);
+    }
+    let killed = started.elapsed();
     for &target in &targets {
         let tear = rng.below(2) == 0;
         let mut random = || rng.next_u64();
@@ -149,7 +155,12 @@ fn cut_power(nodes: &mut Nodes, targets: Vec<usize>, rng: &mut Rng) -> (String, 
         done.push(format!("{target}{}", if tear { " (torn)" } else { "" }));
     }
     (
-        format!("power cut on node {}", done.join(", ")),
+        format!(
+            "power cut on node {} (killed in {} ms, filesystems cut in {} ms)",
+            done.join(", "),
+            killed.as_millis(),
+            (started.elapsed() - killed).as_millis()
+        ),
         Undo::Restart(targets),
         cuts,
     )

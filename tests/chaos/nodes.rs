@@ -5,9 +5,12 @@
 //!
 //! A node is spawned from a thread that has entered its network namespace (`setns`), so it
 //! runs in that namespace but in this process's mount namespace, and its pid is redraft's own.
-//! Not `ip netns exec`: that gives each process a private copy of every mount, which an unmount
-//! does not reach where `/` is not a shared mount (as in many containers), so the copy in
-//! another node's namespace would keep a cut filesystem mounted and its FUSE session alive.
+//! Not `ip netns exec`: that gives each process a copy of every mount, which an unmount does
+//! not reach where `/` is not a shared mount (as in many containers), so the copy in another
+//! node's namespace would keep a cut filesystem mounted and its FUSE session alive. Other
+//! programs' `ip netns exec` (the harness's own `nft` and `tc`, another chaos run) still copy
+//! the mounts, so the lazy filesystems are mounted under a shared bind mount of their own:
+//! those copies are its slaves, and an unmount reaches them.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -44,19 +47,19 @@ pub struct Nodes {
     pub nodes: Vec<Node>,
     binary: String,
     next_id: u64,
+    /// The shared mount the lazy filesystems are under (dropped after them).
+    _shared: Option<SharedMount>,
 }
 
 impl Nodes {
-    /// Starts `n` nodes forming a new cluster, node `i` with its data directory on `disks[i]`
+    /// Starts `n` nodes forming a new cluster, node `i` with its data directory on disk `i`
     /// (from [`mount_disks`]) if given, else in a plain directory of the run directory.
-    pub fn start(
-        network: &Network,
-        run_dir: &Path,
-        binary: &str,
-        disks: Option<Vec<LazyFs>>,
-    ) -> Nodes {
+    pub fn start(network: &Network, run_dir: &Path, binary: &str, disks: Option<Disks>) -> Nodes {
         let n = network_nodes(network);
-        let mut disks = disks.map(|disks| disks.into_iter());
+        let (mut disks, shared) = match disks {
+            Some(Disks { lazy, shared }) => (Some(lazy.into_iter()), Some(shared)),
+            None => (None, None),
+        };
         let nodes = (0..n)
             .map(|i| {
                 let disk = disks.as_mut().and_then(|disks| disks.next());
@@ -80,6 +83,7 @@ impl Nodes {
             nodes,
             binary: binary.to_string(),
             next_id: n as u64 + 1,
+            _shared: shared,
         };
         let initial: Vec<String> = cluster
             .nodes
@@ -269,27 +273,72 @@ pub fn follower_mode(i: usize) -> &'static str {
     }
 }
 
+/// The directory the lazy filesystems are mounted in.
+fn disks_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("disks")
+}
+
 /// Where node `i`'s lazy filesystem is mounted.
 fn disk_mount_point(run_dir: &Path, i: usize) -> PathBuf {
-    run_dir.join(format!("mnt{i}"))
+    disks_dir(run_dir).join(format!("mnt{i}"))
+}
+
+/// A directory bind-mounted on itself and made shared; unmounted when dropped.
+pub struct SharedMount(PathBuf);
+
+impl SharedMount {
+    fn new(dir: &Path) -> Result<SharedMount, String> {
+        std::fs::create_dir_all(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+        let mount = |args: &[&str]| {
+            let status = Command::new("mount").args(args).arg(dir).status();
+            match status {
+                Ok(status) if status.success() => Ok(()),
+                other => Err(format!("mount {args:?} {}: {other:?}", dir.display())),
+            }
+        };
+        mount(&["--bind", &dir.to_string_lossy()])?;
+        let shared = SharedMount(dir.to_path_buf());
+        mount(&["--make-shared"])?;
+        Ok(shared)
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+        }
+    }
+}
+
+/// The nodes' lazy filesystems, one each, and the shared mount they are under.
+pub struct Disks {
+    lazy: Vec<LazyFs>,
+    shared: SharedMount,
 }
 
 /// Mounts a lazy filesystem for each of `n` nodes under `run_dir`; says why not if FUSE is
 /// unavailable here (not root, no `/dev/fuse`) or a mount fails (those made are unmounted).
-pub fn mount_disks(run_dir: &Path, n: usize) -> Result<Vec<LazyFs>, String> {
+pub fn mount_disks(run_dir: &Path, n: usize) -> Result<Disks, String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")
         .map_err(|err| format!("cannot open /dev/fuse: {err}"))?;
-    (0..n)
+    let shared = SharedMount::new(&disks_dir(run_dir))?;
+    let lazy = (0..n)
         .map(|i| {
             let mount_point = disk_mount_point(run_dir, i);
             std::fs::create_dir_all(&mount_point)
                 .and_then(|()| LazyFs::mount(&mount_point))
                 .map_err(|err| format!("cannot mount {}: {err}", mount_point.display()))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(Disks { lazy, shared })
 }
 
 /// Spawns `command` in network namespace `netns` (`/run/netns/<netns>`), from a thread that
