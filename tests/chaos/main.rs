@@ -1,6 +1,7 @@
 //! The fault-injection harness (`cargo test --test chaos`): a redraft cluster, one network
-//! namespace per node, clients recording a history of counter and register operations while
-//! the nemesis kills, pauses, partitions, slows and replaces nodes; then every fault is healed,
+//! namespace per node, each node's data directory on a lazy filesystem of its own, clients
+//! recording a history of counter and register operations while the nemesis kills, pauses,
+//! partitions, slows and replaces nodes and cuts their power; then every fault is healed,
 //! each node's final state is read, and the history is checked (linearizability of every
 //! register, counter bounds, no acknowledged write lost, all nodes equal).
 //!
@@ -8,12 +9,16 @@
 //! cargo test --release --test chaos -- [--duration 20m] [--seed N] [--nodes 3|5]
 //!     [--faults kill-leader,split-halves,…] [--clients N] [--keep]
 //! ```
-//! Needs root (namespaces, nftables); `bash .ci/test` installs `nftables`. Prints operations,
+//! Needs root (namespaces, nftables); `bash .ci/test` installs `nftables`. The power-loss faults
+//! need `/dev/fuse` too: without it the data directories are plain ones and those faults are
+//! left out (the run says so). Prints operations,
 //! ok/fail/unknown counts, anomalies, the longest unavailability per fault kind and a verdict
 //! line; exits non-zero on any anomaly. A failing run (or `--keep`) keeps its directory with
 //! the history and every node's log. Without arguments it runs CI's short mix.
 
 mod checker;
+#[path = "../power_loss/lazyfs.rs"]
+mod lazyfs;
 mod nemesis;
 mod net;
 mod nodes;
@@ -151,7 +156,24 @@ fn run(settings: &Settings) -> bool {
         }
     };
     println!("chaos: link degradation by {:?}", network.degrader());
-    let mut nodes = nodes::Nodes::start(&network, &run_dir, env!("CARGO_BIN_EXE_redraft"));
+    let mut faults = settings.faults.clone();
+    let disks = match nodes::mount_disks(&run_dir, settings.nodes) {
+        Ok(disks) => Some(disks),
+        Err(err) => {
+            faults.retain(|fault| !fault.is_power_loss());
+            println!(
+                "chaos: NOTE no lazy filesystems ({err}): data directories are plain ones and \
+                 the power-loss faults are left out"
+            );
+            None
+        }
+    };
+    if faults.is_empty() {
+        println!("chaos: SKIPPED: no fault left to run");
+        let _ = std::fs::remove_dir_all(&run_dir);
+        return true;
+    }
+    let mut nodes = nodes::Nodes::start(&network, &run_dir, env!("CARGO_BIN_EXE_redraft"), disks);
     if nodes.wait_for_leader(Duration::from_secs(30)).is_none() {
         eprintln!(
             "chaos: no leader within 30 s; logs in {}",
@@ -178,7 +200,7 @@ fn run(settings: &Settings) -> bool {
         .collect();
 
     let windows = nemesis::run(
-        &settings.faults,
+        &faults,
         settings.duration,
         &mut nodes,
         &mut network,
@@ -205,6 +227,9 @@ fn run(settings: &Settings) -> bool {
 
     let finals = final_reads(&nodes);
     let fresh_finals = fresh_reads(&nodes, &history);
+    let disks = (0..nodes.nodes.len())
+        .filter_map(|i| Some(format!("node {i}: {}", nodes.disk_counts(i)?)))
+        .collect();
     let passed = report(
         settings,
         &history,
@@ -213,6 +238,7 @@ fn run(settings: &Settings) -> bool {
             uncertain,
             finals,
             fresh_finals,
+            disks,
         },
         &windows,
         leader.is_some(),
@@ -220,6 +246,10 @@ fn run(settings: &Settings) -> bool {
         &run_dir,
     );
     nodes.stop_all();
+    if !passed || settings.keep {
+        // A lazy filesystem's contents go with its mount.
+        nodes.copy_data_out(&run_dir);
+    }
     drop(nodes);
     drop(network);
     if passed && !settings.keep {
@@ -314,6 +344,8 @@ struct Observed {
     uncertain: Vec<u64>,
     finals: BTreeMap<String, Vec<Option<i64>>>,
     fresh_finals: BTreeMap<String, Option<i64>>,
+    /// What each node's lazy filesystem saw (none on plain directories).
+    disks: Vec<String>,
 }
 
 /// The longest stretch without a successful write inside `[from, to]` (ns).
@@ -448,6 +480,27 @@ fn report(
             gap / 1_000_000,
             uncertain_by_fault.get(fault).copied().unwrap_or(0)
         );
+    }
+    // Power losses by kind: faults applied, nodes cut, of those torn.
+    let power: Vec<String> = nemesis::Fault::ALL
+        .into_iter()
+        .filter(|fault| fault.is_power_loss() && settings.faults.contains(fault))
+        .map(|fault| {
+            let applied: Vec<&Window> = windows.iter().filter(|w| w.fault == fault).collect();
+            format!(
+                "{} ×{} ({} node cuts, {} torn)",
+                fault.name(),
+                applied.len(),
+                applied.iter().map(|w| w.power_losses).sum::<usize>(),
+                applied.iter().map(|w| w.torn).sum::<usize>()
+            )
+        })
+        .collect();
+    if !observed.disks.is_empty() && !power.is_empty() {
+        println!("chaos: power losses injected: {}", power.join(", "));
+    }
+    for disk in &observed.disks {
+        println!("chaos: lazy filesystem of {disk}");
     }
     let _ = std::fs::write(
         run_dir.join("faults.txt"),

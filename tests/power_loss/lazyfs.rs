@@ -18,6 +18,10 @@
 //! truncate, `fallocate` (allocate, keep size, punch a hole, zero a range), `fsync`,
 //! `fdatasync`, `fsync` of a directory, and `statfs` (a fixed capacity less what the files hold:
 //! the node's disk-reserve check reads it). Not offered: links, symlinks, extended attributes.
+//!
+//! A removed file is forgotten once nothing can bring it back: no handle has it open and no
+//! directory names it, neither now nor in its synced entries nor in an unsynced change (so
+//! long runs that delete log segments and snapshots do not grow without bound).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -232,6 +236,8 @@ struct Inode {
     uid: u32,
     gid: u32,
     mtime: SystemTime,
+    /// Handles open on it (`open`/`create` less `release`).
+    open_handles: u32,
 }
 
 /// What the filesystem saw: how many syncs, what power losses did.
@@ -286,6 +292,7 @@ impl State {
                 uid: 0,
                 gid: 0,
                 mtime: SystemTime::now(),
+                open_handles: 0,
             },
         );
         State {
@@ -370,6 +377,7 @@ impl State {
                 uid: req.uid(),
                 gid: req.gid(),
                 mtime: SystemTime::now(),
+                open_handles: 0,
             },
         );
         Ok(ino)
@@ -442,8 +450,40 @@ impl State {
             }
         }
         self.inodes.retain(|ino, _| reachable.contains(ino));
+        // Whoever had files open is gone.
+        self.inodes
+            .values_mut()
+            .for_each(|inode| inode.open_handles = 0);
         counts.power_losses += 1;
         self.counts = counts;
+    }
+
+    /// Forgets the inodes nothing can reach again: not open, and not named by any directory
+    /// reachable from the root through its current entries, its synced ones or an unsynced
+    /// link (everything a power loss could bring back).
+    fn collect_garbage(&mut self) {
+        let mut kept = HashSet::from([ROOT]);
+        let mut queue = vec![ROOT];
+        while let Some(ino) = queue.pop() {
+            if let Some(Inode {
+                body: Body::Dir(dir),
+                ..
+            }) = self.inodes.get(&ino)
+            {
+                let linked = dir.unsynced.iter().filter_map(|op| match op {
+                    DirOp::Link { ino, .. } => Some(*ino),
+                    _ => None,
+                });
+                let named = dir.entries.values().chain(dir.synced.values()).copied();
+                for child in named.chain(linked) {
+                    if kept.insert(child) {
+                        queue.push(child);
+                    }
+                }
+            }
+        }
+        self.inodes
+            .retain(|ino, inode| kept.contains(ino) || inode.open_handles > 0);
     }
 }
 
@@ -671,10 +711,33 @@ impl fuser::Filesystem for Handler {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.lock().inodes.contains_key(&ino.0) {
-            true => reply.opened(FileHandle(0), FopenFlags::empty()),
-            false => reply.error(Errno::ENOENT),
+        match self.lock().inodes.get_mut(&ino.0) {
+            Some(inode) => {
+                inode.open_handles += 1;
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
+            None => reply.error(Errno::ENOENT),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.lock();
+        if let Some(inode) = state.inodes.get_mut(&ino.0) {
+            inode.open_handles = inode.open_handles.saturating_sub(1);
+            if inode.open_handles == 0 {
+                state.collect_garbage();
+            }
+        }
+        reply.ok();
     }
 
     fn read(
@@ -799,6 +862,8 @@ impl fuser::Filesystem for Handler {
             Err(err) => return reply.error(err),
         }
         state.counts.dir_syncs += 1;
+        // Entries removed for good now may free their files.
+        state.collect_garbage();
         reply.ok();
     }
 
@@ -835,6 +900,9 @@ impl fuser::Filesystem for Handler {
         let mut state = self.lock();
         match state.make(req, parent.0, name, mode, Body::File(new_file())) {
             Ok(ino) => {
+                if let Some(inode) = state.inodes.get_mut(&ino) {
+                    inode.open_handles += 1;
+                }
                 let attr = state.attr(ino).expect("just made");
                 reply.created(
                     &ATTR_TTL,
