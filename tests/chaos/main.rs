@@ -341,7 +341,7 @@ fn fresh_reads(nodes: &nodes::Nodes, history: &[Op]) -> BTreeMap<String, Option<
 /// What the clients and the final reads observed, besides the history.
 struct Observed {
     write_times: Vec<u64>,
-    uncertain: Vec<u64>,
+    uncertain: Vec<(u64, String)>,
     finals: BTreeMap<String, Vec<Option<i64>>>,
     fresh_finals: BTreeMap<String, Option<i64>>,
     /// What each node's lazy filesystem saw (none on plain directories).
@@ -459,7 +459,10 @@ fn report(
     }
     // Error replies that left a client not knowing the outcome, by the fault in force.
     let mut uncertain_by_fault: BTreeMap<&str, usize> = BTreeMap::new();
-    for &t in &observed.uncertain {
+    let mut uncertain_texts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (t, text) in &observed.uncertain {
+        let t = *t;
+        *uncertain_texts.entry(text.as_str()).or_default() += 1;
         let fault = windows
             .iter()
             .rev()
@@ -472,6 +475,9 @@ fn report(
         windows.len(),
         observed.uncertain.len()
     );
+    for (text, count) in uncertain_texts.iter().take(8) {
+        println!("chaos:   uncertain reply ×{count}: {text}");
+    }
     for (fault, gap) in &worst {
         let applied = windows.iter().filter(|w| w.fault.name() == *fault).count();
         println!(

@@ -40,7 +40,7 @@ pub struct Shared {
     pub write_times: Mutex<Vec<u64>>,
     /// Times (ns) of error replies that prove nothing (`UNCERTAIN`, internal errors): each
     /// left a client not knowing whether its command took effect.
-    pub uncertain_replies: Mutex<Vec<u64>>,
+    pub uncertain_replies: Mutex<Vec<(u64, String)>>,
     next_value: AtomicI64,
 }
 
@@ -139,7 +139,11 @@ fn send(con: &mut redis::Connection, cmd: &redis::Cmd, shared: &Shared) -> Reply
             Err(err) => {
                 let reply = classify(&err);
                 if matches!(reply, Reply::Unknown) && err.code().is_some() {
-                    shared.uncertain_replies.lock().unwrap().push(shared.now());
+                    shared
+                        .uncertain_replies
+                        .lock()
+                        .unwrap()
+                        .push((shared.now(), err.to_string()));
                 }
                 reply
             }
@@ -321,7 +325,11 @@ fn compare_and_set(
             Reply::Refused => (expected, Outcome::Fail),
             _ => {
                 if err.code().is_some() {
-                    shared.uncertain_replies.lock().unwrap().push(shared.now());
+                    shared
+                        .uncertain_replies
+                        .lock()
+                        .unwrap()
+                        .push((shared.now(), err.to_string()));
                 }
                 (expected, Outcome::Unknown)
             }
