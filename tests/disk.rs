@@ -503,3 +503,111 @@ fn corrupted_raft_log_is_refused_at_start_or_the_damage_hit_no_data() {
         );
     }
 }
+
+/// A node stopped cleanly with 300 acknowledged 2 KB values, snapshots every 100 entries (so
+/// its log no longer holds the first writes, and the state machine cannot be rebuilt from the
+/// log alone), and its `sm.redb` flushed at the stop.
+fn stopped_node_with_snapshots(root: &Path) -> PathBuf {
+    let data_dir = root.join("pristine");
+    let mut server = TestServer::start_in(&data_dir, &SNAPSHOT_EVERY_100);
+    let mut conn = server.raw();
+    for i in 0..300 {
+        let reply = call(
+            &mut conn,
+            &[b"SET", format!("key:{i}").as_bytes(), &value_for(i, 2000)],
+        );
+        assert_eq!(reply, b"+OK\r\n");
+    }
+    assert!(server.signal_and_wait("TERM").success());
+    data_dir
+}
+
+const SNAPSHOT_EVERY_100: [&str; 2] = ["--snapshot-entries", "100"];
+
+/// Starts a node on `data_dir`: it must either refuse with the damaged-state-machine message,
+/// or serve every acknowledged value exactly. Returns whether it refused.
+fn sm_refused_or_intact(data_dir: &Path, what: &str) -> bool {
+    match TestServer::try_start_in(data_dir, &SNAPSHOT_EVERY_100) {
+        Err(exited) => {
+            assert!(
+                exited.contains("redraft: error: cannot open the state machine")
+                    && exited.contains("sm.redb is damaged")
+                    && exited.contains("refusing to start")
+                    && exited.contains("Move the file aside"),
+                "{what}: the node did not say clearly why it refused: {exited}"
+            );
+            assert!(!exited.contains("panicked"), "{what}: panicked: {exited}");
+            true
+        }
+        Ok(mut server) => {
+            let mut conn = server.raw();
+            assert_values(&mut conn, 0..300, 2000);
+            server.kill9();
+            false
+        }
+    }
+}
+
+/// After a refusal, moving `sm.redb` aside (what the message says to do) rebuilds it from the
+/// newest snapshot and the log, with every acknowledged value.
+fn moved_aside_rebuilds(data_dir: &Path, what: &str) {
+    fs::rename(data_dir.join("sm.redb"), data_dir.join("sm.redb.damaged")).expect("move aside");
+    assert!(
+        !sm_refused_or_intact(data_dir, what),
+        "{what}: refused again after sm.redb was moved aside"
+    );
+}
+
+#[test]
+fn damaged_state_machine_is_refused_at_start_or_repaired_never_served() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pristine = stopped_node_with_snapshots(root.path());
+    let untouched = root.path().join("untouched");
+    copy_dir(&pristine, &untouched);
+    assert!(
+        !sm_refused_or_intact(&untouched, "an untouched copy"),
+        "an untouched copy of the data directory was refused"
+    );
+    fs::remove_dir_all(&untouched).expect("remove copy");
+    let len = fs::metadata(pristine.join("sm.redb"))
+        .expect("sm.redb")
+        .len();
+    assert!(len > 600_000, "sm.redb holds only {len} bytes: no values?");
+
+    // 31 flips of 64 bytes across the file, past its first page (the header).
+    let mut refused = 0;
+    for k in 1..32u64 {
+        let offset = 4096 + (len - 4096 - 64) * k / 31;
+        let copy = root.path().join(format!("flipped-{offset}"));
+        copy_dir(&pristine, &copy);
+        let path = copy.join("sm.redb");
+        let mut bytes = fs::read(&path).expect("read sm.redb");
+        for byte in &mut bytes[offset as usize..offset as usize + 64] {
+            *byte ^= 0xa5;
+        }
+        fs::write(&path, &bytes).expect("write sm.redb");
+        let what = format!("sm.redb with 64 bytes flipped at {offset} of {len}");
+        if sm_refused_or_intact(&copy, &what) {
+            refused += 1;
+            moved_aside_rebuilds(&copy, &what);
+        }
+        fs::remove_dir_all(&copy).expect("remove copy");
+    }
+    eprintln!("{refused} of 31 flips refused, the others repaired or harmless");
+
+    // A cut file is refused whatever the cut.
+    for keep in [len / 2, 4096 * 3, len - 4096] {
+        let copy = root.path().join(format!("cut-{keep}"));
+        copy_dir(&pristine, &copy);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(copy.join("sm.redb"))
+            .expect("open sm.redb");
+        file.set_len(keep).expect("truncate");
+        drop(file);
+        let what = format!("sm.redb cut to {keep} of {len} bytes");
+        assert!(sm_refused_or_intact(&copy, &what), "{what} was accepted");
+        moved_aside_rebuilds(&copy, &what);
+        fs::remove_dir_all(&copy).expect("remove copy");
+    }
+}

@@ -26,6 +26,27 @@
 //! below a snapshot, and [`SnapshotBuilder::build_snapshot`] flushes every applied entry before
 //! it reads the snapshot from redb.
 //!
+//! # Integrity
+//! The log is checksummed; so is `sm.redb`: redb keeps a checksum of every page in its parent
+//! and of each root in the commit slot. Every open verifies all of them
+//! (`set_check_integrity_on_open`), not only after a crash, so damage after a clean stop (a
+//! flipped byte, a cut file) is caught before anything is served. Three outcomes:
+//! - everything verifies: the node starts;
+//! - the newest commit fails but the one before verifies: redb falls back to it. That is a
+//!   consistent older state (data, `last_applied`, membership, clock and sessions are one
+//!   transaction), and nothing is lost: openraft installs the newest snapshot if it is newer
+//!   than that `last_applied`, then re-applies the log above it. The log holds every entry above
+//!   the newest snapshot, because it is purged only below a snapshot, and a snapshot file is
+//!   synced before openraft purges (built from a durable flush, or installed and renamed then
+//!   the directory synced);
+//! - nothing verifies, or the file is cut short: the node refuses to start, saying so. The same
+//!   argument makes moving `sm.redb` aside safe: the next start rebuilds it from the newest
+//!   snapshot and the log (`tests/disk.rs` does this).
+//!
+//! The check reads the whole file once at start: 0.1 s for 200k keys (71 MB), 0.7–1.8 s for 1M
+//! (285 MB) on a 2-core box. After a crash redb walks the same checksums to recover anyway, so
+//! a restart after kill -9 costs no more than before.
+//!
 //! # Disk space
 //! On a nearly full disk (see [`DiskSpace::is_tight_for`]) every apply batch is flushed before
 //! it answers, so the space it takes shows at once (to admission control, or as an error before
@@ -87,6 +108,65 @@ const FLUSH_BACKPRESSURE_BYTES: usize = 4 * FLUSH_BYTES;
 /// Errors that stop the node: anything from redb or the filesystem.
 fn io_error(err: impl std::fmt::Display) -> io::Error {
     io::Error::other(err.to_string())
+}
+
+/// Explains a damaged `sm.redb` and what to do about it.
+fn damaged_state_machine(path: &Path, detail: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the state machine {} is damaged ({detail}); refusing to start rather than serve \
+             values that may be wrong. Move the file aside (e.g. to sm.redb.damaged) and start \
+             again: the node rebuilds it from its newest snapshot and its raft log. Should that \
+             fail, in a cluster: remove this member (`redraft cluster remove`), empty its data \
+             directory and add it back; a single node: restore its data directory from a backup",
+            path.display()
+        ),
+    )
+}
+
+/// Opens (or creates) `sm.redb`, verifying every page of its committed trees against redb's
+/// checksums (see the module doc, "Integrity"). Damage redb cannot repair is an `InvalidData`
+/// error that explains what to do.
+fn open_verified(path: &Path, cache_size_bytes: usize) -> io::Result<Database> {
+    let started = Instant::now();
+    let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noted = repaired.clone();
+    let db = Database::builder()
+        .set_cache_size(cache_size_bytes)
+        .set_check_integrity_on_open(true)
+        .set_repair_callback(move |session| {
+            // Progress 0.3 is reported only when the newest commit failed its checksums and
+            // redb falls back to the commit before it.
+            if session.progress() > 0.0 && session.progress() < 0.5 {
+                noted.store(true, Ordering::Relaxed);
+            }
+        })
+        .create(path)
+        .map_err(|err| match err {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                damaged_state_machine(path, detail)
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(err))
+                if err.kind() == io::ErrorKind::UnexpectedEof =>
+            {
+                damaged_state_machine(path, "the file is cut short")
+            }
+            other => io_error(other),
+        })?;
+    if repaired.load(Ordering::Relaxed) {
+        tracing::warn!(
+            path = %path.display(),
+            "the newest commit of the state machine failed its checksums; redb fell back to the \
+             commit before it, and the log re-applies what that commit lacks"
+        );
+    }
+    tracing::info!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state machine opened and verified"
+    );
+    Ok(db)
 }
 
 fn encode_meta<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
@@ -505,10 +585,7 @@ impl StateMachine {
     pub fn open(dir: &Path, cache_size_bytes: usize, disk: DiskSpace) -> io::Result<StateMachine> {
         let snapshot_path = dir.join("snapshots");
         crate::durable::create_dir_all(&snapshot_path)?;
-        let db = Database::builder()
-            .set_cache_size(cache_size_bytes)
-            .create(dir.join("sm.redb"))
-            .map_err(io_error)?;
+        let db = open_verified(&dir.join("sm.redb"), cache_size_bytes)?;
         // redb syncs the file, not its name: without this a power loss loses the whole file.
         crate::durable::sync_entry(&dir.join("sm.redb"))?;
         // Tables are created once; opening existing ones needs no write (a full disk still opens).
