@@ -588,7 +588,8 @@ impl StateMachine {
         let db = open_verified(&dir.join("sm.redb"), cache_size_bytes)?;
         // redb syncs the file, not its name: without this a power loss loses the whole file.
         crate::durable::sync_entry(&dir.join("sm.redb"))?;
-        // Tables are created once; opening existing ones needs no write (a full disk still opens).
+        // Tables are created once; opening existing ones writes nothing more here (the open-time
+        // integrity check above may commit a repair of its own; a full disk still opens).
         let has_tables = {
             let txn = db.begin_read().map_err(io_error)?;
             txn.open_table(KEYS).is_ok()
