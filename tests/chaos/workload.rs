@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redraft::error::RETRIED_PREFIXES;
+
 use crate::checker::{Call, Op, Outcome, Ret};
 use crate::nodes::connect;
 use crate::rng::Rng;
@@ -159,27 +161,17 @@ fn send(con: &mut redis::Connection, cmd: &redis::Cmd, shared: &Shared) -> Reply
     Reply::Refused
 }
 
-/// Error prefixes on which stock clients resend the command without telling the application
-/// (go-redis `shouldRetry`, redis-py `RedisCluster`, ioredis `Cluster`): the history reads them
-/// as Redis defines them, "not applied", so a server that sends one for a command that did
-/// apply shows as an anomaly.
-pub const NOT_APPLIED_PREFIXES: &[&str] = &[
-    "MOVED",
-    "ASK",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "MASTERDOWN",
-    "LOADING",
-    "READONLY",
-];
-
 /// Errors that prove the command was not applied: a redirect and every prefix stock clients
 /// retry on. Everything else — timeouts, lost connections, `UNCERTAIN`, internal errors — may
 /// hide an applied command.
 fn classify(err: &redis::RedisError) -> Reply {
     match (err.code(), err.redirect_node()) {
         (Some("MOVED"), Some((addr, _slot))) => Reply::Moved(addr.to_string()),
-        (Some(code), _) if NOT_APPLIED_PREFIXES.contains(&code) => Reply::Refused,
+        // Prefixes stock clients resend on without telling the application (the list of the
+        // clients' own retry rules, `redraft::error::RETRIED_PREFIXES`): read as Redis defines
+        // them, "not applied", so a server that sends one for a command that did apply shows
+        // as an anomaly.
+        (Some(code), _) if RETRIED_PREFIXES.contains(&code) => Reply::Refused,
         _ => Reply::Unknown,
     }
 }
