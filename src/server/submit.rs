@@ -177,7 +177,12 @@ pub async fn submit(submission: Submission, command: Command) -> Reply {
     let mut owe_resend = false;
     let mut last_why;
     loop {
-        let leader = node.leader();
+        // The leader's addresses are looked up (and copied) only when this node does not lead.
+        let leader = if node.is_leader() {
+            None
+        } else {
+            node.leader()
+        };
         let attempt = match &leader {
             _ if node.is_leader() => {
                 if owe_resend {

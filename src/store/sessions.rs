@@ -79,38 +79,44 @@ impl Sessions {
     /// its sender no longer needs and sessions idle for too long.
     pub fn check(&mut self, id: RequestId, answered_below: u64, now_ms: i64) -> Seen {
         self.sweep(now_ms);
-        let key = (id.node, id.incarnation);
-        let Some(mut session) = self.sessions.get(&key).cloned() else {
+        let Some(session) = self.sessions.get_mut(&(id.node, id.incarnation)) else {
             return Seen::New;
         };
         session.last_seen_ms = session.last_seen_ms.max(now_ms);
         if answered_below > session.answered_below {
             session.answered_below = answered_below;
-            let (_, kept) = session.replies.split(&answered_below);
-            let kept = match session.replies.get(&answered_below) {
-                Some(reply) => kept.update(answered_below, reply.clone()),
-                None => kept,
-            };
-            self.replies -= session.replies.len() - kept.len();
-            session.replies = kept;
+            // Usually one reply: the sender's answers arrive in about the order it sent.
+            while let Some(oldest) = session
+                .replies
+                .get_min()
+                .map(|(seq, _)| *seq)
+                .filter(|&seq| seq < answered_below)
+            {
+                session.replies.remove(&oldest);
+                self.replies -= 1;
+            }
         }
-        let seen = match session.replies.get(&id.seq) {
+        match session.replies.get(&id.seq) {
             Some(response) => Seen::Applied(response.clone()),
             None if id.seq < session.answered_below => Seen::Forgotten,
             None => Seen::New,
-        };
-        self.sessions.insert(key, session);
-        seen
+        }
     }
 
     /// Records the reply of a request just applied at log time `now_ms`.
     pub fn record(&mut self, id: RequestId, response: Response, now_ms: i64) {
         let key = (id.node, id.incarnation);
-        let mut session = self.sessions.get(&key).cloned().unwrap_or(Session {
-            last_seen_ms: now_ms,
-            answered_below: 0,
-            replies: OrdMap::new(),
-        });
+        if !self.sessions.contains_key(&key) {
+            self.sessions.insert(
+                key,
+                Session {
+                    last_seen_ms: now_ms,
+                    answered_below: 0,
+                    replies: OrdMap::new(),
+                },
+            );
+        }
+        let session = self.sessions.get_mut(&key).expect("inserted above");
         session.last_seen_ms = session.last_seen_ms.max(now_ms);
         if session.replies.insert(id.seq, response).is_none() {
             self.replies += 1;
@@ -123,7 +129,6 @@ impl Sessions {
             session.answered_below = session.answered_below.max(oldest + 1);
             self.replies -= 1;
         }
-        self.sessions.insert(key, session);
         while self.sessions.len() > SESSIONS_MAX {
             let Some(stalest) = self
                 .sessions
