@@ -104,11 +104,15 @@ impl RequestIds {
 
     /// A new id, awaiting its answer until the lease is dropped.
     pub fn issue(self: &Arc<Self>) -> IdLease {
-        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(seq);
+        // Taken and marked awaiting under one lock: `answered_below` must never see a sequence
+        // number issued but not yet awaiting (it would tell the session table that the request
+        // was answered, and the request would then be refused as forgotten).
+        let seq = {
+            let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            awaiting.insert(seq);
+            seq
+        };
         IdLease {
             ids: self.clone(),
             id: RequestId {
