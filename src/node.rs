@@ -307,7 +307,7 @@ impl LeaderHint {
 /// Updates `hint` from the current metrics.
 fn refresh_leader_hint(raft: &Raft, me: NodeId, hint: &LeaderHint) {
     let (leader, removed) = {
-        let metrics = raft.metrics();
+        let metrics = raft.server_metrics();
         let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let leader = m.current_leader.and_then(|id| {
@@ -335,9 +335,11 @@ fn refresh_leader_hint(raft: &Raft, me: NodeId, hint: &LeaderHint) {
     hint.refreshed.notify_waiters();
 }
 
-/// Keeps a [`LeaderHint`] up to date until raft stops.
+/// Keeps a [`LeaderHint`] up to date until raft stops. It watches only the server metrics
+/// (state, leader, membership), which change on elections and membership changes, not on every
+/// write as the full metrics do.
 async fn watch_leader(raft: Raft, me: NodeId, hint: Arc<LeaderHint>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         refresh_leader_hint(&raft, me, &hint);
         if metrics.changed().await.is_err() {

@@ -273,12 +273,27 @@ impl Proxy {
         args: Vec<Bytes>,
         failures: Option<FailureCounter>,
     ) -> impl Future<Output = Result<Bytes, ProxyError>> + Send + 'static {
-        let queued = self.enqueue(target, protocol, client_id, vec![args], failures);
+        let queued = self.enqueue(target, protocol, client_id, vec![args], failures.clone());
         async move {
-            let receiver = queued?
-                .pop()
-                .ok_or_else(|| ProxyError::Unreachable("nothing queued".into()))?;
-            await_reply(receiver).await
+            // Failures that never reached a connection (nothing queued, or the connection
+            // dropped the command without answering) are counted here, like the rest.
+            let count = |error: ProxyError| {
+                if let Some(failures) = &failures {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                Err(error)
+            };
+            let receiver = match queued.map(|mut receivers| receivers.pop()) {
+                Ok(Some(receiver)) => receiver,
+                Ok(None) => return count(ProxyError::Unreachable("nothing queued".into())),
+                Err(error) => return count(error),
+            };
+            match receiver.await {
+                Ok(outcome) => outcome,
+                Err(_) => count(ProxyError::Indeterminate(
+                    "leader connection ended without answering".into(),
+                )),
+            }
         }
     }
 

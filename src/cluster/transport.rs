@@ -49,7 +49,7 @@ use crate::cluster::Member;
 use crate::raft::{
     LogId, NodeId, Raft, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };
-use crate::store::SnapshotFile;
+use crate::store::{SnapshotFile, verify_snapshot_file};
 
 /// Version byte at the start of every frame body.
 pub const WIRE_VERSION: u8 = 1;
@@ -750,6 +750,12 @@ async fn serve_snapshot(
         }
         file.sync_all().await?;
         drop(file);
+        // A damaged transfer is refused here (the leader sends it again), not handed to raft,
+        // which would stop on a storage error.
+        let received = path.clone();
+        tokio::task::spawn_blocking(move || verify_snapshot_file(&received))
+            .await
+            .map_err(io::Error::other)??;
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_log_id,

@@ -43,7 +43,7 @@ use crate::error::Error;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
 use crate::server::submit::{
-    ResendGate, Submission, record_watch, revisions_args, revisions_of, submit,
+    ResendGate, Submission, record_watch, revisions_args, revisions_of, submit, write_request,
 };
 use crate::server::{Server, ops};
 use crate::store::{Read, Request};
@@ -687,25 +687,14 @@ impl Session {
                 id,
                 answered_below,
                 command,
-            } => {
-                let now_ms = crate::store::state_machine::wall_clock_ms();
-                let request = match *command {
-                    Command::Keyspace {
-                        args, write: true, ..
-                    } => Request::Command { args, now_ms },
-                    Command::Transaction { commands, watched } => Request::Exec {
-                        commands,
-                        watched,
-                        now_ms,
-                    },
-                    read => return self.run_here(read),
-                };
-                self.track_write(node.propose(Request::Identified {
+            } => match write_request(&command, crate::store::state_machine::wall_clock_ms()) {
+                Some(request) => self.track_write(node.propose(Request::Identified {
                     id,
                     answered_below,
                     request: Box::new(request),
-                }))
-            }
+                })),
+                None => self.run_here(*command),
+            },
             other => self.dispatch(other),
         }
     }

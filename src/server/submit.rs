@@ -97,11 +97,12 @@ impl ResendGate {
     /// Forgets failures counted for commands that are no longer in flight (a connection with
     /// nothing in flight has nothing to resend).
     pub fn reset_if_idle(&self) {
-        if self
-            .awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        if self.resending()
+            && self
+                .awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
         {
             self.failures.store(0, Ordering::Release);
         }
@@ -309,26 +310,18 @@ pub async fn submit(submission: Submission, command: Command) -> Reply {
 /// One attempt on this node, the leader.
 async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdLease>) -> Attempt {
     let node = &submission.server.node;
-    let now_ms = wall_clock_ms();
-    let pending = match (command, lease) {
-        (Command::Keyspace { args, .. }, Some(lease)) => {
-            node.propose(lease.wrap(Request::Command {
-                args: args.clone(),
-                now_ms,
-            }))
-        }
-        (Command::Transaction { commands, watched }, Some(lease)) => {
-            node.propose(lease.wrap(Request::Exec {
-                commands: commands.clone(),
-                watched: watched.clone(),
-                now_ms,
-            }))
-        }
-        (Command::Watch(keys), _) => node.read(Read {
+    let pending = match (lease, command) {
+        (Some(lease), command) => match write_request(command, wall_clock_ms()) {
+            Some(request) => node.propose(lease.wrap(request)),
+            None => {
+                return Attempt::Answered(Error::Internal("not a write".into()).to_resp());
+            }
+        },
+        (None, Command::Watch(keys)) => node.read(Read {
             args: revisions_args(keys),
         }),
-        (Command::Keyspace { args, .. }, None) => node.read(Read { args: args.clone() }),
-        _ => {
+        (None, Command::Keyspace { args, .. }) => node.read(Read { args: args.clone() }),
+        (None, _) => {
             return Attempt::Answered(Error::Internal("not a keyspace command".into()).to_resp());
         }
     };
@@ -357,6 +350,25 @@ async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdL
             counted: false,
             why: "the request was dropped".into(),
         },
+    }
+}
+
+/// The log request for a write (a keyspace write or a transaction) stamped with the leader's
+/// time `now_ms`; `None` for anything else.
+pub(super) fn write_request(command: &Command, now_ms: i64) -> Option<Request> {
+    match command {
+        Command::Keyspace {
+            args, write: true, ..
+        } => Some(Request::Command {
+            args: args.clone(),
+            now_ms,
+        }),
+        Command::Transaction { commands, watched } => Some(Request::Exec {
+            commands: commands.clone(),
+            watched: watched.clone(),
+            now_ms,
+        }),
+        _ => None,
     }
 }
 

@@ -11,4 +11,4 @@ pub mod sessions;
 pub mod state_machine;
 
 pub use request::{Request, RequestId, Response};
-pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader};
+pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader, verify_snapshot_file};

@@ -363,6 +363,12 @@ fn longest_gap(write_times: &[u64], from: u64, to: u64) -> u64 {
     longest.max(to.saturating_sub(last))
 }
 
+/// How long after `healed` the first successful write completed (ns), if one did by `until`.
+fn first_write_after(write_times: &[u64], healed: u64, until: u64) -> Option<u64> {
+    let next = write_times.get(write_times.partition_point(|&t| t < healed))?;
+    (*next <= until).then(|| next - healed)
+}
+
 fn report(
     settings: &Settings,
     history: &[Op],
@@ -450,12 +456,20 @@ fn report(
 
     // Unavailability: per fault kind, the longest time without a successful write from the
     // fault's start until the next fault starts (or the end of the run).
+    // Recovery: from the heal (restart, resume, network healed) to the next successful write.
     let mut worst: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut recoveries: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for (i, window) in windows.iter().enumerate() {
         let until = windows.get(i + 1).map_or(healed, |next| next.start);
         let gap = longest_gap(&write_times, window.start, until);
         let entry = worst.entry(window.fault.name()).or_default();
         *entry = (*entry).max(gap);
+        if let Some(recovery) = first_write_after(&write_times, window.end, until) {
+            recoveries
+                .entry(window.fault.name())
+                .or_default()
+                .push(recovery);
+        }
     }
     // Error replies that left a client not knowing the outcome, by the fault in force.
     let mut uncertain_by_fault: BTreeMap<&str, usize> = BTreeMap::new();
@@ -480,10 +494,16 @@ fn report(
     }
     for (fault, gap) in &worst {
         let applied = windows.iter().filter(|w| w.fault.name() == *fault).count();
+        let mut recovery = recoveries.get(fault).cloned().unwrap_or_default();
+        recovery.sort_unstable();
+        let median = recovery.get(recovery.len() / 2).copied().unwrap_or(0);
+        let slowest = recovery.last().copied().unwrap_or(0);
         println!(
-            "chaos:   {fault:<15} ×{applied:<3} longest without a successful write: {:>6} ms, \
-             uncertain replies: {}",
+            "chaos:   {fault:<15} ×{applied:<3} longest without a successful write: {:>6} ms \
+             (first write after the heal: median {:>5} ms, slowest {:>5} ms), uncertain replies: {}",
             gap / 1_000_000,
+            median / 1_000_000,
+            slowest / 1_000_000,
             uncertain_by_fault.get(fault).copied().unwrap_or(0)
         );
     }
