@@ -653,12 +653,15 @@ impl Node {
 /// the log, so a cached log entry never pins a whole read buffer.
 const DETACH_BYTES_MAX: usize = 16 * 1024;
 
+/// Copies `bytes` out of the buffer it shares if it is small (see [`DETACH_BYTES_MAX`]).
+pub fn detach_small(bytes: &mut Bytes) {
+    if bytes.len() < DETACH_BYTES_MAX {
+        *bytes = Bytes::copy_from_slice(bytes);
+    }
+}
+
 fn detach_small_buffers(request: &mut Request) {
-    let detach = |b: &mut Bytes| {
-        if b.len() < DETACH_BYTES_MAX {
-            *b = Bytes::copy_from_slice(b);
-        }
-    };
+    let detach = detach_small;
     match request {
         Request::Command { args, .. } => args.iter_mut().for_each(detach),
         Request::Expire { keys, .. } => keys.iter_mut().for_each(detach),

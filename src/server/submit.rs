@@ -38,7 +38,7 @@ use crate::cluster::proxy::{FailureCounter, LeaderTarget, ProxyError};
 use crate::cluster::topology;
 use crate::command::Command;
 use crate::error::Error;
-use crate::node::IdLease;
+use crate::node::{IdLease, detach_small};
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
 use crate::store::state_machine::wall_clock_ms;
@@ -165,12 +165,17 @@ enum Attempt {
 
 /// Runs `command` (a keyspace command, WATCH or transaction) where the leader is, until it has
 /// its outcome; see the module doc.
-pub async fn submit(submission: Submission, command: Command) -> Reply {
+pub async fn submit(submission: Submission, mut command: Command) -> Reply {
     let node = submission.server.node.clone();
     let is_write = matches!(
         command,
         Command::Keyspace { write: true, .. } | Command::Transaction { .. }
     );
+    if is_write {
+        // Kept until its answer, for resends: copied out of the connection's read buffer first
+        // (as a proposal is), or every write would pin a whole buffer until it commits.
+        detach_command(&mut command);
+    }
     let lease = is_write.then(|| node.request_ids.issue());
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(RESEND_WINDOW_MS);
@@ -350,6 +355,17 @@ async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdL
             counted: false,
             why: "the request was dropped".into(),
         },
+    }
+}
+
+fn detach_command(command: &mut Command) {
+    match command {
+        Command::Keyspace { args, .. } => args.iter_mut().for_each(detach_small),
+        Command::Transaction { commands, watched } => {
+            commands.iter_mut().flatten().for_each(detach_small);
+            watched.iter_mut().for_each(|(key, _)| detach_small(key));
+        }
+        _ => {}
     }
 }
 

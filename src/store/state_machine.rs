@@ -913,7 +913,9 @@ fn apply_batch(
     if let Some(failure) = &published.flush_failure {
         return Err(io_error(format!("state machine flush failed: {failure}")));
     }
-    let mut state = published.applied.clone();
+    // Taken, not cloned: the only copy changes in place (a clone would make the session table
+    // copy every node it touches). Readers wait for the lock, and both go back before it drops.
+    let mut state = std::mem::take(&mut published.applied);
     let mut view = View::writer(published.layers.take());
     let mut applied = Vec::with_capacity(entries.len());
     let mut outcome = Ok(());
@@ -939,6 +941,7 @@ fn apply_batch(
     }
     published.layers = view.into_layers();
     if let Err(err) = outcome {
+        published.applied = state;
         // Part of an entry is in the layer: it must never reach redb (raft stops on this).
         published.flush_failure = Some(format!("apply failed: {err}"));
         return Err(err);
