@@ -4,9 +4,10 @@
 //! dies or stalls under it — applied exactly once, never an error that a stock client would
 //! resend — and a request id sent again is answered from the session table after a leader
 //! change, a restart of every node and a snapshot install. Method: real 3-node clusters on
-//! 127.0.0.1; clients on one follower increment counters while the leader is killed with
-//! `kill -9` or paused with SIGSTOP; every counter is then compared with the increments
-//! acknowledged. The session table is driven the way a follower's proxy drives it, with
+//! 127.0.0.1; clients on one follower, then on every node, increment counters while the leader
+//! is killed with `kill -9` or paused with SIGSTOP; every counter is then compared with the
+//! increments acknowledged (plus, for a client whose own node died, the ones whose connection
+//! was lost), and no write may get an error reply. The session table is driven the way a follower's proxy drives it, with
 //! `REDRAFT.PROXIED` and `REDRAFT.REQ`.
 
 mod common;
@@ -124,6 +125,125 @@ fn exactly_once_increments_through_a_follower_across_leader_kills_and_pauses() {
         assert_eq!(
             value, *acknowledged,
             "counter{i}: every increment applied exactly once"
+        );
+    }
+}
+
+/// One client's view in the every-node test.
+#[derive(Clone, Debug, Default)]
+struct ClientView {
+    acknowledged: u64,
+    /// Queries that ended with the connection lost (their own node died): outcome unknown.
+    lost: u64,
+    /// Error replies: there must be none.
+    error_replies: Vec<String>,
+}
+
+#[test]
+fn exactly_once_increments_through_every_node_across_leader_kills_and_pauses() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_until_every_node_routes(LEADER_TIMEOUT);
+    let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let views = Arc::new(Mutex::new(vec![ClientView::default(); CLIENTS]));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (stop, views) = (stop.clone(), views.clone());
+            let url = format!("redis://127.0.0.1:{}/", ports[i % ports.len()]);
+            std::thread::spawn(move || {
+                let client = redis::Client::open(url).unwrap();
+                let mut con = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(c) = con.as_mut() else {
+                        // Its node is down: try again (bounded by the test's own deadlines).
+                        con = client
+                            .get_connection_with_timeout(Duration::from_millis(200))
+                            .ok();
+                        if con.is_none() {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
+                    };
+                    let reply: redis::RedisResult<i64> = redis::cmd("INCRBY")
+                        .arg(format!("every{i}"))
+                        .arg(1)
+                        .query(c);
+                    let mut views = views.lock().unwrap();
+                    let view = &mut views[i];
+                    match reply {
+                        Ok(value) => {
+                            view.acknowledged += 1;
+                            assert!(
+                                value as u64 >= view.acknowledged
+                                    && value as u64 <= view.acknowledged + view.lost,
+                                "every{i}: reply {value}, acknowledged {}, lost {}",
+                                view.acknowledged,
+                                view.lost
+                            );
+                        }
+                        Err(err) if err.is_io_error() || err.is_connection_dropped() => {
+                            view.lost += 1;
+                            con = None;
+                        }
+                        Err(err) => view.error_replies.push(err.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let total = || {
+        views
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.acknowledged)
+            .sum::<u64>()
+    };
+    let progress = |what: &str| {
+        let before = total();
+        wait_for(what, Duration::from_secs(30), || {
+            (total() >= before + 100).then_some(())
+        });
+    };
+    progress("increments before any fault");
+    for round in 0..4 {
+        let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+        if round % 2 == 0 {
+            cluster.nodes[leader].kill9();
+            progress("increments after the leader was killed");
+            cluster.restart(leader);
+        } else {
+            cluster.nodes[leader].signal("STOP");
+            progress("increments while the leader is paused");
+            cluster.nodes[leader].signal("CONT");
+        }
+        progress("increments after the fault healed");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let views = views.lock().unwrap();
+    eprintln!("clients on every node: {views:?}");
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut con = cluster.nodes[leader].client();
+    for (i, view) in views.iter().enumerate() {
+        assert!(
+            view.error_replies.is_empty(),
+            "every{i}: error replies (each write must get its result, or nothing when its own \
+             node died): {:?}",
+            view.error_replies
+        );
+        let value: u64 = redis::cmd("GET")
+            .arg(format!("every{i}"))
+            .query(&mut con)
+            .unwrap();
+        assert!(
+            value >= view.acknowledged && value <= view.acknowledged + view.lost,
+            "every{i}: value {value}, acknowledged {}, lost with their node {}",
+            view.acknowledged,
+            view.lost
         );
     }
 }
