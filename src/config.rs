@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-
-use crate::cluster::FollowerMode;
+use serde::{Deserialize, Serialize};
 
 /// How `GET` and other reads are made linearizable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -128,11 +127,11 @@ pub struct InitialMember {
     /// Raft node id.
     pub id: u64,
     /// Its addresses.
-    pub member: crate::cluster::Member,
+    pub member: Member,
 }
 
 /// Splits `host:port[@peerport]` into the client and peer addresses.
-pub fn parse_member_addr(text: &str) -> Result<crate::cluster::Member, String> {
+pub fn parse_member_addr(text: &str) -> Result<Member, String> {
     let (client, peer_port) = match text.split_once('@') {
         Some((client, peer)) => (client, Some(peer)),
         None => (text, None),
@@ -149,7 +148,7 @@ pub fn parse_member_addr(text: &str) -> Result<crate::cluster::Member, String> {
             .checked_add(10_000)
             .ok_or_else(|| format!("port {port} + 10000 is not a port; give host:port@peerport"))?,
     };
-    Ok(crate::cluster::Member {
+    Ok(Member {
         client_addr: format!("{host}:{port}"),
         peer_addr: format!("{host}:{peer_port}"),
     })
@@ -193,5 +192,30 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config::parse_from(["redraft"])
+    }
+}
+
+/// How a follower answers a command that needs the leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FollowerMode {
+    /// Forward the command to the leader and relay its reply unchanged.
+    #[default]
+    Proxy,
+    /// Answer `-MOVED <slot> <leader host:port>` so cluster-aware clients go to the leader.
+    Redirect,
+}
+
+/// A cluster member's addresses, as stored in the raft membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// `host:port` clients connect to.
+    pub client_addr: String,
+    /// `host:port` of the peer (raft) port.
+    pub peer_addr: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.client_addr, self.peer_addr)
     }
 }

@@ -38,16 +38,16 @@ use openraft::{ReadPolicy, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::wall_clock_ms;
 use crate::cluster::membership::{MembershipService, join_cluster};
 use crate::cluster::transport::{PeerNetwork, PeerServer};
-use crate::cluster::{FollowerMode, Member};
 use crate::config::{Config, ReadMode};
+use crate::config::{FollowerMode, Member};
 use crate::disk::DiskSpace;
 use crate::error::Error;
 use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::resp::Reply;
-use crate::store::state_machine::wall_clock_ms;
 use crate::store::{Read, Request, RequestId, Response, StateMachine, StoreReader};
 
 /// Most requests packed into one log entry.
@@ -735,7 +735,7 @@ fn request_size(request: &Request) -> usize {
 fn adds_data(request: &Request) -> bool {
     let adds = |args: &[Bytes]| {
         args.first()
-            .and_then(|name| crate::command::table::lookup(name))
+            .and_then(|name| crate::redis::table::lookup(name))
             .is_none_or(|spec| spec.flags.contains(&"denyoom"))
     };
     match request {

@@ -9,32 +9,7 @@ pub mod proxy;
 pub mod topology;
 pub mod transport;
 
-use serde::{Deserialize, Serialize};
-
-/// How a follower answers a command that needs the leader.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum FollowerMode {
-    /// Forward the command to the leader and relay its reply unchanged.
-    #[default]
-    Proxy,
-    /// Answer `-MOVED <slot> <leader host:port>` so cluster-aware clients go to the leader.
-    Redirect,
-}
-
-/// A cluster member's addresses, as stored in the raft membership.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Member {
-    /// `host:port` clients connect to.
-    pub client_addr: String,
-    /// `host:port` of the peer (raft) port.
-    pub peer_addr: String,
-}
-
-impl std::fmt::Display for Member {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.client_addr, self.peer_addr)
-    }
-}
+pub use crate::config::{FollowerMode, Member};
 
 /// Raft role of a node, as the CLUSTER and INFO replies show it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

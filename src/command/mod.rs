@@ -4,14 +4,12 @@
 //! Parsing follows Redis's order: unknown command, then arity, then (in the connection)
 //! authentication, then the command's own argument checks. Nothing here executes a command.
 
-pub mod glob;
-pub mod table;
-
 use bytes::Bytes;
 
+use crate::redis::table;
 use crate::resp::Reply;
+use crate::resp::string2ll;
 use crate::store::RequestId;
-use crate::store::state_machine::parse_redis_i64;
 
 /// The error text Redis uses for a malformed integer argument.
 pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -134,7 +132,7 @@ pub enum Command {
         /// The new node's id.
         id: u64,
         /// Its addresses.
-        member: crate::cluster::Member,
+        member: crate::config::Member,
     },
     /// `RAFT.REMOVENODE id`.
     RaftRemoveNode(u64),
@@ -207,7 +205,7 @@ impl Command {
 
 /// Parses a positive client id as CLIENT KILL ID takes it.
 pub fn parse_id(arg: &[u8]) -> Option<u64> {
-    parse_redis_i64(arg).filter(|&n| n > 0).map(|n| n as u64)
+    string2ll(arg).filter(|&n| n > 0).map(|n| n as u64)
 }
 
 /// Parses an integer argument; `Err` is Redis's error reply.
@@ -216,7 +214,7 @@ pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
 }
 
 fn integer_arg(arg: &[u8]) -> Result<i64, Reply> {
-    parse_redis_i64(arg).ok_or_else(|| Reply::error(NOT_AN_INTEGER))
+    string2ll(arg).ok_or_else(|| Reply::error(NOT_AN_INTEGER))
 }
 
 /// Parses one argument vector (command name first). `Err` is the error reply to send.
@@ -443,7 +441,7 @@ fn parse_hello(args: &[Bytes]) -> Result<Command, Reply> {
     let mut auth = None;
     let mut setname = None;
     if let Some(version) = args.get(1) {
-        let version = parse_redis_i64(version).ok_or_else(|| {
+        let version = string2ll(version).ok_or_else(|| {
             Reply::error("ERR Protocol version is not an integer or out of range")
         })?;
         protover = Some(version);

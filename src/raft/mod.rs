@@ -18,7 +18,7 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = NodeId,
-        Node = crate::cluster::Member,
+        Node = crate::config::Member,
 );
 
 /// The raft handle type.

@@ -35,6 +35,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use memchr::memchr2;
 use std::fmt;
 
+use crate::resp::string2ll;
+
 /// Most argument slots reserved up front from a declared multibulk count (Redis caps its
 /// `argv` preallocation the same way). Fewer are reserved when fewer arguments can have
 /// arrived yet.
@@ -251,7 +253,7 @@ impl RequestParser {
         if cr + 1 >= buf.len() {
             return Ok(None);
         }
-        let count = parse_redis_ll(&buf[1..cr]).ok_or(ProtocolErrorKind::InvalidMultibulkLength)?;
+        let count = string2ll(&buf[1..cr]).ok_or(ProtocolErrorKind::InvalidMultibulkLength)?;
         let count = match usize::try_from(count) {
             Ok(n) => n,
             Err(_) if count < 0 => 0,
@@ -308,7 +310,7 @@ impl RequestParser {
         if buf[0] != b'$' {
             return Err(ProtocolErrorKind::ExpectedDollar(buf[0]));
         }
-        let len = parse_redis_ll(&buf[1..cr])
+        let len = string2ll(&buf[1..cr])
             .and_then(|n| usize::try_from(n).ok())
             .filter(|&n| n <= self.limits.bulk_len_max)
             .ok_or(ProtocolErrorKind::InvalidBulkLength)?;
@@ -389,37 +391,6 @@ impl RequestParser {
     fn reset_line_scan(&mut self) {
         self.line_scanned_len = 0;
         self.line_stalled = false;
-    }
-}
-
-/// Redis's `string2ll`: optional `-`, no `+`, no leading zeros (nor `-0`), under 21 bytes,
-/// within `i64`.
-fn parse_redis_ll(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() >= 21 {
-        return None;
-    }
-    if s == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match s.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, s),
-    };
-    let (&first, rest) = digits.split_first()?;
-    if !(b'1'..=b'9').contains(&first) {
-        return None;
-    }
-    let mut v = u64::from(first - b'0');
-    for &d in rest {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    if negative {
-        0i64.checked_sub_unsigned(v)
-    } else {
-        i64::try_from(v).ok()
     }
 }
 
@@ -1020,26 +991,5 @@ mod tests {
             parser.next_command(&mut buf, true),
             Ok(Some(cmd(&[b"PING"])))
         );
-    }
-
-    #[test]
-    fn parser_string2ll_matches_redis() {
-        assert_eq!(parse_redis_ll(b"0"), Some(0));
-        assert_eq!(parse_redis_ll(b"-1"), Some(-1));
-        assert_eq!(parse_redis_ll(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_redis_ll(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-",
-            b"-0",
-            b"00",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"9223372036854775808",
-            b"1x",
-        ] {
-            assert_eq!(parse_redis_ll(bad), None, "{bad:?}");
-        }
     }
 }

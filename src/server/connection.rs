@@ -38,8 +38,9 @@ use tokio::net::TcpStream;
 use std::future::Future;
 
 use crate::cluster::topology;
-use crate::command::{self, Access, Command, SYNTAX_ERROR, table};
+use crate::command::{self, Access, Command, SYNTAX_ERROR};
 use crate::error::Error;
+use crate::redis::table;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
 use crate::server::submit::{
@@ -680,14 +681,14 @@ impl Session {
                 self.track_write(node.propose(Request::Exec {
                     commands,
                     watched,
-                    now_ms: crate::store::state_machine::wall_clock_ms(),
+                    now_ms: crate::clock::wall_clock_ms(),
                 }))
             }
             Command::Identified {
                 id,
                 answered_below,
                 command,
-            } => match write_request(&command, crate::store::state_machine::wall_clock_ms()) {
+            } => match write_request(&command, crate::clock::wall_clock_ms()) {
                 Some(request) => self.track_write(node.propose(Request::Identified {
                     id,
                     answered_below,

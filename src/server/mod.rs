@@ -19,11 +19,11 @@ use openraft::async_runtime::watch::WatchReceiver as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-use crate::cluster::Member;
 use crate::cluster::proxy::Proxy;
-use crate::command::glob::glob_match;
+use crate::config::Member;
 use crate::config::{Config, ReadMode};
 use crate::node::Node;
+use crate::redis::glob::glob_match;
 use crate::resp::Reply;
 use clients::{ClientRegistry, Stats};
 
@@ -482,8 +482,8 @@ impl Server {
                     (
                         "raft_follower_mode",
                         match self.node.follower_mode() {
-                            crate::cluster::FollowerMode::Proxy => "proxy",
-                            crate::cluster::FollowerMode::Redirect => "redirect",
+                            crate::config::FollowerMode::Proxy => "proxy",
+                            crate::config::FollowerMode::Redirect => "redirect",
                         }
                         .into(),
                     ),
@@ -594,7 +594,7 @@ impl Server {
                 .map(|l| Reply::Simple(Bytes::from_static(l.as_bytes())))
                 .collect(),
             ),
-            _ => crate::command::table::unknown_subcommand_error("config", subcommand.as_bytes()),
+            _ => crate::redis::table::unknown_subcommand_error("config", subcommand.as_bytes()),
         }
     }
 

@@ -33,15 +33,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::cluster::FollowerMode;
+use crate::clock::wall_clock_ms;
 use crate::cluster::proxy::{FailureCounter, LeaderTarget, ProxyError};
 use crate::cluster::topology;
 use crate::command::Command;
+use crate::config::FollowerMode;
 use crate::error::Error;
 use crate::node::{IdLease, detach_small};
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
-use crate::store::state_machine::wall_clock_ms;
 use crate::store::{Read, Request};
 
 /// How long a command is sent again before its connection is told the outcome is unknown.

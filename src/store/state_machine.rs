@@ -189,45 +189,6 @@ fn decode_meta<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
     }
 }
 
-/// Parses a Redis integer the way Redis's `string2ll` does: optional `-`, no `+`, no leading
-/// zeros, no spaces, within i64.
-pub fn parse_redis_i64(text: &[u8]) -> Option<i64> {
-    if text.is_empty() || text.len() > 20 {
-        return None;
-    }
-    if text == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, text),
-    };
-    match digits.first() {
-        Some(b'1'..=b'9') => {}
-        _ => return None,
-    }
-    let mut value: i64 = 0;
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(digit - b'0');
-        value = if negative {
-            value.checked_mul(10)?.checked_sub(d)?
-        } else {
-            value.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(value)
-}
-
-/// Wall-clock time in ms since the epoch.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A read served by the local state machine once it has applied up to the read's index: a
 /// read-only command, name first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,7 +208,7 @@ impl StoreReader {
     /// The time reads run at: the later of this node's clock and the state machine's clock, so
     /// a key that expired in the log never shows again.
     fn now_ms(&self) -> i64 {
-        wall_clock_ms().max(self.clock.load(Ordering::Acquire))
+        crate::clock::wall_clock_ms().max(self.clock.load(Ordering::Acquire))
     }
 
     /// Serves `reads` from one consistent view of everything applied so far.
@@ -1292,33 +1253,6 @@ mod tests {
             assert!(
                 verify_snapshot_file(&path).is_err(),
                 "cut at {cut} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn parse_redis_i64_accepts_only_canonical_integers() {
-        assert_eq!(parse_redis_i64(b"0"), Some(0));
-        assert_eq!(parse_redis_i64(b"-12"), Some(-12));
-        assert_eq!(parse_redis_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_redis_i64(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"01",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"-0",
-            b"-",
-            b"1.0",
-            b"9223372036854775808",
-            b"abc",
-        ] {
-            assert_eq!(
-                parse_redis_i64(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
             );
         }
     }

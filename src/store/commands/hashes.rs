@@ -25,11 +25,11 @@
 use bytes::Bytes;
 
 use super::{c_str, int_arg, parse_cursor, syntax_error, typed_record};
-use crate::command::glob::glob_match;
-use crate::command::table;
+use crate::redis::glob::glob_match;
+use crate::redis::table;
 use crate::resp::Reply;
+use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
-use crate::store::state_machine::parse_redis_i64;
 
 /// A hash with at most this many fields is answered whole by HSCAN (Redis's default
 /// `hash-max-listpack-entries`).
@@ -224,7 +224,7 @@ fn hincrby<K: Keyspace>(
         return Ok(reply);
     }
     let current = match ks.field(key, field)? {
-        Some(value) => match parse_redis_i64(&value) {
+        Some(value) => match string2ll(&value) {
             Some(n) => n,
             None => return Ok(Reply::error("ERR hash value is not an integer")),
         },

@@ -21,11 +21,11 @@
 use bytes::Bytes;
 
 use super::{c_str, int_arg, parse_cursor, syntax_error};
-use crate::command::glob::glob_match;
-use crate::command::table;
+use crate::redis::glob::glob_match;
+use crate::redis::table;
 use crate::resp::Reply;
+use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
-use crate::store::state_machine::parse_redis_i64;
 
 /// Keys read per storage call while KEYS or RANDOMKEY walk the keyspace.
 const WALK_BATCH: usize = 512;
@@ -431,7 +431,7 @@ fn copy<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
         if c_eq(&args[j], "replace") {
             replace = true;
         } else if c_eq(&args[j], "db") && j + 1 < args.len() {
-            let Some(db) = parse_redis_i64(&args[j + 1]) else {
+            let Some(db) = string2ll(&args[j + 1]) else {
                 return Ok(super::not_an_integer());
             };
             if i32::try_from(db).is_err() {
@@ -493,7 +493,7 @@ fn object<K: Keyspace>(ks: &mut K, sub: &str, args: &[Bytes]) -> StoreResult<Rep
 /// Whether a string holds one of Redis's shared integers (0 to 9999).
 fn shared_integer(record: &Record) -> bool {
     record.payload.len() <= 20
-        && parse_redis_i64(&record.payload).is_some_and(|n| (0..SHARED_INTEGERS).contains(&n))
+        && string2ll(&record.payload).is_some_and(|n| (0..SHARED_INTEGERS).contains(&n))
 }
 
 /// The encoding Redis would report for this value, as SET/HSET would have created it.
@@ -501,7 +501,7 @@ fn encoding<K: Keyspace>(ks: &mut K, key: &[u8], record: &Record) -> StoreResult
     Ok(match record.kind {
         Kind::String => {
             let value = &record.payload;
-            if value.len() <= 20 && parse_redis_i64(value).is_some() {
+            if value.len() <= 20 && string2ll(value).is_some() {
                 "int"
             } else if value.len() <= EMBSTR_MAX {
                 "embstr"

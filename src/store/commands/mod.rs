@@ -15,8 +15,8 @@ pub mod strings;
 use bytes::Bytes;
 
 use crate::resp::Reply;
+use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
-use crate::store::state_machine::parse_redis_i64;
 
 /// `-ERR syntax error`.
 pub fn syntax_error() -> Reply {
@@ -35,7 +35,7 @@ pub fn not_an_integer() -> Reply {
 
 /// Parses an integer argument as Redis does (`string2ll`).
 pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
-    parse_redis_i64(arg).ok_or_else(not_an_integer)
+    string2ll(arg).ok_or_else(not_an_integer)
 }
 
 /// The live record of `key` if it holds `kind`; `Err(reply)` with WRONGTYPE otherwise.

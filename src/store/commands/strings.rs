@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::hashes::long_double::{self, LongDouble, Parsed};
 use super::{int_arg, not_an_integer, string_value, syntax_error, typed_record};
 use crate::resp::Reply;
+use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
-use crate::store::state_machine::parse_redis_i64;
 
 /// The largest string a command may build: Redis's default `proto-max-bulk-len` (512 MiB).
 pub const MAX_STRING_LEN: u64 = 512 * 1024 * 1024;
@@ -155,7 +155,7 @@ fn incr_by<K: Keyspace>(ks: &mut K, key: &[u8], delta: i64) -> StoreResult<Reply
         Err(reply) => return Ok(reply),
     };
     let (current, expire) = match &record {
-        Some(record) => match parse_redis_i64(&record.payload) {
+        Some(record) => match string2ll(&record.payload) {
             Some(n) => (n, record.expire_at_ms),
             None => return Ok(not_an_integer()),
         },

@@ -1,0 +1,7 @@
+//! What Redis itself defines about commands, kept exactly as Redis has it: the command table
+//! (names, arity, flags, keys, documentation and the error texts around them) and glob
+//! matching. It knows nothing of sockets, storage or raft; it builds its replies from
+//! [`crate::resp::Reply`] values.
+
+pub mod glob;
+pub mod table;
