@@ -13,13 +13,14 @@
 //! - [`redis`] holds what Redis defines about commands: the command table, glob matching.
 //! - [`command`] turns arguments into typed commands.
 //! - [`server`] owns sockets, connections and the client registry.
-//! - [`node`] owns the raft node and batches client requests into log entries and reads into
-//!   ReadIndex rounds.
-//! - [`cluster`] moves raft messages between nodes (peer transport), decides where a command
-//!   runs on a follower (proxy to the leader or `-MOVED`), presents the cluster to Redis Cluster
-//!   clients, and changes membership.
+//! - [`node`] owns the raft node: it batches client requests into log entries and reads into
+//!   ReadIndex rounds, changes membership, and keeps the view of the cluster the layers above
+//!   read ([`node::ClusterView`]).
+//! - [`cluster`] decides where a command runs on a follower (proxy to the leader or `-MOVED`)
+//!   and presents the cluster to Redis Cluster clients.
 //! - [`admin`] is the operator side: `redraft cluster …` subcommands.
-//! - [`raft`] is openraft's configuration, log store and network; it carries requests opaquely.
+//! - [`raft`] is openraft's configuration, log store and peer transport; it carries requests
+//!   opaquely.
 //! - [`store`] is the redb state machine and its snapshots.
 //! - [`disk`] watches the data directory's free space: writes and snapshots that would fill it
 //!   are refused or deferred.

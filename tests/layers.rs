@@ -13,19 +13,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Arrows that point upward today, each with why and what removes it.
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[
-    (
-        "store",
-        "raft",
-        "the state machine implements openraft's storage trait with raft's type config; the \
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[(
+    "store",
+    "raft",
+    "the state machine implements openraft's storage trait with raft's type config; the \
          glue moves into raft",
-    ),
-    (
-        "node",
-        "cluster",
-        "node starts the peer transport and the membership service; both move below node",
-    ),
-];
+)];
 
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

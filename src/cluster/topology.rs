@@ -42,7 +42,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
-use crate::cluster::{ClusterView, MemberView};
+use crate::node::{ClusterView, MemberView};
 use crate::resp::Reply;
 
 /// Number of hash slots of a Redis Cluster.
@@ -485,7 +485,8 @@ impl<'a> Topology<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Member, Role};
+    use crate::config::Member;
+    use crate::node::Role;
     use crate::resp::Protocol;
     use bytes::BytesMut;
 

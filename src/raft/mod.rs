@@ -1,11 +1,12 @@
-//! Consensus: openraft's type configuration and the segmented log store (the peer network
-//! lives in `cluster::transport`).
+//! Consensus: openraft's type configuration, the segmented log store and the peer transport
+//! that moves raft messages between nodes.
 //!
 //! This module carries [`Request`]s opaquely: it never interprets them and never sees a RESP
 //! frame. Everything openraft-specific lives here so that an openraft alpha bump touches one
 //! place.
 
 pub mod log_store;
+pub mod transport;
 
 use crate::store::{Request, Response, SnapshotFile};
 

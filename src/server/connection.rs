@@ -223,7 +223,7 @@ fn admin(work: impl Future<Output = Result<Reply, Error>> + Send + 'static) -> O
 }
 
 /// RAFT.MEMBERS: one entry per member: id, client address, peer address, role, matched index.
-fn members_reply(view: &crate::cluster::ClusterView) -> Reply {
+fn members_reply(view: &crate::node::ClusterView) -> Reply {
     Reply::Array(
         view.members
             .iter()

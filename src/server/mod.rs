@@ -200,7 +200,7 @@ const INFO_DEFAULT: &[&str] = &[
 ];
 
 /// `id=1,addr=…,role=leader,matched=42;id=2,…` for INFO raft.
-fn members_summary(view: &crate::cluster::ClusterView) -> String {
+fn members_summary(view: &crate::node::ClusterView) -> String {
     view.members
         .iter()
         .map(|m| {

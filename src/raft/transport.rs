@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cluster::Member;
+use crate::config::Member;
 use crate::raft::{
     LogId, NodeId, Raft, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };

@@ -14,10 +14,11 @@ use openraft::async_runtime::watch::WatchReceiver as _;
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 use tokio::sync::oneshot;
 
-use crate::cluster::transport::{AppHandler, AppRequest, AppResponse, PeerNetwork};
-use crate::cluster::{ClusterView, Member, MemberView, Role};
+use crate::config::Member;
 use crate::error::Error;
+use crate::node::{ClusterView, MemberView, Role};
 use crate::node::{LeaderHint, Node, Pending};
+use crate::raft::transport::{AppHandler, AppRequest, AppResponse, PeerNetwork};
 use crate::raft::{NodeId, Raft};
 use crate::resp::Reply;
 use crate::store::Read;
@@ -31,12 +32,12 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Node {
     /// This node's addresses.
-    pub fn member(&self) -> &crate::cluster::Member {
+    pub fn member(&self) -> &crate::config::Member {
         &self.member
     }
 
     /// What a follower does with commands that need the leader.
-    pub fn follower_mode(&self) -> crate::cluster::FollowerMode {
+    pub fn follower_mode(&self) -> crate::config::FollowerMode {
         self.follower_mode
     }
 

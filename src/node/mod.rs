@@ -24,6 +24,11 @@
 //! # Must not
 //! Interpret commands (that is the command layer's job) or touch sockets.
 
+pub mod membership;
+mod view;
+
+pub use view::{ClusterView, MemberView, Role};
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,13 +44,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::wall_clock_ms;
-use crate::cluster::membership::{MembershipService, join_cluster};
-use crate::cluster::transport::{PeerNetwork, PeerServer};
 use crate::config::{Config, ReadMode};
 use crate::config::{FollowerMode, Member};
 use crate::disk::DiskSpace;
 use crate::error::Error;
+use crate::node::membership::{MembershipService, join_cluster};
 use crate::raft::log_store::LogStore;
+use crate::raft::transport::{PeerNetwork, PeerServer};
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::resp::Reply;
 use crate::store::{Read, Request, RequestId, Response, StateMachine, StoreReader};
@@ -415,7 +420,7 @@ impl Node {
                     leader_hint.clone(),
                 )),
             });
-            tokio::spawn(crate::cluster::transport::serve_peers(listener, server));
+            tokio::spawn(crate::raft::transport::serve_peers(listener, server));
         }
 
         if raft.is_initialized().await? {
@@ -653,7 +658,7 @@ impl Node {
 /// the log, so a cached log entry never pins a whole read buffer.
 const DETACH_BYTES_MAX: usize = 16 * 1024;
 
-/// Copies `bytes` out of the buffer it shares if it is small (see [`DETACH_BYTES_MAX`]).
+/// Copies `bytes` out of the buffer it shares if it is small (under `DETACH_BYTES_MAX`).
 pub fn detach_small(bytes: &mut Bytes) {
     if bytes.len() < DETACH_BYTES_MAX {
         *bytes = Bytes::copy_from_slice(bytes);
