@@ -33,7 +33,7 @@
 //! `tests/layers.rs` checks every `crate::` path against this line (its known exceptions, being
 //! removed, are listed there):
 //!
-//! Layers, lowest first: resp, redis, admin, config, clock, durable, error, disk, store, raft,
+//! Layers, lowest first: resp, redis, admin, config, clock, durable, error, disk, raft, store,
 //! command, node, cluster, server.
 
 pub mod admin;

@@ -13,12 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Arrows that point upward today, each with why and what removes it.
-const KNOWN_UPWARD: &[(&str, &str, &str)] = &[(
-    "store",
-    "raft",
-    "the state machine implements openraft's storage trait with raft's type config; the \
-         glue moves into raft",
-)];
+const KNOWN_UPWARD: &[(&str, &str, &str)] = &[];
 
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

@@ -6,10 +6,10 @@
 
 use bytes::Bytes;
 
+use crate::raft::RequestId;
 use crate::redis::table;
 use crate::resp::Reply;
 use crate::resp::string2ll;
-use crate::store::RequestId;
 
 /// The error text Redis uses for a malformed integer argument.
 pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";

@@ -16,10 +16,11 @@ use tokio::sync::oneshot;
 
 use crate::config::Member;
 use crate::error::Error;
+use crate::node::Raft;
 use crate::node::{ClusterView, MemberView, Role};
 use crate::node::{LeaderHint, Node, Pending};
+use crate::raft::NodeId;
 use crate::raft::transport::{AppHandler, AppRequest, AppResponse, PeerNetwork};
-use crate::raft::{NodeId, Raft};
 use crate::resp::Reply;
 use crate::store::Read;
 

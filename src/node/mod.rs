@@ -51,9 +51,13 @@ use crate::error::Error;
 use crate::node::membership::{MembershipService, join_cluster};
 use crate::raft::log_store::LogStore;
 use crate::raft::transport::{PeerNetwork, PeerServer};
-use crate::raft::{NodeId, Raft, TypeConfig};
+use crate::raft::{NodeId, TypeConfig};
+use crate::raft::{Request, RequestId, Response};
 use crate::resp::Reply;
-use crate::store::{Read, Request, RequestId, Response, StateMachine, StoreReader};
+use crate::store::{Read, StateMachine, StoreReader};
+
+/// The raft handle: openraft driving this crate's state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// Most requests packed into one log entry.
 const BATCH_REQUESTS_MAX: usize = 1024;
@@ -412,6 +416,7 @@ impl Node {
         if let Some(listener) = peer_listener {
             let server = Arc::new(PeerServer {
                 raft: raft.clone(),
+                verify_snapshot: crate::store::verify_snapshot_file,
                 secret,
                 snapshot_dir: dir.join("snapshots"),
                 app: Arc::new(MembershipService::new(

@@ -6,9 +6,12 @@
 //! place.
 
 pub mod log_store;
+pub mod request;
 pub mod transport;
 
-use crate::store::{Request, Response, SnapshotFile};
+use std::path::PathBuf;
+
+pub use request::{Request, RequestId, Response};
 
 /// Raft node identifier.
 pub type NodeId = u64;
@@ -22,8 +25,6 @@ openraft::declare_raft_types!(
         Node = crate::config::Member,
 );
 
-/// The raft handle type.
-pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachine>;
 /// A log entry.
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A log id (leader term and index).
@@ -34,5 +35,13 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// Snapshot metadata.
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// The snapshot payload openraft moves around: a complete snapshot file on disk (its format is
+/// the state machine's).
+#[derive(Debug)]
+pub struct SnapshotFile {
+    /// Path of the file.
+    pub path: PathBuf,
+}
+
 /// A snapshot as openraft passes it around.
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;

@@ -39,6 +39,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,9 +48,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Member;
 use crate::raft::{
-    LogId, NodeId, Raft, Snapshot, SnapshotMeta, StoredMembership, TypeConfig, Vote,
+    LogId, NodeId, Snapshot, SnapshotFile, SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };
-use crate::store::{SnapshotFile, verify_snapshot_file};
 
 /// Version byte at the start of every frame body.
 pub const WIRE_VERSION: u8 = 1;
@@ -596,9 +596,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 }
 
 /// Everything the peer server needs.
-pub struct PeerServer {
+pub struct PeerServer<SM: FileStateMachine> {
     /// The raft node messages are handed to.
-    pub raft: Raft,
+    pub raft: openraft::Raft<TypeConfig, SM>,
+    /// Checks a received snapshot file in full before it is installed (the state machine knows
+    /// the format): a damaged transfer is refused, not handed to raft.
+    pub verify_snapshot: fn(&std::path::Path) -> io::Result<()>,
     /// The shared secret peers must present.
     pub secret: Arc<str>,
     /// Where received snapshots are written before install.
@@ -607,8 +610,13 @@ pub struct PeerServer {
     pub app: Arc<dyn AppHandler>,
 }
 
+/// A state machine whose snapshots are files: what the peer server installs received
+/// snapshots into.
+pub trait FileStateMachine: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile> {}
+impl<T: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>> FileStateMachine for T {}
+
 /// Accepts peer connections until the listener fails.
-pub async fn serve_peers(listener: TcpListener, server: Arc<PeerServer>) {
+pub async fn serve_peers<SM: FileStateMachine>(listener: TcpListener, server: Arc<PeerServer<SM>>) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -626,7 +634,10 @@ pub async fn serve_peers(listener: TcpListener, server: Arc<PeerServer>) {
     }
 }
 
-async fn serve_peer(stream: TcpStream, server: &PeerServer) -> io::Result<()> {
+async fn serve_peer<SM: FileStateMachine>(
+    stream: TcpStream,
+    server: &PeerServer<SM>,
+) -> io::Result<()> {
     let peer_addr = stream.peer_addr()?;
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
@@ -663,7 +674,11 @@ async fn serve_peer(stream: TcpStream, server: &PeerServer) -> io::Result<()> {
     }
 }
 
-async fn serve_rpc(mut read: Reader, mut write: Writer, server: &PeerServer) -> io::Result<()> {
+async fn serve_rpc<SM: FileStateMachine>(
+    mut read: Reader,
+    mut write: Writer,
+    server: &PeerServer<SM>,
+) -> io::Result<()> {
     while let Some(request) = read_frame::<_, RpcRequest>(&mut read).await? {
         let raft = &server.raft;
         let response = match request {
@@ -691,7 +706,11 @@ async fn serve_rpc(mut read: Reader, mut write: Writer, server: &PeerServer) -> 
     Ok(())
 }
 
-async fn serve_append(read: Reader, mut write: Writer, server: &PeerServer) -> io::Result<()> {
+async fn serve_append<SM: FileStateMachine>(
+    read: Reader,
+    mut write: Writer,
+    server: &PeerServer<SM>,
+) -> io::Result<()> {
     let requests = futures::stream::unfold(read, |mut read| async move {
         match read_frame::<_, AppendEntriesRequest<TypeConfig>>(&mut read).await {
             Ok(Some(request)) => Some((request, read)),
@@ -716,10 +735,10 @@ async fn serve_append(read: Reader, mut write: Writer, server: &PeerServer) -> i
     Ok(())
 }
 
-async fn serve_snapshot(
+async fn serve_snapshot<SM: FileStateMachine>(
     mut read: Reader,
     mut write: Writer,
-    server: &PeerServer,
+    server: &PeerServer<SM>,
 ) -> io::Result<()> {
     let Some(SnapshotFrame::Header {
         vote,
@@ -752,8 +771,8 @@ async fn serve_snapshot(
         drop(file);
         // A damaged transfer is refused here (the leader sends it again), not handed to raft,
         // which would stop on a storage error.
-        let received = path.clone();
-        tokio::task::spawn_blocking(move || verify_snapshot_file(&received))
+        let (received, verify) = (path.clone(), server.verify_snapshot);
+        tokio::task::spawn_blocking(move || verify(&received))
             .await
             .map_err(io::Error::other)??;
         let snapshot = Snapshot {

@@ -40,6 +40,7 @@ use std::future::Future;
 use crate::cluster::topology;
 use crate::command::{self, Access, Command, SYNTAX_ERROR};
 use crate::error::Error;
+use crate::raft::Request;
 use crate::redis::table;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
@@ -47,7 +48,7 @@ use crate::server::submit::{
     ResendGate, Submission, record_watch, revisions_args, revisions_of, submit, write_request,
 };
 use crate::server::{Server, ops};
-use crate::store::{Read, Request};
+use crate::store::Read;
 
 /// Most commands in flight on one connection before it stops reading.
 const IN_FLIGHT_MAX: usize = 16 * 1024;

@@ -40,9 +40,10 @@ use crate::command::Command;
 use crate::config::FollowerMode;
 use crate::error::Error;
 use crate::node::{IdLease, detach_small};
+use crate::raft::Request;
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
-use crate::store::{Read, Request};
+use crate::store::Read;
 
 /// How long a command is sent again before its connection is told the outcome is unknown.
 pub const RESEND_WINDOW_MS: u64 = 10_000;

@@ -1,14 +1,12 @@
-//! Storage of the applied state: the redb state machine, its snapshots, and the
-//! Request/Response values that travel through the raft log.
+//! Storage of the applied state: the redb state machine openraft drives, its snapshots, and
+//! the command families that apply the log's requests (`crate::raft::Request`).
 //!
 //! This module never sees a RESP frame or a socket; it knows nothing of who proposed a request.
 
 pub mod commands;
 pub mod keyspace;
 pub mod layers;
-pub mod request;
 pub mod sessions;
 pub mod state_machine;
 
-pub use request::{Request, RequestId, Response};
-pub use state_machine::{Read, SnapshotFile, StateMachine, StoreReader, verify_snapshot_file};
+pub use state_machine::{Read, StateMachine, StoreReader, verify_snapshot_file};

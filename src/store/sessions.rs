@@ -24,8 +24,8 @@
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
+use crate::raft::{RequestId, Response};
 use crate::resp::Reply;
-use crate::store::request::{RequestId, Response};
 
 /// A session idle for this long (log time) is forgotten.
 pub const SESSION_IDLE_MS: i64 = 10 * 60 * 1000;

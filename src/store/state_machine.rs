@@ -80,12 +80,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Claim, DiskSpace};
-use crate::raft::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{LogId, SnapshotFile, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft::{Request, Response};
 use crate::resp::Reply;
 use crate::store::commands;
 use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, SCAN_INDEX, View};
 use crate::store::layers::{Base, Layer, Layers, write_layer};
-use crate::store::request::{Request, Response};
 use crate::store::sessions::{Seen, Sessions, forgotten_response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -469,13 +469,6 @@ impl SnapshotDir {
         }
         Ok(())
     }
-}
-
-/// The snapshot payload openraft moves around: a complete snapshot file on disk.
-#[derive(Debug)]
-pub struct SnapshotFile {
-    /// Path of the file (header, then key/value records).
-    pub path: PathBuf,
 }
 
 /// Header of a snapshot file, after the magic and version byte.

@@ -1,9 +1,9 @@
 //! Requests that travel through the raft log and the Responses apply gives back.
 //!
-//! These are the only values the state machine understands. A client command travels as its
-//! arguments plus the leader's time; the raft layer carries it opaquely; the state machine applies
-//! it (`store::commands`) and answers with a `Response`. Everything here is serialized into log entries and snapshots,
-//! so changing a variant is a format change: add variants at the end only.
+//! The log's payload format. A client command travels as its arguments plus the leader's time;
+//! the raft layer carries it without interpreting it; the state machine (the store layer) applies
+//! it and answers with a `Response`. Everything here is serialized into log entries and
+//! snapshots, so changing a variant is a format change: add variants at the end only.
 
 use std::fmt;
 
