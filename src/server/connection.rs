@@ -626,9 +626,17 @@ impl Session {
         }
         let node = &self.server.node;
         if node.removed() {
-            return Outcome::Ready(Reply::error(
-                "ERR this node was removed from the cluster and no longer serves requests",
-            ));
+            // Certainly not run, so a prefix clients resend on: the membership this node knows
+            // leaves it out (removed, or back from a power loss behind the change that added it,
+            // until the leader catches it up).
+            return Outcome::Ready(
+                Error::ClusterDown(
+                    "this node is not in the cluster's membership as it knows it (removed, or \
+                     not caught up yet); the command was not run"
+                        .into(),
+                )
+                .to_resp(),
+            );
         }
         if self.proxied {
             if !node.is_leader() {

@@ -242,7 +242,7 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
                         why: "leadership moved while the old leader had the command".into(),
                     },
                     Some(Ok(raw)) => Attempt::Answered(match &command {
-                        Command::Watch(keys) => record_watch(
+                        Command::Watch(keys) if !raw.starts_with(b"-") => record_watch(
                             &submission.watched,
                             keys.clone(),
                             parse_integer_array(&raw),
@@ -339,7 +339,8 @@ async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdL
                     .fetch_max(node.applied_index(), Ordering::Relaxed);
             }
             Attempt::Answered(match command {
-                Command::Watch(keys) => {
+                // An error answer to the revisions read is WATCH's answer (it had no effect).
+                Command::Watch(keys) if !matches!(reply, Reply::Error(_)) => {
                     record_watch(&submission.watched, keys.clone(), revisions_of(reply))
                 }
                 _ => reply,
