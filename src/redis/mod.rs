@@ -1,7 +1,8 @@
 //! What Redis itself defines about commands, kept exactly as Redis has it: the command table
-//! (names, arity, flags, keys, documentation and the error texts around them) and glob
-//! matching. It knows nothing of sockets, storage or raft; it builds its replies from
+//! (names, arity, flags, keys, documentation and the error texts around them), glob
+//! matching, and the x87 `long double` arithmetic its float commands compute in. It knows nothing of sockets, storage or raft; it builds its replies from
 //! [`crate::resp::Reply`] values.
 
 pub mod glob;
+pub mod long_double;
 pub mod table;

@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 
-use super::hashes::long_double::{self, LongDouble, Parsed};
 use super::{int_arg, not_an_integer, string_value, syntax_error, typed_record};
+use crate::redis::long_double::{self, LongDouble, Parsed};
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
