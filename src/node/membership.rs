@@ -37,11 +37,6 @@ impl Node {
         &self.member
     }
 
-    /// What a follower does with commands that need the leader.
-    pub fn follower_mode(&self) -> crate::config::FollowerMode {
-        self.follower_mode
-    }
-
     /// Whether this node was started as part of a multi-node cluster.
     pub fn clustered(&self) -> bool {
         self.clustered

@@ -44,8 +44,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::wall_clock_ms;
+use crate::config::Member;
 use crate::config::{Config, ReadMode};
-use crate::config::{FollowerMode, Member};
 use crate::disk::DiskSpace;
 use crate::error::Error;
 use crate::node::membership::{MembershipService, join_cluster};
@@ -192,7 +192,6 @@ pub struct Node {
     pub(crate) member: Member,
     pub(crate) raft: Raft,
     read_mode: ReadMode,
-    pub(crate) follower_mode: FollowerMode,
     pub(crate) clustered: bool,
     pub(crate) reader: StoreReader,
     pub(crate) peers: PeerNetwork,
@@ -515,7 +514,6 @@ impl Node {
             member,
             raft,
             read_mode: config.read_mode,
-            follower_mode: config.follower_mode,
             clustered: config.clustered(),
             reader,
             peers,

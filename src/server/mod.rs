@@ -481,7 +481,7 @@ impl Server {
                     ),
                     (
                         "raft_follower_mode",
-                        match self.node.follower_mode() {
+                        match self.config.follower_mode {
                             crate::config::FollowerMode::Proxy => "proxy",
                             crate::config::FollowerMode::Redirect => "redirect",
                         }

@@ -199,7 +199,7 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
                 run_here(&submission, &command, lease.as_ref()).await
             }
             Some((id, member)) => {
-                if node.follower_mode() == FollowerMode::Redirect
+                if submission.server.config.follower_mode == FollowerMode::Redirect
                     && let Some(key) = command.routing_key()
                 {
                     if owe_resend {
