@@ -1,4 +1,6 @@
 //! One client connection: read bytes, parse commands, dispatch them, write replies in order.
+//! The connection's own commands (AUTH, HELLO, CLIENT) are in `client`, MULTI/EXEC in
+//! `transaction`; where a keyspace command runs is decided in `server::submit`.
 //!
 //! # Pipelining and order
 //! Every parsed command is dispatched at once and its reply future joins an ordered queue, so a
@@ -25,7 +27,14 @@
 //! and then the connection closes, as Redis does. Every other error is a reply and the
 //! connection stays open.
 
+mod client;
+mod transaction;
+
+use client::members_reply;
+use transaction::Transaction;
+
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -38,7 +47,7 @@ use tokio::net::TcpStream;
 use std::future::Future;
 
 use crate::cluster::topology;
-use crate::command::{self, Access, Command, SYNTAX_ERROR};
+use crate::command::{self, Access, Command};
 use crate::error::Error;
 use crate::raft::Request;
 use crate::redis::table;
@@ -122,19 +131,6 @@ struct Session {
     route_in_flight: u64,
 }
 
-/// Commands queued after MULTI.
-#[derive(Default)]
-struct Transaction {
-    /// Keyspace commands: EXEC applies them as one log entry.
-    queued: Vec<Vec<Bytes>>,
-    /// Other commands (PING, ECHO, INFO, CLIENT SETNAME…) with their place in the queue: they
-    /// touch no key, so the connection answers them when the keyspace part has applied and
-    /// splices their replies in.
-    local: Vec<(usize, Command)>,
-    /// A queued command was refused: EXEC answers EXECABORT.
-    dirty: bool,
-}
-
 /// What dispatching one command produced.
 enum Outcome {
     /// Answered already.
@@ -158,56 +154,6 @@ fn pending(receiver: crate::node::Pending) -> Outcome {
     )
 }
 
-/// EXEC's reply with the replies of its non-keyspace commands inserted at their positions
-/// (ascending). `transaction` is the keyspace part's array, typed or already encoded by the
-/// leader; anything else (nil after WATCH, an error) is returned unchanged.
-fn splice_replies(transaction: Reply, local: Vec<(usize, Reply)>, protocol: Protocol) -> Reply {
-    match transaction {
-        Reply::Array(mut replies) => {
-            for (position, reply) in local {
-                replies.insert(position.min(replies.len()), reply);
-            }
-            Reply::Array(replies)
-        }
-        Reply::Raw(raw) => match split_encoded_array(&raw) {
-            Some(mut items) => {
-                let mut encoded: Vec<Bytes> = Vec::with_capacity(items.len() + local.len());
-                encoded.append(&mut items);
-                for (position, reply) in local {
-                    let mut one = BytesMut::new();
-                    reply.encode(protocol, &mut one);
-                    encoded.insert(position.min(encoded.len()), one.freeze());
-                }
-                let mut out = BytesMut::new();
-                out.extend_from_slice(format!("*{}\r\n", encoded.len()).as_bytes());
-                encoded.iter().for_each(|item| out.extend_from_slice(item));
-                Reply::Raw(out.freeze())
-            }
-            None => Reply::Raw(raw),
-        },
-        other => other,
-    }
-}
-
-/// The encoded elements of an encoded RESP array (`*n` then n replies), or `None` when `raw`
-/// is not a complete array.
-fn split_encoded_array(raw: &Bytes) -> Option<Vec<Bytes>> {
-    let header_end = raw.windows(2).position(|w| w == b"\r\n")?;
-    let count: usize = std::str::from_utf8(raw.get(1..header_end)?)
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|_| raw.first() == Some(&b'*'))?;
-    let mut offset = header_end + 2;
-    let mut items = Vec::with_capacity(count);
-    for _ in 0..count {
-        let used = crate::cluster::proxy::reply_len(raw.get(offset..)?)?;
-        items.push(raw.slice(offset..offset + used));
-        offset += used;
-    }
-    (offset == raw.len()).then_some(items)
-}
-
 /// Runs an administrative command in its own task; its reply keeps its place in the order.
 fn admin(work: impl Future<Output = Result<Reply, Error>> + Send + 'static) -> Outcome {
     let task = tokio::spawn(work);
@@ -220,36 +166,6 @@ fn admin(work: impl Future<Output = Result<Reply, Error>> + Send + 'static) -> O
             }
         }
         .boxed(),
-    )
-}
-
-/// RAFT.MEMBERS: one entry per member: id, client address, peer address, role, matched index.
-fn members_reply(view: &crate::node::ClusterView) -> Reply {
-    Reply::Array(
-        view.members
-            .iter()
-            .map(|m| {
-                let role = view.role_name(m);
-                Reply::Map(vec![
-                    (Reply::bulk_str("id"), Reply::Integer(m.id as i64)),
-                    (
-                        Reply::bulk_str("addr"),
-                        Reply::bulk_str(&m.member.client_addr),
-                    ),
-                    (
-                        Reply::bulk_str("peer-addr"),
-                        Reply::bulk_str(&m.member.peer_addr),
-                    ),
-                    (Reply::bulk_str("role"), Reply::bulk_str(role)),
-                    (Reply::bulk_str("myself"), Reply::Bool(m.id == view.me)),
-                    (
-                        Reply::bulk_str("matched-index"),
-                        m.matched_index
-                            .map_or(Reply::Nil, |i| Reply::Integer(i as i64)),
-                    ),
-                ])
-            })
-            .collect(),
     )
 }
 
@@ -462,101 +378,6 @@ impl Session {
         in_flight.push_back(async move { (access, data, send, reply.await) }.boxed());
     }
 
-    /// MULTI/EXEC/DISCARD bookkeeping: queues commands while a transaction is open and turns
-    /// EXEC into one [`Command::Transaction`]. `Err` is the reply to send instead of running.
-    fn transaction_step(&mut self, command: Command) -> Result<Command, Reply> {
-        let Some(multi) = &mut self.multi else {
-            return match command {
-                Command::Exec => Err(Reply::error("ERR EXEC without MULTI")),
-                Command::Discard => Err(Reply::error("ERR DISCARD without MULTI")),
-                Command::Multi if self.authenticated => {
-                    self.multi = Some(Transaction::default());
-                    Err(Reply::ok())
-                }
-                Command::Unwatch if self.authenticated => {
-                    self.clear_watched();
-                    Err(Reply::ok())
-                }
-                other => Ok(other),
-            };
-        };
-        match command {
-            Command::Exec => {
-                let transaction = self.multi.take().unwrap_or_default();
-                let watched = self.clear_watched();
-                if transaction.dirty {
-                    return Err(Reply::error(
-                        "EXECABORT Transaction discarded because of previous errors.",
-                    ));
-                }
-                self.exec_local = transaction.local;
-                Ok(Command::Transaction {
-                    commands: transaction.queued,
-                    watched,
-                })
-            }
-            Command::Discard => {
-                self.multi = None;
-                self.clear_watched();
-                Err(Reply::ok())
-            }
-            Command::Multi => Err(Reply::error("ERR MULTI calls can not be nested")),
-            Command::Watch(_) => Err(Reply::error("ERR WATCH inside MULTI is not allowed")),
-            command @ (Command::Quit | Command::Reset) => {
-                self.multi = None;
-                Ok(command)
-            }
-            Command::Keyspace { args, .. } => {
-                multi.queued.push(args);
-                Err(Reply::simple("QUEUED"))
-            }
-            command => {
-                let position = multi.queued.len() + multi.local.len();
-                multi.local.push((position, command));
-                Err(Reply::simple("QUEUED"))
-            }
-        }
-    }
-
-    /// Answers the non-keyspace commands an EXEC queued and splices their replies in at their
-    /// places once the keyspace part has applied. They run when EXEC is dispatched (they touch
-    /// no key, so no other client can tell); an EXEC aborted by WATCH (nil) or refused (error)
-    /// drops their replies. Any other outcome passes through.
-    fn with_local_replies(&mut self, outcome: Outcome) -> Outcome {
-        let local = std::mem::take(&mut self.exec_local);
-        if local.is_empty() {
-            return outcome;
-        }
-        let transaction = match outcome {
-            Outcome::Ready(reply) | Outcome::Close(reply) => futures::future::ready(reply).boxed(),
-            Outcome::Pending(future) => future,
-        };
-        let local: Vec<(usize, BoxFuture<'static, Reply>)> = local
-            .into_iter()
-            .map(|(position, command)| {
-                let reply = match self.dispatch(command) {
-                    Outcome::Ready(reply) | Outcome::Close(reply) => {
-                        futures::future::ready(reply).boxed()
-                    }
-                    Outcome::Pending(future) => future,
-                };
-                (position, reply)
-            })
-            .collect();
-        let protocol = self.protocol;
-        Outcome::Pending(
-            async move {
-                let reply = transaction.await;
-                let mut answered = Vec::with_capacity(local.len());
-                for (position, local_reply) in local {
-                    answered.push((position, local_reply.await));
-                }
-                splice_replies(reply, answered, protocol)
-            }
-            .boxed(),
-        )
-    }
-
     /// A write's reply that also records, once it succeeds, how far this node had applied
     /// (at least the write's own index): WAIT waits for followers to reach it.
     fn track_write(&self, receiver: crate::node::Pending) -> Outcome {
@@ -611,10 +432,6 @@ impl Session {
                     .unwrap_or_else(|| table::unknown_command_error(&args)),
             ),
         }
-    }
-
-    fn clear_watched(&mut self) -> Vec<(Bytes, u64)> {
-        std::mem::take(&mut *self.watched.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Runs a keyspace command where the leader is (see `server::submit`); on a connection
@@ -810,278 +627,4 @@ impl Session {
             }
         }
     }
-
-    /// AUTH: checks the password of the `default` user.
-    fn auth(&mut self, username: Option<&[u8]>, password: &[u8]) -> Reply {
-        match (&self.server.config.requirepass, username) {
-            (None, None) => Reply::error(
-                "ERR AUTH <password> called without any password configured for the default \
-                 user. Are you sure your configuration is correct?",
-            ),
-            (None, Some(b"default")) => {
-                self.authenticated = true;
-                Reply::ok()
-            }
-            (Some(required), None | Some(b"default")) if required.as_bytes() == password => {
-                self.authenticated = true;
-                Reply::ok()
-            }
-            _ => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
-        }
-    }
-
-    fn hello(
-        &mut self,
-        protover: Option<i64>,
-        auth: Option<(Bytes, Bytes)>,
-        setname: Option<Bytes>,
-    ) -> Reply {
-        let protocol = match protover {
-            None => self.protocol,
-            Some(2) => Protocol::Resp2,
-            Some(3) => Protocol::Resp3,
-            Some(_) => return Error::NoProto.to_resp(),
-        };
-        if let Some((username, password)) = auth {
-            let reply = self.auth(Some(&username), &password);
-            if reply.is_error() {
-                return reply;
-            }
-        }
-        if !self.authenticated {
-            return Reply::error(
-                "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
-                 HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client \
-                 and select the RESP protocol version at the same time",
-            );
-        }
-        if let Some(name) = setname {
-            if let Err(reply) = validate_client_name(&name) {
-                return reply;
-            }
-            self.client.set_name((!name.is_empty()).then_some(name));
-        }
-        self.protocol = protocol;
-        let version = match protocol {
-            Protocol::Resp2 => 2,
-            Protocol::Resp3 => 3,
-        };
-        self.client.set_resp(version);
-        Reply::Map(vec![
-            (Reply::bulk_str("server"), Reply::bulk_str("redis")),
-            (
-                Reply::bulk_str("version"),
-                Reply::bulk_str(super::REDIS_VERSION),
-            ),
-            (Reply::bulk_str("proto"), Reply::Integer(i64::from(version))),
-            (Reply::bulk_str("id"), Reply::Integer(self.client.id as i64)),
-            (Reply::bulk_str("mode"), Reply::bulk_str("standalone")),
-            (Reply::bulk_str("role"), Reply::bulk_str("master")),
-            (Reply::bulk_str("modules"), Reply::Array(vec![])),
-        ])
-    }
-
-    fn client_command(&mut self, subcommand: &str, args: &[Bytes]) -> Reply {
-        let clients = &self.server.clients;
-        match subcommand {
-            "id" => Reply::Integer(self.client.id as i64),
-            "getname" => self.client.name().map_or(Reply::Nil, Reply::Bulk),
-            "setname" => match validate_client_name(&args[0]) {
-                Ok(()) => {
-                    let name = args[0].clone();
-                    self.client.set_name((!name.is_empty()).then_some(name));
-                    Reply::ok()
-                }
-                Err(reply) => reply,
-            },
-            "setinfo" => {
-                let value = &args[1];
-                if value.iter().any(|c| !(b'!'..=b'~').contains(c)) {
-                    return Reply::error(format!(
-                        "ERR {} cannot contain spaces, newlines or special characters.",
-                        String::from_utf8_lossy(&args[0])
-                    ));
-                }
-                if args[0].eq_ignore_ascii_case(b"lib-name") {
-                    self.client.set_lib_info(Some(value.clone()), None);
-                } else if args[0].eq_ignore_ascii_case(b"lib-ver") {
-                    self.client.set_lib_info(None, Some(value.clone()));
-                } else {
-                    return Reply::error(format!(
-                        "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(&args[0])
-                    ));
-                }
-                Reply::ok()
-            }
-            "info" => Reply::Verbatim(Bytes::from(format!("{}\n", self.client.info_line())))
-                .for_protocol(self.protocol),
-            "list" => {
-                if !args.is_empty() {
-                    let type_normal = args.len() == 2
-                        && args[0].eq_ignore_ascii_case(b"type")
-                        && args[1].eq_ignore_ascii_case(b"normal");
-                    if !type_normal {
-                        return Reply::error(SYNTAX_ERROR);
-                    }
-                }
-                Reply::Verbatim(Bytes::from(clients.list())).for_protocol(self.protocol)
-            }
-            "kill" => client_kill(clients, self.client.id, args),
-            "reply" => {
-                let mode = &args[0];
-                if mode.eq_ignore_ascii_case(b"on") {
-                    self.reply_mode = ReplyMode::On;
-                    Reply::ok()
-                } else if mode.eq_ignore_ascii_case(b"off") {
-                    self.reply_mode = ReplyMode::Off;
-                    Reply::ok()
-                } else if mode.eq_ignore_ascii_case(b"skip") {
-                    // The SKIP itself is not answered; the next command is skipped too.
-                    self.reply_mode = ReplyMode::Skip;
-                    Reply::ok()
-                } else {
-                    Reply::error(SYNTAX_ERROR)
-                }
-            }
-            "no-evict" | "no-touch" => {
-                let mode = &args[0];
-                if mode.eq_ignore_ascii_case(b"on") || mode.eq_ignore_ascii_case(b"off") {
-                    Reply::ok()
-                } else {
-                    Reply::error(SYNTAX_ERROR)
-                }
-            }
-            "tracking" => {
-                if args[0].eq_ignore_ascii_case(b"off") {
-                    Reply::ok()
-                } else {
-                    Reply::error(
-                        "ERR client-side caching (CLIENT TRACKING) is not supported by redraft",
-                    )
-                }
-            }
-            "help" => Reply::Array(
-                CLIENT_HELP
-                    .iter()
-                    .map(|line| Reply::Simple(Bytes::from_static(line.as_bytes())))
-                    .collect(),
-            ),
-            _ => table::unknown_subcommand_error("client", subcommand.as_bytes()),
-        }
-    }
-}
-
-use std::sync::atomic::Ordering::Relaxed;
-
-impl Reply {
-    /// A verbatim reply as Redis sends CLIENT LIST: verbatim in RESP3, bulk in RESP2.
-    fn for_protocol(self, protocol: Protocol) -> Reply {
-        match (self, protocol) {
-            (Reply::Verbatim(text), Protocol::Resp2) => Reply::Bulk(text),
-            (reply, _) => reply,
-        }
-    }
-}
-
-const CLIENT_HELP: &[&str] = &[
-    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-    "GETNAME",
-    "    Return the name of the current connection.",
-    "ID",
-    "    Return the ID of the current connection.",
-    "INFO",
-    "    Return information about the current client connection.",
-    "KILL <ip:port>",
-    "    Kill connection made from <ip:port>.",
-    "KILL <option> <value> [<option> <value> [...]]",
-    "    Kill connections. Options are:",
-    "    * ADDR (<ip:port>|<unixsocket>:0)",
-    "      Kill connections made from the specified address",
-    "    * LADDR (<ip:port>|<unixsocket>:0)",
-    "      Kill connections made to specified local address",
-    "    * ID <client-id>",
-    "      Kill connections by client id.",
-    "    * SKIPME (YES|NO)",
-    "      Skip killing current connection (default: yes).",
-    "LIST [options ...]",
-    "    Return information about client connections. Options:",
-    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
-    "      Return clients of specified type.",
-    "NO-EVICT (ON|OFF)",
-    "    Protect current client connection from eviction.",
-    "NO-TOUCH (ON|OFF)",
-    "    Will not touch LRU/LFU stats when this mode is on.",
-    "REPLY (ON|OFF|SKIP)",
-    "    Control the replies sent to the current connection.",
-    "SETNAME <name>",
-    "    Assign the name <name> to the current connection.",
-    "SETINFO <LIB-NAME|LIB-VER> <value>",
-    "    Set client library name or version.",
-    "HELP",
-    "    Print this help.",
-];
-
-/// Redis's rule for connection names: printable ASCII without spaces.
-fn validate_client_name(name: &[u8]) -> Result<(), Reply> {
-    if name.iter().any(|c| !(b'!'..=b'~').contains(c)) {
-        return Err(Reply::error(
-            "ERR Client names cannot contain spaces, newlines or special characters.",
-        ));
-    }
-    Ok(())
-}
-
-/// CLIENT KILL in its old (`ip:port`) and new (`ID n`, `ADDR a`, `LADDR a`, `SKIPME yes|no`)
-/// forms.
-fn client_kill(clients: &crate::server::clients::ClientRegistry, me: u64, args: &[Bytes]) -> Reply {
-    if args.len() == 1 {
-        let addr = String::from_utf8_lossy(&args[0]).into_owned();
-        let killed = clients.kill(|c| c.addr.to_string() == addr);
-        return if killed > 0 {
-            Reply::ok()
-        } else {
-            Reply::error("ERR No such client")
-        };
-    }
-    if !args.len().is_multiple_of(2) {
-        return Reply::error(SYNTAX_ERROR);
-    }
-    let mut id = None;
-    let mut addr = None;
-    let mut laddr = None;
-    let mut skip_me = true;
-    for pair in args.chunks(2) {
-        let (option, value) = (&pair[0], &pair[1]);
-        let value_text = String::from_utf8_lossy(value).into_owned();
-        if option.eq_ignore_ascii_case(b"id") {
-            match command::parse_id(value) {
-                Some(n) => id = Some(n),
-                None => return Reply::error("ERR client-id should be greater than 0"),
-            }
-        } else if option.eq_ignore_ascii_case(b"addr") {
-            addr = Some(value_text);
-        } else if option.eq_ignore_ascii_case(b"laddr") {
-            laddr = Some(value_text);
-        } else if option.eq_ignore_ascii_case(b"skipme") {
-            if value.eq_ignore_ascii_case(b"yes") {
-                skip_me = true;
-            } else if value.eq_ignore_ascii_case(b"no") {
-                skip_me = false;
-            } else {
-                return Reply::error(SYNTAX_ERROR);
-            }
-        } else {
-            return Reply::error(SYNTAX_ERROR);
-        }
-    }
-    let killed = clients.kill(|c| {
-        !(skip_me && c.id == me)
-            && id.is_none_or(|id| c.id == id)
-            && addr.as_ref().is_none_or(|a| c.addr.to_string() == *a)
-            && laddr
-                .as_ref()
-                .is_none_or(|a| c.local_addr.to_string() == *a)
-    });
-    Reply::Integer(killed as i64)
 }
