@@ -5,9 +5,11 @@
 //! ([`string2ll`]) lives here too: the protocol's counts and lengths use it, and so does every
 //! integer argument and stored integer above.
 
+pub mod encode;
 mod integer;
 pub mod parser;
 pub mod reply;
+pub mod scan;
 
 pub use integer::string2ll;
 pub use parser::{ParserLimits, ProtocolError, RequestParser};

@@ -167,7 +167,7 @@ fn split_encoded_array(raw: &Bytes) -> Option<Vec<Bytes>> {
     let mut offset = header_end + 2;
     let mut items = Vec::with_capacity(count);
     for _ in 0..count {
-        let used = crate::cluster::proxy::reply_len(raw.get(offset..)?)?;
+        let used = crate::resp::scan::reply_len(raw.get(offset..)?)?;
         items.push(raw.slice(offset..offset + used));
         offset += used;
     }
