@@ -45,6 +45,30 @@ fn leader_other_than(cluster: &TestCluster, avoid: usize) -> usize {
     )
 }
 
+/// Kills the leader with `kill -9` (then restarts it) and pauses it with SIGSTOP (then resumes
+/// it), two rounds each, the leader chosen by `leader`; `progress` must see increments before,
+/// during and after each fault.
+fn kill_and_pause_the_leader(
+    cluster: &mut TestCluster,
+    leader: impl Fn(&TestCluster) -> usize,
+    progress: impl Fn(&str),
+) {
+    progress("increments before any fault");
+    for round in 0..4 {
+        let leader = leader(cluster);
+        if round % 2 == 0 {
+            cluster.nodes[leader].kill9();
+            progress("increments after the leader was killed");
+            cluster.restart(leader);
+        } else {
+            cluster.nodes[leader].signal("STOP");
+            progress("increments while the leader is paused");
+            cluster.nodes[leader].signal("CONT");
+        }
+        progress("increments after the fault healed");
+    }
+}
+
 #[test]
 fn exactly_once_increments_through_a_follower_across_leader_kills_and_pauses() {
     let _serial = serial();
@@ -92,20 +116,11 @@ fn exactly_once_increments_through_a_follower_across_leader_kills_and_pauses() {
             (total() >= before + 100).then_some(())
         });
     };
-    progress("increments before any fault");
-    for round in 0..4 {
-        let leader = leader_other_than(&cluster, client_node);
-        if round % 2 == 0 {
-            cluster.nodes[leader].kill9();
-            progress("increments after the leader was killed");
-            cluster.restart(leader);
-        } else {
-            cluster.nodes[leader].signal("STOP");
-            progress("increments while the leader is paused");
-            cluster.nodes[leader].signal("CONT");
-        }
-        progress("increments after the fault healed");
-    }
+    kill_and_pause_the_leader(
+        &mut cluster,
+        |cluster| leader_other_than(cluster, client_node),
+        progress,
+    );
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();
@@ -206,20 +221,11 @@ fn exactly_once_increments_through_every_node_across_leader_kills_and_pauses() {
             (total() >= before + 100).then_some(())
         });
     };
-    progress("increments before any fault");
-    for round in 0..4 {
-        let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
-        if round % 2 == 0 {
-            cluster.nodes[leader].kill9();
-            progress("increments after the leader was killed");
-            cluster.restart(leader);
-        } else {
-            cluster.nodes[leader].signal("STOP");
-            progress("increments while the leader is paused");
-            cluster.nodes[leader].signal("CONT");
-        }
-        progress("increments after the fault healed");
-    }
+    kill_and_pause_the_leader(
+        &mut cluster,
+        |cluster| cluster.wait_for_leader(LEADER_TIMEOUT),
+        progress,
+    );
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();

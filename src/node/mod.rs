@@ -31,7 +31,7 @@ mod view;
 
 pub use batch::detach_small;
 use batch::{QueuedRead, QueuedWrite, detach_small_buffers, run_read_batcher, run_write_batcher};
-pub use request_ids::{IdLease, RequestIds};
+pub use request_ids::{IdLease, Outstanding, RequestIds};
 
 pub use view::{ClusterView, MemberView, Role};
 

@@ -2,7 +2,64 @@
 //! replicated session table (`crate::store::sessions`) answers a resent one instead of applying
 //! it twice.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::*;
+
+/// Sequence numbers issued in order, and which of them still await their answer.
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    next: AtomicU64,
+    awaiting: Mutex<BTreeSet<u64>>,
+}
+
+impl Outstanding {
+    /// Numbers from `first` on.
+    pub fn starting_at(first: u64) -> Outstanding {
+        Outstanding {
+            next: AtomicU64::new(first),
+            awaiting: Mutex::default(),
+        }
+    }
+
+    /// The next number, awaiting its answer until [`Outstanding::answered`]. Taken and marked
+    /// awaiting under one lock, so [`Outstanding::oldest`] never passes a number issued but not
+    /// yet awaiting.
+    pub fn issue(&self) -> u64 {
+        let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        awaiting.insert(number);
+        number
+    }
+
+    /// `number` has its answer.
+    pub fn answered(&self, number: u64) {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&number);
+    }
+
+    /// The oldest number still awaiting its answer, or the next to be issued if none is: every
+    /// lower number has been answered.
+    pub fn oldest(&self) -> u64 {
+        let awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+        awaiting
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.next.load(Ordering::Relaxed))
+    }
+
+    /// Whether nothing awaits an answer.
+    pub fn is_idle(&self) -> bool {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
 
 /// The ids this process gives the writes it proposes or forwards (see `store::sessions`): one
 /// session per process, sequence numbers from 1, and which of them still await an answer.
@@ -10,8 +67,7 @@ use super::*;
 pub struct RequestIds {
     node: NodeId,
     incarnation: u64,
-    next: std::sync::atomic::AtomicU64,
-    awaiting: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    sequence: Outstanding,
 }
 
 impl RequestIds {
@@ -24,39 +80,27 @@ impl RequestIds {
         RequestIds {
             node,
             incarnation: hasher.finish(),
-            next: std::sync::atomic::AtomicU64::new(1),
-            awaiting: Default::default(),
+            sequence: Outstanding::starting_at(1),
         }
     }
 
-    /// A new id, awaiting its answer until the lease is dropped.
+    /// A new id, awaiting its answer until the lease is dropped. (`answered_below` never sees
+    /// a sequence number issued but not yet awaiting: it would tell the session table that the
+    /// request was answered, and the request would then be refused as forgotten.)
     pub fn issue(self: &Arc<Self>) -> IdLease {
-        // Taken and marked awaiting under one lock: `answered_below` must never see a sequence
-        // number issued but not yet awaiting (it would tell the session table that the request
-        // was answered, and the request would then be refused as forgotten).
-        let seq = {
-            let mut awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
-            let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            awaiting.insert(seq);
-            seq
-        };
         IdLease {
             ids: self.clone(),
             id: RequestId {
                 node: self.node,
                 incarnation: self.incarnation,
-                seq,
+                seq: self.sequence.issue(),
             },
         }
     }
 
     /// Every request with a lower sequence number has been answered.
     pub fn answered_below(&self) -> u64 {
-        let awaiting = self.awaiting.lock().unwrap_or_else(|p| p.into_inner());
-        awaiting
-            .first()
-            .copied()
-            .unwrap_or_else(|| self.next.load(std::sync::atomic::Ordering::Relaxed))
+        self.sequence.oldest()
     }
 }
 
@@ -96,10 +140,6 @@ impl IdLease {
 
 impl Drop for IdLease {
     fn drop(&mut self) {
-        self.ids
-            .awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id.seq);
+        self.ids.sequence.answered(self.id.seq);
     }
 }

@@ -25,7 +25,6 @@
 //! Send a reply prefix that stock clients retry unless the command certainly did not take
 //! effect (see `crate::error`).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +38,7 @@ use crate::cluster::topology;
 use crate::command::Command;
 use crate::config::FollowerMode;
 use crate::error::Error;
-use crate::node::{IdLease, detach_small};
+use crate::node::{IdLease, Outstanding, detach_small};
 use crate::raft::Request;
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
@@ -52,8 +51,7 @@ pub const RESEND_WINDOW_MS: u64 = 10_000;
 /// failures the proxy delivered that are not yet resent.
 #[derive(Debug, Default)]
 pub struct ResendGate {
-    awaiting: Mutex<BTreeSet<u64>>,
-    next: AtomicU64,
+    tickets: Outstanding,
     failures: FailureCounter,
     answered: Notify,
 }
@@ -67,11 +65,7 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.gate
-            .awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.number);
+        self.gate.tickets.answered(self.number);
         self.gate.answered.notify_waiters();
     }
 }
@@ -79,14 +73,9 @@ impl Drop for Ticket {
 impl ResendGate {
     /// The next command's ticket.
     pub fn ticket(self: &Arc<Self>) -> Ticket {
-        let number = self.next.fetch_add(1, Ordering::Relaxed);
-        self.awaiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(number);
         Ticket {
             gate: self.clone(),
-            number,
+            number: self.tickets.issue(),
         }
     }
 
@@ -98,13 +87,7 @@ impl ResendGate {
     /// Forgets failures counted for commands that are no longer in flight (a connection with
     /// nothing in flight has nothing to resend).
     pub fn reset_if_idle(&self) {
-        if self.resending()
-            && self
-                .awaiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-        {
+        if self.resending() && self.tickets.is_idle() {
             self.failures.store(0, Ordering::Release);
         }
     }
@@ -115,13 +98,7 @@ impl ResendGate {
             let answered = self.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
-            let oldest = self
-                .awaiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .first()
-                .copied();
-            if oldest.is_none_or(|oldest| oldest >= ticket.number) {
+            if self.tickets.oldest() >= ticket.number {
                 return;
             }
             answered.await;

@@ -216,24 +216,9 @@ impl Session {
                     None => match parser.next_command(&mut input, self.authenticated) {
                         Ok(Some(args)) => {
                             self.server.stats.commands_processed.fetch_add(1, Relaxed);
-                            match command::parse(args) {
-                                Ok(command) => match self.transaction_step(command) {
-                                    Ok(command) => command,
-                                    Err(reply) => {
-                                        self.push(
-                                            &mut in_flight,
-                                            Access::Local,
-                                            false,
-                                            Outcome::Ready(reply),
-                                            &mut closing,
-                                        );
-                                        continue;
-                                    }
-                                },
+                            match self.prepare(args) {
+                                Ok(command) => command,
                                 Err(reply) => {
-                                    if let Some(multi) = &mut self.multi {
-                                        multi.dirty = true;
-                                    }
                                     self.push(
                                         &mut in_flight,
                                         Access::Local,

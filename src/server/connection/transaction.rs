@@ -20,13 +20,27 @@ pub(super) struct Transaction {
     /// splices their replies in.
     local: Vec<(usize, Command)>,
     /// A queued command was refused: EXEC answers EXECABORT.
-    pub(super) dirty: bool,
+    dirty: bool,
 }
 
 impl Session {
+    /// A parsed command after the MULTI bookkeeping, or the reply to send instead (a command
+    /// refused while a transaction is open makes EXEC answer EXECABORT).
+    pub(super) fn prepare(&mut self, args: Vec<Bytes>) -> Result<Command, Reply> {
+        match crate::command::parse(args) {
+            Ok(command) => self.transaction_step(command),
+            Err(reply) => {
+                if let Some(multi) = &mut self.multi {
+                    multi.dirty = true;
+                }
+                Err(reply)
+            }
+        }
+    }
+
     /// MULTI/EXEC/DISCARD bookkeeping: queues commands while a transaction is open and turns
     /// EXEC into one [`Command::Transaction`]. `Err` is the reply to send instead of running.
-    pub(super) fn transaction_step(&mut self, command: Command) -> Result<Command, Reply> {
+    fn transaction_step(&mut self, command: Command) -> Result<Command, Reply> {
         let Some(multi) = &mut self.multi else {
             return match command {
                 Command::Exec => Err(Reply::error("ERR EXEC without MULTI")),
