@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod connection;
 pub mod ops;
+pub mod router;
 pub mod submit;
 
 use std::fmt::Write as _;

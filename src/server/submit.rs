@@ -36,12 +36,12 @@ use crate::clock::wall_clock_ms;
 use crate::cluster::proxy::{FailureCounter, LeaderTarget, ProxyError};
 use crate::cluster::topology;
 use crate::command::Command;
-use crate::config::FollowerMode;
 use crate::error::Error;
 use crate::node::{IdLease, Outstanding, detach_small};
 use crate::raft::Request;
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
+use crate::server::router::{self, Leader, Mode, Route};
 use crate::store::Read;
 
 /// How long a command is sent again before its connection is told the outcome is unknown.
@@ -161,33 +161,50 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
     let mut owe_resend = false;
     let mut last_why;
     loop {
-        // The leader's addresses are looked up (and copied) only when this node does not lead.
+        // The leader's address is looked up (and copied) only when this node does not lead.
         let leader = if node.is_leader() {
             None
         } else {
             node.leader()
         };
-        let attempt = match &leader {
-            _ if node.is_leader() => {
+        let view = match &leader {
+            _ if node.is_leader() => Leader::Me,
+            Some((id, member)) => Leader::Other {
+                id: *id,
+                client_addr: &member.client_addr,
+            },
+            None => Leader::Unknown,
+        };
+        let mode = Mode {
+            authenticated: true,
+            proxied: false,
+            // Follower reads are the connection's, never a resend's.
+            readonly: false,
+            follower_mode: submission.server.config.follower_mode,
+            removed: node.removed(),
+        };
+        let attempt = match router::route(command.access(), command.routing_key(), view, mode) {
+            Route::Here => {
                 if owe_resend {
                     submission.gate.resent();
                     owe_resend = false;
                 }
                 run_here(&submission, &command, lease.as_ref()).await
             }
-            Some((id, member)) => {
-                if submission.server.config.follower_mode == FollowerMode::Redirect
-                    && let Some(key) = command.routing_key()
-                {
-                    if owe_resend {
-                        submission.gate.resent();
-                    }
-                    return topology::moved(topology::key_slot(key), &member.client_addr);
+            Route::Moved { slot, client_addr } => {
+                if owe_resend {
+                    submission.gate.resent();
                 }
-                let target = LeaderTarget {
-                    id: *id,
-                    client_addr: member.client_addr.clone(),
-                };
+                return topology::moved(slot, &client_addr);
+            }
+            Route::Refuse(reply) => {
+                if owe_resend {
+                    submission.gate.resent();
+                }
+                return reply;
+            }
+            Route::Proxy { id, client_addr } => {
+                let target = LeaderTarget { id, client_addr };
                 let forwarded = submission.server.proxy.forward_counted(
                     &target,
                     submission.protocol,
@@ -203,7 +220,7 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
                 // election: the command is then sent again, with its id, to the new leader.
                 let moved = async {
                     loop {
-                        if node.leader_change(*id, Duration::from_secs(3600)).await != *id {
+                        if node.leader_change(id, Duration::from_secs(3600)).await != id {
                             return;
                         }
                     }
@@ -233,7 +250,7 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
                     },
                 }
             }
-            None => Attempt::Again {
+            Route::WaitForLeader | Route::FollowerRead => Attempt::Again {
                 may_have_applied: false,
                 counted: false,
                 why: "no leader is known".into(),

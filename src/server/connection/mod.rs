@@ -53,6 +53,7 @@ use crate::raft::Request;
 use crate::redis::table;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
+use crate::server::router::{self, Leader, Mode, Route};
 use crate::server::submit::{
     ResendGate, Submission, record_watch, revisions_args, revisions_of, submit, write_request,
 };
@@ -419,41 +420,41 @@ impl Session {
         }
     }
 
-    /// Runs a keyspace command where the leader is (see `server::submit`); on a connection
-    /// from another node's proxy, runs it here if this node leads, or asks that node to send it
-    /// again to the leader.
+    /// Runs a keyspace command where `server::router` sends it: on this node, through
+    /// `server::submit` (which routes again at every attempt), as a follower read, or not at
+    /// all (the refusal is the reply).
     fn route(&mut self, command: Command, access: Access) -> Outcome {
-        if !self.authenticated {
-            return Outcome::Ready(Error::NoAuth.to_resp());
-        }
         let node = &self.server.node;
-        if node.removed() {
-            // Certainly not run, so a prefix clients resend on: the membership this node knows
-            // leaves it out (removed, or back from a power loss behind the change that added it,
-            // until the leader catches it up).
-            return Outcome::Ready(
-                Error::ClusterDown(
-                    "this node is not in the cluster's membership as it knows it (removed, or \
-                     not caught up yet); the command was not run"
-                        .into(),
-                )
-                .to_resp(),
-            );
-        }
-        if self.proxied {
-            if !node.is_leader() {
-                return Outcome::Ready(
-                    Error::Resend("this node is not the leader".into()).to_resp(),
-                );
+        let leader = if node.is_leader() {
+            None
+        } else {
+            node.leader()
+        };
+        let view = match &leader {
+            _ if node.is_leader() => Leader::Me,
+            Some((id, member)) => Leader::Other {
+                id: *id,
+                client_addr: &member.client_addr,
+            },
+            None => Leader::Unknown,
+        };
+        let mode = Mode {
+            authenticated: self.authenticated,
+            proxied: self.proxied,
+            readonly: self.readonly,
+            follower_mode: self.server.config.follower_mode,
+            removed: node.removed(),
+        };
+        match router::route(access, command.routing_key(), view, mode) {
+            Route::Refuse(reply) => return Outcome::Ready(reply),
+            // A command from another node's proxy runs here with the id it carries.
+            Route::Here if self.proxied => return self.run_here(command),
+            Route::FollowerRead => {
+                if let Command::Keyspace { args, .. } = command {
+                    return pending(node.follower_read(Read { args }));
+                }
             }
-            return self.run_here(command);
-        }
-        if self.readonly
-            && access == Access::Read
-            && !node.is_leader()
-            && let Command::Keyspace { args, .. } = command
-        {
-            return pending(node.follower_read(Read { args }));
+            Route::Here | Route::Proxy { .. } | Route::Moved { .. } | Route::WaitForLeader => {}
         }
         let submission = Submission {
             server: self.server.clone(),
