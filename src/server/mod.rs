@@ -1,7 +1,8 @@
 //! The network server: the listener, connections, the client registry, and the server-level
 //! commands (INFO, CONFIG) that describe this process rather than the keyspace.
 //!
-//! It owns sockets and nothing below them: keyspace commands go to the [`Node`].
+//! It owns sockets and nothing below them: keyspace commands go to the [`Node`], where
+//! `router` says and `submit` takes them.
 
 pub mod clients;
 pub mod connection;
