@@ -43,6 +43,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 use crate::node::{ClusterView, MemberView};
+use crate::redis::table;
 use crate::resp::Reply;
 
 /// Number of hash slots of a Redis Cluster.
@@ -126,7 +127,7 @@ pub fn moved(slot: u16, leader_client_addr: &str) -> Reply {
 /// Redis's arity error.
 pub fn cluster_command(view: &ClusterView, args: &[Bytes]) -> Reply {
     let Some((name, rest)) = args.split_first() else {
-        return wrong_arity("cluster");
+        return table::wrong_arity_error_for("cluster");
     };
     let Some(&(full_name, sub, arg_count)) = SUBCOMMANDS
         .iter()
@@ -135,7 +136,7 @@ pub fn cluster_command(view: &ClusterView, args: &[Bytes]) -> Reply {
         return unknown_subcommand(name);
     };
     if rest.len() != arg_count {
-        return wrong_arity(&format!("cluster|{full_name}"));
+        return table::wrong_arity_error_for(&format!("cluster|{full_name}"));
     }
     let topology = Topology::of(view);
     match sub {
@@ -204,26 +205,10 @@ fn help() -> Reply {
     Reply::Array(LINES.iter().map(|line| Reply::simple(line)).collect())
 }
 
-/// `ERR wrong number of arguments for '<name>' command`.
-fn wrong_arity(full_name: &str) -> Reply {
-    Reply::error(format!(
-        "ERR wrong number of arguments for '{full_name}' command"
-    ))
-}
-
 /// `ERR unknown subcommand '<name>'. Try CLUSTER HELP.`, the name cut as Redis's `%.128s`
-/// cuts it (at a NUL byte or after 128 bytes); its bytes are kept as they are.
+/// cuts it (at a NUL byte or after 128 bytes).
 fn unknown_subcommand(name: &[u8]) -> Reply {
-    let mut text = b"ERR unknown subcommand '".to_vec();
-    text.extend_from_slice(c_string(name, 128));
-    text.extend_from_slice(b"'. Try CLUSTER HELP.");
-    Reply::Error(Bytes::from(text))
-}
-
-/// The bytes a C `%.<limit>s` prints of `arg`: up to the first NUL, at most `limit` bytes.
-fn c_string(arg: &[u8], limit: usize) -> &[u8] {
-    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
-    &arg[..end.min(limit)]
+    table::unknown_subcommand_error("cluster", name)
 }
 
 /// `host` without the brackets of an IPv6 literal.
@@ -440,7 +425,7 @@ impl<'a> Topology<'a> {
     fn replicas(&self, name: &[u8]) -> Reply {
         let Some(node) = self.all().find(|node| node.name.as_bytes() == name) else {
             let mut text = b"ERR Unknown node ".to_vec();
-            text.extend_from_slice(c_string(name, usize::MAX));
+            text.extend_from_slice(table::c_str(name));
             return Reply::Error(Bytes::from(text));
         };
         if !node.master {

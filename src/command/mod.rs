@@ -339,11 +339,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
 /// redraft's own commands, which Redis does not have (and COMMAND does not list).
 fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let arity_error = || {
-        Reply::error(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        ))
-    };
+    let arity_error = || table::wrong_arity_error_for(&name);
     let id_arg = |arg: &[u8]| {
         parse_id(arg).ok_or_else(|| Reply::error("ERR node id must be a positive integer"))
     };

@@ -662,9 +662,14 @@ pub fn unknown_command_error(args: &[Bytes]) -> Reply {
 
 /// `-ERR wrong number of arguments for 'get' command` (`'client|setname'` for subcommands).
 pub fn wrong_arity_error(spec: &CommandSpec) -> Reply {
+    wrong_arity_error_for(spec.name)
+}
+
+/// The same for a command named `name` (lowercase, `'parent|sub'` for a subcommand): for the
+/// arity rules the table cannot state (an even count of arguments, …).
+pub fn wrong_arity_error_for(name: &str) -> Reply {
     Reply::error(format!(
-        "ERR wrong number of arguments for '{}' command",
-        spec.name
+        "ERR wrong number of arguments for '{name}' command"
     ))
 }
 
@@ -680,14 +685,14 @@ pub fn unknown_subcommand_error(parent: &str, sub: &[u8]) -> Reply {
 }
 
 /// `arg` as C sees it: up to its first NUL byte.
-fn c_str(arg: &[u8]) -> &[u8] {
+pub fn c_str(arg: &[u8]) -> &[u8] {
     arg.iter()
         .position(|&b| b == 0)
         .map_or(arg, |end| &arg[..end])
 }
 
 /// `arg` as `printf("%.*s", max, arg)` prints it.
-fn c_str_max(arg: &[u8], max: usize) -> &[u8] {
+pub fn c_str_max(arg: &[u8], max: usize) -> &[u8] {
     let arg = c_str(arg);
     &arg[..arg.len().min(max)]
 }

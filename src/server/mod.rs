@@ -549,7 +549,7 @@ impl Server {
             }
             "set" => {
                 if !args.len().is_multiple_of(2) {
-                    return Reply::error("ERR wrong number of arguments for 'config|set' command");
+                    return crate::redis::table::wrong_arity_error_for("config|set");
                 }
                 let known = self.config_params();
                 for pair in args.chunks(2) {

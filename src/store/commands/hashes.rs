@@ -128,9 +128,7 @@ fn count_i64(n: u64) -> i64 {
 fn hset<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
     // The name, the key and field-value pairs: an even count.
     if !args.len().is_multiple_of(2) {
-        return Ok(Reply::error(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        )));
+        return Ok(table::wrong_arity_error_for(name));
     }
     let key = &args[1];
     if let Err(reply) = hash(ks, key)? {

@@ -156,9 +156,4 @@ pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
     })
 }
 
-/// An argument as C's string functions see it: up to its first NUL byte.
-pub fn c_str(arg: &[u8]) -> &[u8] {
-    arg.iter()
-        .position(|&b| b == 0)
-        .map_or(arg, |end| &arg[..end])
-}
+pub use crate::redis::table::c_str;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::{int_arg, not_an_integer, string_value, syntax_error, typed_record};
 use crate::redis::long_double::{self, LongDouble, Parsed};
+use crate::redis::table;
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
@@ -39,9 +40,7 @@ pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResu
     match min_args(name) {
         None => return Ok(Reply::error(format!("ERR unknown string command '{name}'"))),
         Some(min) if args.len() < min => {
-            return Ok(Reply::error(format!(
-                "ERR wrong number of arguments for '{name}' command"
-            )));
+            return Ok(table::wrong_arity_error_for(name));
         }
         Some(_) => {}
     }
@@ -106,9 +105,7 @@ pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResu
         }
         "mset" | "msetnx" => {
             if args.len().is_multiple_of(2) {
-                return Ok(Reply::error(format!(
-                    "ERR wrong number of arguments for '{name}' command"
-                )));
+                return Ok(table::wrong_arity_error_for(name));
             }
             let nx = name == "msetnx";
             if nx {
