@@ -28,6 +28,8 @@ pub enum Command {
         write: bool,
         /// The first key, which cluster clients route by.
         key: Option<Bytes>,
+        /// Whether the reply can carry stored data (see `store::commands::ReplySize`).
+        large_reply: bool,
     },
     /// `PING [message]`.
     Ping(Option<Bytes>),
@@ -231,19 +233,15 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     let Some(spec) = table::lookup(name) else {
         return Err(table::unknown_command_error(&args));
     };
-    if !table::arity_ok(spec, args.len()) {
-        return Err(table::wrong_arity_error(spec));
-    }
-    let is_memory_usage = spec.name == "memory"
-        && args
-            .get(1)
-            .is_some_and(|s| s.eq_ignore_ascii_case(b"usage"));
-    if crate::store::commands::is_keyspace_command(spec.name) || is_memory_usage {
-        let key = table::key_positions(spec, args.len())
+    // The command itself, or its subcommand: unknown subcommand, then arity, as Redis checks.
+    let resolved = table::resolve(&args)?;
+    if let Some(keyspace) = crate::store::commands::find(resolved) {
+        let key = table::key_positions(resolved, args.len())
             .first()
             .and_then(|&i| args.get(i).cloned());
         return Ok(Command::Keyspace {
-            write: spec.flags.contains(&"write"),
+            write: resolved.flags.contains(&"write"),
+            large_reply: keyspace.replies_with_data(&args),
             key,
             args,
         });
@@ -273,34 +271,15 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             _ => return Err(Reply::error(SYNTAX_ERROR)),
         },
         "hello" => parse_hello(&args)?,
-        "cluster" => {
-            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
-                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
-            };
-            if !table::arity_ok(sub, args.len()) {
-                return Err(table::wrong_arity_error(sub));
-            }
-            Command::Cluster(args.split_off(1))
-        }
+        "cluster" => Command::Cluster(args.split_off(1)),
         "multi" => Command::Multi,
         "exec" => Command::Exec,
         "discard" => Command::Discard,
         "watch" => Command::Watch(args.split_off(1)),
         "unwatch" => Command::Unwatch,
-        "memory" | "latency" | "slowlog" | "function" | "script" => {
-            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
-                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
-            };
-            if !table::arity_ok(sub, args.len()) {
-                return Err(table::wrong_arity_error(sub));
-            }
-            Command::ServerOp {
-                name: spec.name.to_string(),
-                args,
-            }
-        }
-        "lastsave" | "save" | "bgsave" | "wait" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro"
-        | "fcall" | "fcall_ro" => Command::ServerOp {
+        "memory" | "latency" | "slowlog" | "function" | "script" | "lastsave" | "save"
+        | "bgsave" | "wait" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall"
+        | "fcall_ro" => Command::ServerOp {
             name: spec.name.to_string(),
             args,
         },
@@ -308,12 +287,6 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         "readwrite" => Command::ReadWrite,
         "asking" => Command::Asking,
         "client" | "config" => {
-            let Some(sub) = table::lookup_subcommand(spec, &args[1]) else {
-                return Err(table::unknown_subcommand_error(spec.name, &args[1]));
-            };
-            if !table::arity_ok(sub, args.len()) {
-                return Err(table::wrong_arity_error(sub));
-            }
             let subcommand = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
             let rest = args.split_off(2);
             if spec.name == "client" {
@@ -348,6 +321,7 @@ fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
         "redraft.revisions" if args.len() >= 2 => Ok(Command::Keyspace {
             key: args.get(1).cloned(),
             write: false,
+            large_reply: false,
             args: args.to_vec(),
         }),
         "redraft.req" => {

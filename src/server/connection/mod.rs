@@ -86,22 +86,13 @@ enum ReplyMode {
 /// [`DATA_IN_FLIGHT_MAX`], whether it is sent, the reply.
 type InFlight = BoxFuture<'static, (Access, bool, bool, Reply)>;
 
-/// Whether a command's reply can be as large as stored data: every keyspace read, `EXEC`, and
-/// the writes that return a value (`GETSET`, `GETDEL`, `GETEX`, `SET … GET`). Other writes
-/// answer with a status or a number.
+/// Whether a command's reply can be as large as stored data: the keyspace commands whose
+/// registry line says so (`store::commands::ReplySize`), and `EXEC`.
 fn may_return_data(command: &Command) -> bool {
     match command {
         Command::Identified { command, .. } => may_return_data(command),
-        Command::Keyspace { write: false, .. } | Command::Transaction { .. } => true,
-        Command::Keyspace {
-            write: true, args, ..
-        } => {
-            let is = |name: &[u8]| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name));
-            is(b"getset")
-                || is(b"getdel")
-                || is(b"getex")
-                || (is(b"set") && args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")))
-        }
+        Command::Keyspace { large_reply, .. } => *large_reply,
+        Command::Transaction { .. } => true,
         _ => false,
     }
 }
@@ -406,6 +397,7 @@ impl Session {
                             args,
                             write: false,
                             key: None,
+                            large_reply: false,
                         },
                         Access::Read,
                     );

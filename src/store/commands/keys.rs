@@ -20,9 +20,9 @@
 
 use bytes::Bytes;
 
-use super::{c_str, int_arg, parse_cursor, syntax_error};
+use super::ReplySize::{Data, Small};
+use super::{KeyspaceCommand, c_str, command, int_arg, parse_cursor, syntax_error};
 use crate::redis::glob::glob_match;
-use crate::redis::table;
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
@@ -45,110 +45,135 @@ const SHARED_INTEGERS: i64 = 10_000;
 /// The reference count Redis reports for shared objects (`OBJ_SHARED_REFCOUNT`, `INT_MAX`).
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
-/// Whether this family executes `name`.
-pub fn handles(name: &str) -> bool {
-    matches!(
-        name,
-        "del"
-            | "unlink"
-            | "exists"
-            | "dbsize"
-            | "flushdb"
-            | "flushall"
-            | "type"
-            | "expire"
-            | "pexpire"
-            | "expireat"
-            | "pexpireat"
-            | "ttl"
-            | "pttl"
-            | "expiretime"
-            | "pexpiretime"
-            | "persist"
-            | "keys"
-            | "scan"
-            | "randomkey"
-            | "rename"
-            | "renamenx"
-            | "copy"
-            | "touch"
-            | "object"
-    )
+/// The key commands: one line each (see [`KeyspaceCommand`]).
+pub const COMMANDS: &[KeyspaceCommand] = &[
+    command("del", delete, Small),
+    command("unlink", delete, Small),
+    command("exists", count_existing, Small),
+    command("touch", count_existing, Small),
+    command(
+        "dbsize",
+        |ks, _| Ok(Reply::Integer(live_key_count(ks)? as i64)),
+        Small,
+    ),
+    command("flushdb", flush, Small),
+    command("flushall", flush, Small),
+    command("type", key_type, Small),
+    command(
+        "expire",
+        |ks, args| expire(ks, "expire", args, true, true),
+        Small,
+    ),
+    command(
+        "pexpire",
+        |ks, args| expire(ks, "pexpire", args, false, true),
+        Small,
+    ),
+    command(
+        "expireat",
+        |ks, args| expire(ks, "expireat", args, true, false),
+        Small,
+    ),
+    command(
+        "pexpireat",
+        |ks, args| expire(ks, "pexpireat", args, false, false),
+        Small,
+    ),
+    command("ttl", |ks, args| ttl(ks, &args[1], false, false), Small),
+    command("pttl", |ks, args| ttl(ks, &args[1], true, false), Small),
+    command(
+        "expiretime",
+        |ks, args| ttl(ks, &args[1], false, true),
+        Small,
+    ),
+    command(
+        "pexpiretime",
+        |ks, args| ttl(ks, &args[1], true, true),
+        Small,
+    ),
+    command("persist", persist, Small),
+    command("keys", |ks, args| keys(ks, &args[1]), Data),
+    command("scan", scan, Data),
+    command("randomkey", |ks, _| random_key(ks), Data),
+    command(
+        "rename",
+        |ks, args| rename(ks, &args[1], &args[2], false),
+        Small,
+    ),
+    command(
+        "renamenx",
+        |ks, args| rename(ks, &args[1], &args[2], true),
+        Small,
+    ),
+    command("copy", copy, Small),
+    command("object|help", |_, _| Ok(object_help()), Small),
+    command("object|encoding", object_encoding, Small),
+    command("object|refcount", object_refcount, Small),
+    command(
+        "object|idletime",
+        |ks, args| object_of(ks, args, |_| Reply::Integer(0)),
+        Small,
+    ),
+    command("object|freq", object_freq, Small),
+];
+
+/// DEL and UNLINK.
+fn delete(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    let mut removed = 0;
+    for key in &args[1..] {
+        if ks.delete(key)? {
+            removed += 1;
+        }
+    }
+    Ok(Reply::Integer(removed))
 }
 
-/// Executes one key command. The arity (and OBJECT's subcommand) is checked again here, so no
-/// argument vector can make a command index past its arguments.
-pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
-    let spec = match table::resolve(args) {
-        Ok(spec) => spec,
-        Err(reply) => return Ok(reply),
-    };
-    match name {
-        "del" | "unlink" => {
-            let mut removed = 0;
-            for key in &args[1..] {
-                if ks.delete(key)? {
-                    removed += 1;
-                }
-            }
-            Ok(Reply::Integer(removed))
+/// EXISTS and TOUCH.
+fn count_existing(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    let mut count = 0;
+    for key in &args[1..] {
+        if ks.record(key)?.is_some() {
+            count += 1;
         }
-        "exists" | "touch" => {
-            let mut count = 0;
-            for key in &args[1..] {
-                if ks.record(key)?.is_some() {
-                    count += 1;
-                }
-            }
-            Ok(Reply::Integer(count))
-        }
-        "dbsize" => Ok(Reply::Integer(live_key_count(ks)? as i64)),
-        "flushdb" | "flushall" => {
-            if let Some(mode) = args.get(1) {
-                let ok = mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async");
-                if !ok || args.len() > 2 {
-                    return Ok(syntax_error());
-                }
-            }
-            ks.flush()?;
-            Ok(Reply::ok())
-        }
-        "type" => Ok(Reply::Simple(Bytes::from_static(
-            match ks.record(&args[1])? {
-                Some(record) => record.kind.name(),
-                None => "none",
-            }
-            .as_bytes(),
-        ))),
-        "expire" => expire(ks, name, args, true, true),
-        "pexpire" => expire(ks, name, args, false, true),
-        "expireat" => expire(ks, name, args, true, false),
-        "pexpireat" => expire(ks, name, args, false, false),
-        "ttl" => ttl(ks, &args[1], false, false),
-        "pttl" => ttl(ks, &args[1], true, false),
-        "expiretime" => ttl(ks, &args[1], false, true),
-        "pexpiretime" => ttl(ks, &args[1], true, true),
-        "persist" => Ok(Reply::Integer(match ks.record(&args[1])? {
-            Some(Record {
-                expire_at_ms: Some(_),
-                ..
-            }) => i64::from(ks.set_expiry(&args[1], None)?),
-            _ => 0,
-        })),
-        "keys" => keys(ks, &args[1]),
-        "scan" => scan(ks, args),
-        "randomkey" => random_key(ks),
-        "rename" => rename(ks, &args[1], &args[2], false),
-        "renamenx" => rename(ks, &args[1], &args[2], true),
-        "copy" => copy(ks, args),
-        "object" => object(ks, spec.name, args),
-        _ => Ok(Reply::error(format!("ERR unknown key command '{name}'"))),
     }
+    Ok(Reply::Integer(count))
+}
+
+/// FLUSHDB and FLUSHALL, `[SYNC|ASYNC]` (both flush at once).
+fn flush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if let Some(mode) = args.get(1) {
+        let ok = mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async");
+        if !ok || args.len() > 2 {
+            return Ok(syntax_error());
+        }
+    }
+    ks.flush()?;
+    Ok(Reply::ok())
+}
+
+fn key_type(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    Ok(Reply::Simple(Bytes::from_static(
+        match ks.record(&args[1])? {
+            Some(record) => record.kind.name(),
+            None => "none",
+        }
+        .as_bytes(),
+    )))
+}
+
+fn persist(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    Ok(Reply::Integer(match ks.record(&args[1])? {
+        Some(Record {
+            expire_at_ms: Some(_),
+            ..
+        }) => i64::from(ks.set_expiry(&args[1], None)?),
+        _ => 0,
+    }))
 }
 
 /// Keys that are live now: the stored count, less those past their deadline but not yet
 /// removed by active expiry.
-pub fn live_key_count<K: Keyspace>(ks: &mut K) -> StoreResult<u64> {
+pub fn live_key_count<K: Keyspace + ?Sized>(ks: &mut K) -> StoreResult<u64> {
     let stored = ks.stored_key_count()?;
     let expired = ks.expired_key_count()?;
     Ok(stored.saturating_sub(expired))
@@ -171,7 +196,7 @@ fn error_bytes(mut text: Vec<u8>) -> Reply {
 
 /// EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT (Redis's `expireGenericCommand`): `seconds` is the
 /// argument's unit, `relative` whether it counts from now.
-fn expire<K: Keyspace>(
+fn expire<K: Keyspace + ?Sized>(
     ks: &mut K,
     name: &str,
     args: &[Bytes],
@@ -240,7 +265,12 @@ fn expire<K: Keyspace>(
 }
 
 /// TTL, PTTL, EXPIRETIME and PEXPIRETIME (Redis's `ttlGenericCommand`).
-fn ttl<K: Keyspace>(ks: &mut K, key: &[u8], millis: bool, absolute: bool) -> StoreResult<Reply> {
+fn ttl<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    millis: bool,
+    absolute: bool,
+) -> StoreResult<Reply> {
     let Some(record) = ks.record(key)? else {
         return Ok(Reply::Integer(-2));
     };
@@ -262,7 +292,7 @@ fn ttl<K: Keyspace>(ks: &mut K, key: &[u8], millis: bool, absolute: bool) -> Sto
 }
 
 /// KEYS: every live key matching `pattern`, in key order.
-fn keys<K: Keyspace>(ks: &mut K, pattern: &[u8]) -> StoreResult<Reply> {
+fn keys<K: Keyspace + ?Sized>(ks: &mut K, pattern: &[u8]) -> StoreResult<Reply> {
     let all = pattern == b"*";
     let mut out = Vec::new();
     let mut after: Option<Bytes> = None;
@@ -282,7 +312,7 @@ fn keys<K: Keyspace>(ks: &mut K, pattern: &[u8]) -> StoreResult<Reply> {
 }
 
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
-fn scan<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn scan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let Some(cursor) = parse_cursor(&args[1]) else {
         return Ok(Reply::error("ERR invalid cursor"));
     };
@@ -335,7 +365,7 @@ fn scan<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
 /// when there is none. The window evens out the hash order's clustering (keys that differ only
 /// in their last bytes hash close together). Draws come from [`Keyspace::random_seed`], so
 /// apply picks the same key on every replica.
-fn random_key<K: Keyspace>(ks: &mut K) -> StoreResult<Reply> {
+fn random_key<K: Keyspace + ?Sized>(ks: &mut K) -> StoreResult<Reply> {
     let seed = ks.random_seed();
     let (start, draw) = (mix(seed), mix(seed ^ 0x9e37_79b9_7f4a_7c15));
     let (mut window, mut next) = ks.scan(start, RANDOM_WINDOW)?;
@@ -380,7 +410,12 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Writes `record` (the live value of `src`) to `dst`, which must not exist, with its deadline.
-fn copy_value<K: Keyspace>(ks: &mut K, src: &[u8], dst: &[u8], record: &Record) -> StoreResult<()> {
+fn copy_value<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    src: &[u8],
+    dst: &[u8],
+    record: &Record,
+) -> StoreResult<()> {
     match record.kind {
         Kind::String => ks.put_string(dst, &record.payload, record.expire_at_ms),
         Kind::Hash => {
@@ -406,7 +441,12 @@ fn copy_value<K: Keyspace>(ks: &mut K, src: &[u8], dst: &[u8], record: &Record) 
 
 /// RENAME and RENAMENX: the value and its deadline move to `dst`, replacing what was there
 /// (RENAMENX: only when nothing was).
-fn rename<K: Keyspace>(ks: &mut K, src: &[u8], dst: &[u8], nx: bool) -> StoreResult<Reply> {
+fn rename<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    src: &[u8],
+    dst: &[u8],
+    nx: bool,
+) -> StoreResult<Reply> {
     let Some(record) = ks.record(src)? else {
         return Ok(Reply::error("ERR no such key"));
     };
@@ -424,7 +464,7 @@ fn rename<K: Keyspace>(ks: &mut K, src: &[u8], dst: &[u8], nx: bool) -> StoreRes
 }
 
 /// COPY source destination [DB destination-db] [REPLACE].
-fn copy<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn copy(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let mut replace = false;
     let mut j = 3;
     while j < args.len() {
@@ -465,28 +505,41 @@ fn copy<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(Reply::Integer(1))
 }
 
-/// OBJECT's subcommands; `sub` is the resolved name (`object|encoding`, …).
-fn object<K: Keyspace>(ks: &mut K, sub: &str, args: &[Bytes]) -> StoreResult<Reply> {
-    if sub == "object|help" {
-        return Ok(object_help());
-    }
+/// An OBJECT subcommand's answer about the key in `args[2]`: nil when it is missing.
+fn object_of(
+    ks: &mut dyn Keyspace,
+    args: &[Bytes],
+    answer: impl FnOnce(&Record) -> Reply,
+) -> StoreResult<Reply> {
+    Ok(ks
+        .record(&args[2])?
+        .map_or(Reply::Nil, |record| answer(&record)))
+}
+
+fn object_encoding(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let key = &args[2];
-    let Some(record) = ks.record(key)? else {
-        return Ok(Reply::Nil);
-    };
-    Ok(match sub {
-        "object|encoding" => Reply::bulk_str(encoding(ks, key, &record)?),
-        "object|refcount" => Reply::Integer(match (record.kind, shared_integer(&record)) {
+    Ok(match ks.record(key)? {
+        Some(record) => Reply::bulk_str(encoding(ks, key, &record)?),
+        None => Reply::Nil,
+    })
+}
+
+fn object_refcount(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    object_of(ks, args, |record| {
+        Reply::Integer(match (record.kind, shared_integer(record)) {
             (Kind::String, true) => SHARED_REFCOUNT,
             _ => 1,
-        }),
-        "object|idletime" => Reply::Integer(0),
-        "object|freq" => Reply::error(
+        })
+    })
+}
+
+fn object_freq(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    object_of(ks, args, |_| {
+        Reply::error(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. \
              Please note that when switching between policies at runtime LRU and LFU data \
              will take some time to adjust.",
-        ),
-        _ => table::unknown_subcommand_error("object", args[1].as_ref()),
+        )
     })
 }
 
@@ -497,7 +550,11 @@ fn shared_integer(record: &Record) -> bool {
 }
 
 /// The encoding Redis would report for this value, as SET/HSET would have created it.
-fn encoding<K: Keyspace>(ks: &mut K, key: &[u8], record: &Record) -> StoreResult<&'static str> {
+fn encoding<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    record: &Record,
+) -> StoreResult<&'static str> {
     Ok(match record.kind {
         Kind::String => {
             let value = &record.payload;

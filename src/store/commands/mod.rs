@@ -12,8 +12,12 @@ pub mod hashes;
 pub mod keys;
 pub mod strings;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use bytes::Bytes;
 
+use crate::redis::table::{self, CommandSpec};
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
@@ -39,7 +43,7 @@ pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
 }
 
 /// The live record of `key` if it holds `kind`; `Err(reply)` with WRONGTYPE otherwise.
-pub fn typed_record<K: Keyspace>(
+pub fn typed_record<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
     kind: Kind,
@@ -51,26 +55,90 @@ pub fn typed_record<K: Keyspace>(
 }
 
 /// A string key's value, or WRONGTYPE.
-pub fn string_value<K: Keyspace>(
+pub fn string_value<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
 ) -> StoreResult<Result<Option<Bytes>, Reply>> {
     Ok(typed_record(ks, key, Kind::String)?.map(|r| r.map(|r| r.payload)))
 }
 
-/// Whether `name` is one of the commands this module executes.
-pub fn is_keyspace_command(name: &str) -> bool {
-    strings::handles(name) || keys::handles(name) || hashes::handles(name)
+/// Runs one keyspace command: `args` is the whole command, name first, with as many arguments
+/// as the command table's arity allows (checked by [`execute`] before it calls).
+pub type Run = fn(&mut dyn Keyspace, &[Bytes]) -> StoreResult<Reply>;
+
+/// How large a command's reply can be. Replies that can carry stored data are counted against
+/// a connection's bound on such replies in flight, so a client that never reads cannot make the
+/// server hold more than that many of them.
+#[derive(Clone, Copy)]
+pub enum ReplySize {
+    /// A status, a number, or an answer whose size the arguments bound.
+    Small,
+    /// Can carry stored data: values, fields, key names.
+    Data,
+    /// Carries stored data when the arguments ask for it (`SET … GET`).
+    DataIf(fn(&[Bytes]) -> bool),
 }
 
-/// Executes one command (name first, arity already checked) against `ks`.
-pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
-    let Some(name) = args.first() else {
-        return Ok(Reply::error("ERR empty command"));
-    };
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    if name == "redraft.revisions" {
-        // WATCH: the revision of each key now (0 when absent).
+/// One line of a family's registry: a command the state machine runs. Whether it writes, its
+/// arity, its keys and whether it may add data (`denyoom`) come from the command table.
+pub struct KeyspaceCommand {
+    /// The command table's name: `get`, or a subcommand's full name (`object|encoding`).
+    pub name: &'static str,
+    /// What it does.
+    pub run: Run,
+    /// How large its reply can be.
+    pub reply: ReplySize,
+}
+
+/// A registry line.
+pub const fn command(name: &'static str, run: Run, reply: ReplySize) -> KeyspaceCommand {
+    KeyspaceCommand { name, run, reply }
+}
+
+impl KeyspaceCommand {
+    /// Whether this call's reply can carry stored data.
+    pub fn replies_with_data(&self, args: &[Bytes]) -> bool {
+        match self.reply {
+            ReplySize::Small => false,
+            ReplySize::Data => true,
+            ReplySize::DataIf(test) => test(args),
+        }
+    }
+}
+
+/// Every family's registry.
+const FAMILIES: [&[KeyspaceCommand]; 4] = [
+    strings::COMMANDS,
+    keys::COMMANDS,
+    hashes::COMMANDS,
+    &[command("memory|usage", memory_usage, ReplySize::Small)],
+];
+
+/// The registry by name, built once.
+static REGISTRY: LazyLock<HashMap<&'static str, &'static KeyspaceCommand>> = LazyLock::new(|| {
+    FAMILIES
+        .iter()
+        .flat_map(|family| family.iter())
+        .map(|command| (command.name, command))
+        .collect()
+});
+
+/// The keyspace command that runs what the command table resolved a call to (see
+/// [`table::resolve`]); `None` when the server, not the state machine, answers it.
+pub fn find(spec: &CommandSpec) -> Option<&'static KeyspaceCommand> {
+    REGISTRY.get(spec.name).copied()
+}
+
+/// The internal read WATCH uses: the revision of each key now (0 when absent).
+pub const REVISIONS: &str = "redraft.revisions";
+
+/// Executes one command (name first) against `ks`. The arity is checked again here, so no
+/// argument vector can make a command index past its arguments.
+pub fn execute(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if args
+        .first()
+        .is_some_and(|name| name.eq_ignore_ascii_case(REVISIONS.as_bytes()))
+    {
         let mut out = Vec::with_capacity(args.len() - 1);
         for key in &args[1..] {
             let revision = ks.record(key)?.map_or(0, |r| r.revision);
@@ -78,25 +146,21 @@ pub fn execute<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
         }
         return Ok(Reply::Array(out));
     }
-    if name == "memory" {
-        return memory_usage(ks, args);
+    let spec = match table::resolve(args) {
+        Ok(spec) => spec,
+        Err(reply) => return Ok(reply),
+    };
+    match find(spec) {
+        Some(command) => (command.run)(ks, args),
+        None => Ok(Reply::error(format!(
+            "ERR unknown command '{}' in the state machine",
+            spec.name
+        ))),
     }
-    if strings::handles(&name) {
-        return strings::execute(ks, &name, args);
-    }
-    if keys::handles(&name) {
-        return keys::execute(ks, &name, args);
-    }
-    if hashes::handles(&name) {
-        return hashes::execute(ks, &name, args);
-    }
-    Ok(Reply::error(format!(
-        "ERR unknown command '{name}' in the state machine"
-    )))
 }
 
 /// `MEMORY USAGE key [SAMPLES n]`: an estimate of the bytes the key takes (nil when missing).
-fn memory_usage<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn memory_usage(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     /// Per-key overhead of a record and its index entries.
     const KEY_OVERHEAD: usize = 48;
     let Some(key) = args.get(2) else {
@@ -157,3 +221,67 @@ pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
 }
 
 pub use crate::redis::table::c_str;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::keyspace::testing::TestStore;
+
+    /// Every registry line names a command of the table, once: a plain command, or one
+    /// subcommand of a container.
+    #[test]
+    fn registry_and_command_table_agree() {
+        let mut seen = std::collections::HashSet::new();
+        for command in FAMILIES.iter().flat_map(|family| family.iter()) {
+            assert!(
+                seen.insert(command.name),
+                "{} registered twice",
+                command.name
+            );
+            let (top, sub) = match command.name.split_once('|') {
+                Some((top, sub)) => (top, Some(sub)),
+                None => (command.name, None),
+            };
+            let spec = table::lookup(top.as_bytes())
+                .unwrap_or_else(|| panic!("{} is not in the command table", command.name));
+            match sub {
+                Some(sub) => {
+                    let sub = table::lookup_subcommand(spec, sub.as_bytes());
+                    assert!(
+                        sub.is_some(),
+                        "{} is not in the command table",
+                        command.name
+                    );
+                    assert!(
+                        !REGISTRY.contains_key(top),
+                        "{top} and {} both registered",
+                        command.name
+                    );
+                }
+                None => assert!(
+                    spec.subcommands.is_empty(),
+                    "{} is a container: register its subcommands",
+                    command.name
+                ),
+            }
+        }
+    }
+
+    /// No argument vector makes a registered command panic: every command with any number of
+    /// arguments up to six, each `1`, answers a reply.
+    #[test]
+    fn registered_commands_never_panic_on_any_argument_count() {
+        let db = TestStore::new();
+        for command in FAMILIES.iter().flat_map(|family| family.iter()) {
+            let mut args: Vec<Bytes> = command
+                .name
+                .split('|')
+                .map(|word| Bytes::copy_from_slice(word.as_bytes()))
+                .collect();
+            for _ in 0..6 {
+                db.write(1_000, 1, |view| execute(view, &args).expect("store"));
+                args.push(Bytes::from_static(b"1"));
+            }
+        }
+    }
+}

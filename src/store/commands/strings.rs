@@ -8,7 +8,10 @@
 
 use bytes::Bytes;
 
-use super::{int_arg, not_an_integer, string_value, syntax_error, typed_record};
+use super::ReplySize::{Data, DataIf, Small};
+use super::{
+    KeyspaceCommand, command, int_arg, not_an_integer, string_value, syntax_error, typed_record,
+};
 use crate::redis::long_double::{self, LongDouble, Parsed};
 use crate::redis::table;
 use crate::resp::Reply;
@@ -18,119 +21,140 @@ use crate::store::keyspace::{Keyspace, Kind, StoreResult};
 /// The largest string a command may build: Redis's default `proto-max-bulk-len` (512 MiB).
 pub const MAX_STRING_LEN: u64 = 512 * 1024 * 1024;
 
-/// Whether this family executes `name`.
-pub fn handles(name: &str) -> bool {
-    min_args(name).is_some()
+/// The string commands: one line each (see [`KeyspaceCommand`]).
+pub const COMMANDS: &[KeyspaceCommand] = &[
+    command("get", |ks, args| get(ks, &args[1]), Data),
+    command("set", set, DataIf(set_returns_old_value)),
+    command("setnx", setnx, Small),
+    command("setex", |ks, args| set_with_deadline(ks, args, true), Small),
+    command(
+        "psetex",
+        |ks, args| set_with_deadline(ks, args, false),
+        Small,
+    ),
+    command("getset", getset, Data),
+    command("getdel", getdel, Data),
+    command("getex", getex, Data),
+    command("incr", |ks, args| incr_by(ks, &args[1], 1), Small),
+    command("decr", |ks, args| incr_by(ks, &args[1], -1), Small),
+    command("incrby", incrby, Small),
+    command("decrby", decrby, Small),
+    command(
+        "incrbyfloat",
+        |ks, args| incr_by_float(ks, &args[1], &args[2]),
+        Small,
+    ),
+    command("mget", mget, Data),
+    command("mset", |ks, args| mset(ks, args, false), Small),
+    command("msetnx", |ks, args| mset(ks, args, true), Small),
+    command("append", |ks, args| append(ks, &args[1], &args[2]), Small),
+    command("strlen", strlen, Small),
+    command("getrange", getrange, Data),
+    command("substr", getrange, Data),
+    command("setrange", setrange, Small),
+    command("lcs", lcs, Data),
+];
+
+/// Whether `SET` was given `GET` (its reply is then the old value).
+fn set_returns_old_value(args: &[Bytes]) -> bool {
+    args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get"))
 }
 
-/// The fewest arguments (name included) `name` takes; `None` when it is not a string command.
-/// The dispatcher has already checked arity; this keeps `execute` panic-free on any input.
-fn min_args(name: &str) -> Option<usize> {
-    Some(match name {
-        "get" | "incr" | "decr" | "mget" | "getdel" | "getex" | "strlen" => 2,
-        "set" | "incrby" | "decrby" | "mset" | "setnx" | "getset" | "msetnx" | "append"
-        | "incrbyfloat" | "lcs" => 3,
-        "setex" | "psetex" | "getrange" | "substr" | "setrange" => 4,
-        _ => return None,
+fn setnx(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if ks.record(&args[1])?.is_some() {
+        return Ok(Reply::Integer(0));
+    }
+    ks.put_string(&args[1], &args[2], None)?;
+    Ok(Reply::Integer(1))
+}
+
+/// SETEX (`seconds`) and PSETEX.
+fn set_with_deadline(ks: &mut dyn Keyspace, args: &[Bytes], seconds: bool) -> StoreResult<Reply> {
+    let name = if seconds { "setex" } else { "psetex" };
+    match expire_deadline(&args[2], seconds, true, ks.now_ms(), name) {
+        Ok(deadline) => {
+            ks.put_string(&args[1], &args[3], Some(deadline))?;
+            Ok(Reply::ok())
+        }
+        Err(reply) => Ok(reply),
+    }
+}
+
+fn getset(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    Ok(match string_value(ks, &args[1])? {
+        Ok(old) => {
+            ks.put_string(&args[1], &args[2], None)?;
+            old.map_or(Reply::Nil, Reply::Bulk)
+        }
+        Err(reply) => reply,
     })
 }
 
-/// Executes one string command.
-pub fn execute<K: Keyspace>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreResult<Reply> {
-    match min_args(name) {
-        None => return Ok(Reply::error(format!("ERR unknown string command '{name}'"))),
-        Some(min) if args.len() < min => {
-            return Ok(table::wrong_arity_error_for(name));
+fn getdel(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    Ok(match string_value(ks, &args[1])? {
+        Ok(Some(value)) => {
+            ks.delete(&args[1])?;
+            Reply::Bulk(value)
         }
-        Some(_) => {}
+        Ok(None) => Reply::Nil,
+        Err(reply) => reply,
+    })
+}
+
+fn incrby(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    match int_arg(&args[2]) {
+        Ok(delta) => incr_by(ks, &args[1], delta),
+        Err(reply) => Ok(reply),
     }
-    match name {
-        "get" => get(ks, &args[1]),
-        "set" => set(ks, args),
-        "setnx" => {
-            if ks.record(&args[1])?.is_some() {
+}
+
+fn decrby(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    match int_arg(&args[2]) {
+        Ok(i64::MIN) => Ok(Reply::error("ERR decrement would overflow")),
+        Ok(delta) => incr_by(ks, &args[1], -delta),
+        Err(reply) => Ok(reply),
+    }
+}
+
+fn mget(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    let mut out = Vec::with_capacity(args.len() - 1);
+    for key in &args[1..] {
+        // MGET answers nil for keys of other types instead of WRONGTYPE.
+        out.push(match string_value(ks, key)? {
+            Ok(Some(value)) => Reply::Bulk(value),
+            _ => Reply::Nil,
+        });
+    }
+    Ok(Reply::Array(out))
+}
+
+/// MSET, and MSETNX (`nx`): all or nothing, any existing key (of any type) cancels every write.
+fn mset(ks: &mut dyn Keyspace, args: &[Bytes], nx: bool) -> StoreResult<Reply> {
+    if args.len().is_multiple_of(2) {
+        return Ok(table::wrong_arity_error_for(if nx {
+            "msetnx"
+        } else {
+            "mset"
+        }));
+    }
+    if nx {
+        for pair in args[1..].chunks(2) {
+            if ks.record(&pair[0])?.is_some() {
                 return Ok(Reply::Integer(0));
             }
-            ks.put_string(&args[1], &args[2], None)?;
-            Ok(Reply::Integer(1))
         }
-        "setex" | "psetex" => {
-            let seconds = name == "setex";
-            match expire_deadline(&args[2], seconds, true, ks.now_ms(), name) {
-                Ok(deadline) => {
-                    ks.put_string(&args[1], &args[3], Some(deadline))?;
-                    Ok(Reply::ok())
-                }
-                Err(reply) => Ok(reply),
-            }
-        }
-        "getset" => Ok(match string_value(ks, &args[1])? {
-            Ok(old) => {
-                ks.put_string(&args[1], &args[2], None)?;
-                old.map_or(Reply::Nil, Reply::Bulk)
-            }
-            Err(reply) => reply,
-        }),
-        "getdel" => Ok(match string_value(ks, &args[1])? {
-            Ok(Some(value)) => {
-                ks.delete(&args[1])?;
-                Reply::Bulk(value)
-            }
-            Ok(None) => Reply::Nil,
-            Err(reply) => reply,
-        }),
-        "getex" => getex(ks, args),
-        "incr" => incr_by(ks, &args[1], 1),
-        "decr" => incr_by(ks, &args[1], -1),
-        "incrby" => match int_arg(&args[2]) {
-            Ok(delta) => incr_by(ks, &args[1], delta),
-            Err(reply) => Ok(reply),
-        },
-        "decrby" => match int_arg(&args[2]) {
-            Ok(i64::MIN) => Ok(Reply::error("ERR decrement would overflow")),
-            Ok(delta) => incr_by(ks, &args[1], -delta),
-            Err(reply) => Ok(reply),
-        },
-        "incrbyfloat" => incr_by_float(ks, &args[1], &args[2]),
-        "mget" => {
-            let mut out = Vec::with_capacity(args.len() - 1);
-            for key in &args[1..] {
-                // MGET answers nil for keys of other types instead of WRONGTYPE.
-                out.push(match string_value(ks, key)? {
-                    Ok(Some(value)) => Reply::Bulk(value),
-                    _ => Reply::Nil,
-                });
-            }
-            Ok(Reply::Array(out))
-        }
-        "mset" | "msetnx" => {
-            if args.len().is_multiple_of(2) {
-                return Ok(table::wrong_arity_error_for(name));
-            }
-            let nx = name == "msetnx";
-            if nx {
-                // All or nothing: any existing key (of any type) cancels every write.
-                for pair in args[1..].chunks(2) {
-                    if ks.record(&pair[0])?.is_some() {
-                        return Ok(Reply::Integer(0));
-                    }
-                }
-            }
-            for pair in args[1..].chunks(2) {
-                ks.put_string(&pair[0], &pair[1], None)?;
-            }
-            Ok(if nx { Reply::Integer(1) } else { Reply::ok() })
-        }
-        "append" => append(ks, &args[1], &args[2]),
-        "strlen" => Ok(match string_value(ks, &args[1])? {
-            Ok(value) => Reply::Integer(value.map_or(0, |v| v.len() as i64)),
-            Err(reply) => reply,
-        }),
-        "getrange" | "substr" => getrange(ks, args),
-        "setrange" => setrange(ks, args),
-        "lcs" => lcs(ks, args),
-        _ => Ok(Reply::error(format!("ERR unknown string command '{name}'"))),
     }
+    for pair in args[1..].chunks(2) {
+        ks.put_string(&pair[0], &pair[1], None)?;
+    }
+    Ok(if nx { Reply::Integer(1) } else { Reply::ok() })
+}
+
+fn strlen(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    Ok(match string_value(ks, &args[1])? {
+        Ok(value) => Reply::Integer(value.map_or(0, |v| v.len() as i64)),
+        Err(reply) => reply,
+    })
 }
 
 /// `-ERR string exceeds maximum allowed size (proto-max-bulk-len)`.
@@ -138,7 +162,7 @@ fn too_long() -> Reply {
     Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 }
 
-fn get<K: Keyspace>(ks: &mut K, key: &[u8]) -> StoreResult<Reply> {
+fn get<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8]) -> StoreResult<Reply> {
     Ok(match string_value(ks, key)? {
         Ok(Some(value)) => Reply::Bulk(value),
         Ok(None) => Reply::Nil,
@@ -146,7 +170,7 @@ fn get<K: Keyspace>(ks: &mut K, key: &[u8]) -> StoreResult<Reply> {
     })
 }
 
-fn incr_by<K: Keyspace>(ks: &mut K, key: &[u8], delta: i64) -> StoreResult<Reply> {
+fn incr_by<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], delta: i64) -> StoreResult<Reply> {
     let record = match typed_record(ks, key, Kind::String)? {
         Ok(record) => record,
         Err(reply) => return Ok(reply),
@@ -175,7 +199,11 @@ fn incr_by<K: Keyspace>(ks: &mut K, key: &[u8], delta: i64) -> StoreResult<Reply
 /// Where redraft can differ from a Redis binary: only from Redis built where `long double`
 /// is not the x87 format (aarch64's 128-bit quad, or plain `double`), which prints other
 /// digits; redraft always answers as x86-64 Redis (Debian's, which the transcripts check).
-fn incr_by_float<K: Keyspace>(ks: &mut K, key: &[u8], increment: &[u8]) -> StoreResult<Reply> {
+fn incr_by_float<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    increment: &[u8],
+) -> StoreResult<Reply> {
     let record = match typed_record(ks, key, Kind::String)? {
         Ok(record) => record,
         Err(reply) => return Ok(reply),
@@ -201,7 +229,7 @@ fn incr_by_float<K: Keyspace>(ks: &mut K, key: &[u8], increment: &[u8]) -> Store
     Ok(Reply::Bulk(text))
 }
 
-fn append<K: Keyspace>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreResult<Reply> {
+fn append<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreResult<Reply> {
     let record = match typed_record(ks, key, Kind::String)? {
         Ok(record) => record,
         Err(reply) => return Ok(reply),
@@ -223,7 +251,7 @@ fn append<K: Keyspace>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreResult<Rep
 
 /// GETRANGE with Redis 7.0's index rules: negative indexes count from the end, both ends are
 /// clamped into the string, and a range that ends up empty gives `""`.
-fn getrange<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn getrange(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let (mut start, mut end) = match (int_arg(&args[2]), int_arg(&args[3])) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
@@ -254,7 +282,7 @@ fn getrange<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
 
 /// SETRANGE: overwrite from `offset`, zero-padding a shorter string; the key keeps its
 /// deadline. Memory is allocated only once the result is known to fit in 512 MiB.
-fn setrange<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn setrange(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let (key, patch) = (&args[1], &args[3]);
     let offset = match int_arg(&args[2]) {
         Ok(offset) if offset < 0 => return Ok(Reply::error("ERR offset is out of range")),
@@ -289,7 +317,7 @@ fn setrange<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
 }
 
 /// GETEX: GET that may also set (EX/PX/EXAT/PXAT) or remove (PERSIST) the deadline.
-fn getex<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn getex(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let key = &args[1];
     let mut persist = false;
     // (unit is seconds, relative, argument)
@@ -382,7 +410,7 @@ pub fn expire_deadline(
     Ok(ms)
 }
 
-fn set<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn set(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let (key, value) = (&args[1], &args[2]);
     let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
     // (unit is seconds, relative, argument)
@@ -462,7 +490,7 @@ fn set<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
 /// LCS: the longest common subsequence of two strings (missing keys are empty), as the string
 /// itself, its length (LEN) or the matching ranges (IDX, MINMATCHLEN, WITHMATCHLEN), by
 /// Redis 7.0's dynamic programming and backtracking, so ties resolve as Redis resolves them.
-fn lcs<K: Keyspace>(ks: &mut K, args: &[Bytes]) -> StoreResult<Reply> {
+fn lcs(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let a = ks.record(&args[1])?;
     let b = ks.record(&args[2])?;
     let (a, b) = match (a, b) {
