@@ -406,7 +406,9 @@ fn forwarded_args(command: &Command, lease: Option<&IdLease>) -> Vec<Bytes> {
 /// The internal read that answers WATCH: each key's revision.
 pub(super) fn revisions_args(keys: &[Bytes]) -> Vec<Bytes> {
     let mut args = Vec::with_capacity(keys.len() + 1);
-    args.push(Bytes::from_static(crate::store::commands::REVISIONS.as_bytes()));
+    args.push(Bytes::from_static(
+        crate::store::commands::REVISIONS.as_bytes(),
+    ));
     args.extend(keys.iter().cloned());
     args
 }

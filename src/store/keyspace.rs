@@ -22,19 +22,8 @@
 use std::ops::Bound;
 
 use bytes::Bytes;
-use redb::TableDefinition;
 
 use crate::store::layers::{Layers, Table};
-
-/// Keys → records.
-pub const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
-/// Hash fields.
-pub const FIELDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fields");
-/// Deadline-ordered index of keys with an expiry.
-pub const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("expiry");
-/// Every key in the order of its [`scan_hash`], for SCAN cursors that survive concurrent
-/// inserts and deletes.
-pub const SCAN_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("scan_index");
 
 /// The 64-bit hash that orders keys for SCAN (FNV-1a: fixed forever, the same on every node).
 pub fn scan_hash(key: &[u8]) -> u64 {
@@ -654,10 +643,7 @@ pub mod testing {
             .create_with_backend(InMemoryBackend::new())
             .expect("in-memory database");
         let txn = db.begin_write().expect("write");
-        txn.open_table(KEYS).expect("keys");
-        txn.open_table(FIELDS).expect("fields");
-        txn.open_table(EXPIRY).expect("expiry");
-        txn.open_table(SCAN_INDEX).expect("scan index");
+        crate::store::schema::create_all(&txn).expect("tables");
         txn.commit().expect("commit");
         db
     }

@@ -23,33 +23,11 @@ use std::iter::Peekable;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::store::keyspace::{StoreError, StoreResult};
+pub use crate::store::schema::Table;
+use crate::store::schema::{ReadTable, SCHEMA, TABLE_COUNT, WriteTable};
 use bytes::Bytes;
 use imbl::OrdMap;
-use redb::{AccessGuard, ReadOnlyTable, ReadableTable, ReadableTableMetadata};
-
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, SCAN_INDEX, StoreError, StoreResult};
-
-/// The keyspace's tables (see `store::keyspace` for their rows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Table {
-    /// Keys → records.
-    Keys,
-    /// Hash fields.
-    Fields,
-    /// Deadline-ordered expiry index (rows without values).
-    Expiry,
-    /// Hash-ordered SCAN index (rows without values).
-    ScanIndex,
-}
-
-impl Table {
-    /// Every table.
-    pub const ALL: [Table; 4] = [Table::Keys, Table::Fields, Table::Expiry, Table::ScanIndex];
-
-    fn slot(self) -> usize {
-        self as usize
-    }
-}
 
 fn storage(err: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(err.to_string())
@@ -64,7 +42,7 @@ const ROW_OVERHEAD_BYTES: usize = 64;
 /// Changes to every table not yet written to redb.
 #[derive(Clone, Debug, Default)]
 pub struct Layer {
-    tables: [Rows; 4],
+    tables: [Rows; TABLE_COUNT],
     /// Every row below this layer is gone (FLUSHALL).
     cleared: bool,
     /// Approximate memory the rows hold.
@@ -92,41 +70,27 @@ type RowIter<'a> = Box<dyn Iterator<Item = StoreResult<(Bytes, Option<Bytes>)>> 
 
 /// The redb tables as of one committed read transaction.
 pub struct Base {
-    keys: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    fields: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    expiry: ReadOnlyTable<&'static [u8], ()>,
-    scan_index: ReadOnlyTable<&'static [u8], ()>,
+    /// Every table of the schema, in [`Table`] order.
+    tables: Vec<ReadTable>,
 }
 
 impl Base {
     /// The tables `txn` sees (they must exist).
     pub fn open(txn: &redb::ReadTransaction) -> StoreResult<Base> {
-        Ok(Base {
-            keys: txn.open_table(KEYS).map_err(storage)?,
-            fields: txn.open_table(FIELDS).map_err(storage)?,
-            expiry: txn.open_table(EXPIRY).map_err(storage)?,
-            scan_index: txn.open_table(SCAN_INDEX).map_err(storage)?,
-        })
+        let tables = SCHEMA
+            .iter()
+            .map(|schema| ReadTable::open(schema.table, txn))
+            .collect::<Result<_, _>>()
+            .map_err(storage)?;
+        Ok(Base { tables })
     }
 
     fn key_count(&self) -> StoreResult<u64> {
-        self.keys.len().map_err(storage)
+        self.tables[Table::Keys.slot()].len().map_err(storage)
     }
 
     fn get(&self, table: Table, key: &[u8]) -> StoreResult<Option<Bytes>> {
-        fn row<V: redb::Value + 'static, T: ReadableTable<&'static [u8], V>>(
-            t: &T,
-            key: &[u8],
-            value: fn(&AccessGuard<'_, V>) -> Bytes,
-        ) -> StoreResult<Option<Bytes>> {
-            Ok(t.get(key).map_err(storage)?.map(|v| value(&v)))
-        }
-        match table {
-            Table::Keys => row(&self.keys, key, copied),
-            Table::Fields => row(&self.fields, key, copied),
-            Table::Expiry => row(&self.expiry, key, empty),
-            Table::ScanIndex => row(&self.scan_index, key, empty),
-        }
+        self.tables[table.slot()].get(key).map_err(storage)
     }
 
     fn range<'a>(
@@ -135,35 +99,11 @@ impl Base {
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
     ) -> StoreResult<RowIter<'a>> {
-        fn rows<'a, V: redb::Value + 'static, T: ReadableTable<&'static [u8], V>>(
-            t: &'a T,
-            start: Bound<&'a [u8]>,
-            end: Bound<&'a [u8]>,
-            value: fn(&AccessGuard<'_, V>) -> Bytes,
-        ) -> StoreResult<RowIter<'a>> {
-            let range = t.range::<&[u8]>((start, end)).map_err(storage)?;
-            Ok(Box::new(range.map(move |item| {
-                let (k, v) = item.map_err(storage)?;
-                Ok((Bytes::copy_from_slice(k.value()), Some(value(&v))))
-            })))
-        }
-        match table {
-            Table::Keys => rows(&self.keys, start, end, copied),
-            Table::Fields => rows(&self.fields, start, end, copied),
-            Table::Expiry => rows(&self.expiry, start, end, empty),
-            Table::ScanIndex => rows(&self.scan_index, start, end, empty),
-        }
+        let rows = self.tables[table.slot()]
+            .range(start, end)
+            .map_err(storage)?;
+        Ok(Box::new(rows.map(|row| row.map_err(storage))))
     }
-}
-
-/// A stored value, copied out of redb.
-fn copied(value: &AccessGuard<'_, &'static [u8]>) -> Bytes {
-    Bytes::copy_from_slice(value.value())
-}
-
-/// The (empty) value of an index row.
-fn empty(_: &AccessGuard<'_, ()>) -> Bytes {
-    Bytes::new()
 }
 
 /// False when a range would be empty (and `OrdMap::range` would panic on it).
@@ -385,28 +325,15 @@ impl Layers {
 
 /// Writes a frozen layer's rows into `txn`, in key order per table.
 pub fn write_layer(layer: &Layer, txn: &redb::WriteTransaction) -> StoreResult<()> {
-    let mut keys = txn.open_table(KEYS).map_err(storage)?;
-    let mut fields = txn.open_table(FIELDS).map_err(storage)?;
-    let mut expiry = txn.open_table(EXPIRY).map_err(storage)?;
-    let mut scan_index = txn.open_table(SCAN_INDEX).map_err(storage)?;
-    if layer.cleared {
-        keys.retain(|_, _| false).map_err(storage)?;
-        fields.retain(|_, _| false).map_err(storage)?;
-        expiry.retain(|_, _| false).map_err(storage)?;
-        scan_index.retain(|_, _| false).map_err(storage)?;
-    }
-    for table in Table::ALL {
-        for (key, value) in layer.tables[table.slot()].iter() {
-            let key = key.as_ref();
-            match (table, value) {
-                (Table::Keys, Some(v)) => keys.insert(key, v.as_ref()).map(drop),
-                (Table::Keys, None) => keys.remove(key).map(drop),
-                (Table::Fields, Some(v)) => fields.insert(key, v.as_ref()).map(drop),
-                (Table::Fields, None) => fields.remove(key).map(drop),
-                (Table::Expiry, Some(_)) => expiry.insert(key, ()).map(drop),
-                (Table::Expiry, None) => expiry.remove(key).map(drop),
-                (Table::ScanIndex, Some(_)) => scan_index.insert(key, ()).map(drop),
-                (Table::ScanIndex, None) => scan_index.remove(key).map(drop),
+    let mut tables = WriteTable::open_all(txn).map_err(storage)?;
+    for (table, rows) in tables.iter_mut().zip(&layer.tables) {
+        if layer.cleared {
+            table.clear().map_err(storage)?;
+        }
+        for (key, value) in rows.iter() {
+            match value {
+                Some(value) => table.insert(key, value),
+                None => table.remove(key),
             }
             .map_err(storage)?;
         }

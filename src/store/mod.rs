@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod keyspace;
 pub mod layers;
+pub mod schema;
 pub mod sessions;
 pub mod state_machine;
 

@@ -81,7 +81,7 @@ use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::{Claim, DiskSpace};
@@ -89,8 +89,9 @@ use crate::raft::{LogId, SnapshotFile, SnapshotMeta, StoredMembership, TypeConfi
 use crate::raft::{Request, Response};
 use crate::resp::Reply;
 use crate::store::commands;
-use crate::store::keyspace::{EXPIRY, FIELDS, KEYS, Keyspace, SCAN_INDEX, View};
+use crate::store::keyspace::{Keyspace, View};
 use crate::store::layers::{Base, Layer, Layers, write_layer};
+use crate::store::schema::{self, ReadTable, SCHEMA};
 use crate::store::sessions::{Seen, Sessions, forgotten_response};
 
 /// State machine bookkeeping (`last_applied`, `membership`), versioned postcard values.
@@ -459,18 +460,11 @@ impl StateMachine {
         // integrity check above may commit a repair of its own; a full disk still opens).
         let has_tables = {
             let txn = db.begin_read().map_err(io_error)?;
-            txn.open_table(KEYS).is_ok()
-                && txn.open_table(FIELDS).is_ok()
-                && txn.open_table(EXPIRY).is_ok()
-                && txn.open_table(SCAN_INDEX).is_ok()
-                && txn.open_table(META).is_ok()
+            schema::all_exist(&txn) && txn.open_table(META).is_ok()
         };
         if !has_tables {
             let txn = db.begin_write().map_err(io_error)?;
-            txn.open_table(KEYS).map_err(io_error)?;
-            txn.open_table(FIELDS).map_err(io_error)?;
-            txn.open_table(EXPIRY).map_err(io_error)?;
-            txn.open_table(SCAN_INDEX).map_err(io_error)?;
+            schema::create_all(&txn).map_err(io_error)?;
             txn.open_table(META).map_err(io_error)?;
             txn.commit().map_err(io_error)?;
         }
@@ -534,15 +528,10 @@ impl StateMachine {
 
     /// Bytes of keys and values the state machine's tables hold in redb.
     fn stored_bytes(&self) -> Result<u64, redb::Error> {
-        use redb::ReadableTableMetadata;
         let txn = self.shared.db.begin_read()?;
         let mut bytes = 0;
-        for table in [KEYS, FIELDS] {
-            match txn.open_table(table) {
-                Ok(table) => bytes += table.stats()?.stored_bytes(),
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(err) => return Err(err.into()),
-            }
+        for schema in SCHEMA.iter().filter(|schema| schema.stored_data) {
+            bytes += ReadTable::open(schema.table, &txn)?.stored_bytes()?;
         }
         Ok(bytes)
     }

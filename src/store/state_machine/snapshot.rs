@@ -2,7 +2,10 @@
 //! row and the session table), building one from redb, checking one received from the leader,
 //! and installing one.
 
+use std::ops::Bound;
+
 use super::*;
+use crate::store::schema::WriteTable;
 
 /// First bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RDRFTSNP";
@@ -251,25 +254,17 @@ impl SnapshotBuilder {
                 },
             )?;
             let mut body = BodyWriter::new(out);
-            for (table, definition) in [(0u8, KEYS), (1u8, FIELDS)] {
-                let rows = read.open_table(definition).map_err(io_error)?;
-                for item in rows.iter().map_err(io_error)? {
-                    let (key, value) = item.map_err(io_error)?;
+            for schema in &SCHEMA {
+                let rows = ReadTable::open(schema.table, &read).map_err(io_error)?;
+                for row in rows
+                    .range(Bound::Unbounded, Bound::Unbounded)
+                    .map_err(io_error)?
+                {
+                    let (key, value) = row.map_err(io_error)?;
                     body.record(&SnapshotRecord::Pair {
-                        table,
-                        key: key.value().to_vec(),
-                        value: value.value().to_vec(),
-                    })?;
-                }
-            }
-            for (table, definition) in [(2u8, EXPIRY), (3u8, SCAN_INDEX)] {
-                let rows = read.open_table(definition).map_err(io_error)?;
-                for item in rows.iter().map_err(io_error)? {
-                    let (key, _) = item.map_err(io_error)?;
-                    body.record(&SnapshotRecord::Pair {
-                        table,
-                        key: key.value().to_vec(),
-                        value: Vec::new(),
+                        table: schema.table.slot() as u8,
+                        key: key.to_vec(),
+                        value: value.unwrap_or_default().to_vec(),
                     })?;
                 }
             }
@@ -339,25 +334,24 @@ fn install_blocking(db: &Database, path: &Path, meta: &SnapshotMeta) -> io::Resu
     let txn = db.begin_write().map_err(io_error)?;
     let mut sessions = Sessions::default();
     {
-        let mut keys = txn.open_table(KEYS).map_err(io_error)?;
-        let mut fields = txn.open_table(FIELDS).map_err(io_error)?;
-        let mut expiry = txn.open_table(EXPIRY).map_err(io_error)?;
-        let mut scan_index = txn.open_table(SCAN_INDEX).map_err(io_error)?;
-        keys.retain(|_, _| false).map_err(io_error)?;
-        fields.retain(|_, _| false).map_err(io_error)?;
-        expiry.retain(|_, _| false).map_err(io_error)?;
-        scan_index.retain(|_, _| false).map_err(io_error)?;
+        let mut tables = WriteTable::open_all(&txn).map_err(io_error)?;
+        for table in &mut tables {
+            table.clear().map_err(io_error)?;
+        }
         let mut body = BodyReader::new(input);
         while let Some(record) = body.next()? {
             match record {
                 SnapshotRecord::Sessions(table) => sessions = table,
-                SnapshotRecord::Pair { table, key, value } => match table {
-                    0 => keys.insert(key.as_slice(), value.as_slice()).map(|_| ()),
-                    1 => fields.insert(key.as_slice(), value.as_slice()).map(|_| ()),
-                    2 => expiry.insert(key.as_slice(), ()).map(|_| ()),
-                    _ => scan_index.insert(key.as_slice(), ()).map(|_| ()),
-                }
-                .map_err(io_error)?,
+                SnapshotRecord::Pair { table, key, value } => tables
+                    .get_mut(usize::from(table))
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("snapshot names table {table}, which this version lacks"),
+                        )
+                    })?
+                    .insert(&key, &value)
+                    .map_err(io_error)?,
                 SnapshotRecord::End { .. } | SnapshotRecord::Checksum { .. } => {
                     unreachable!("BodyReader::next returns only pairs and sessions")
                 }
