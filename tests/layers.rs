@@ -232,3 +232,38 @@ fn the_check_sees_paths_groups_and_skips_test_modules() {
         .collect();
     assert_eq!(parts, expected);
 }
+
+/// The parts that may use openraft: the layers above `node` read its typed views
+/// (`ClusterView`, `RaftStatus`) instead.
+const OPENRAFT_PARTS: &[&str] = &["raft", "store", "node"];
+
+#[test]
+fn only_raft_store_and_node_use_openraft() {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    let mut problems = Vec::new();
+    for file in files {
+        let relative = file
+            .strip_prefix(src_dir())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let part = relative.split('/').next().unwrap().trim_end_matches(".rs");
+        if part == "lib" || OPENRAFT_PARTS.contains(&part) {
+            continue;
+        }
+        let source = without_test_items(&fs::read_to_string(&file).unwrap());
+        let code: String = source
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if code.contains("openraft::") {
+            problems.push(relative);
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "openraft used outside {OPENRAFT_PARTS:?}: {problems:?}"
+    );
+}

@@ -25,6 +25,7 @@
 //! Interpret commands (that is the command layer's job) or touch sockets.
 
 mod batch;
+mod maintenance;
 pub mod membership;
 mod request_ids;
 mod view;
@@ -33,6 +34,7 @@ pub use batch::detach_small;
 use batch::{QueuedRead, QueuedWrite, detach_small_buffers, run_read_batcher, run_write_batcher};
 pub use request_ids::{IdLease, Outstanding, RequestIds};
 
+pub use maintenance::RaftStatus;
 pub use view::{ClusterView, MemberView, Role};
 
 use std::collections::BTreeMap;
@@ -445,11 +447,6 @@ impl Node {
     /// Client sessions and the replies they keep in this node's applied state (INFO).
     pub fn request_table_counts(&self) -> (usize, usize) {
         self.reader.session_counts()
-    }
-
-    /// The raft handle (metrics, shutdown).
-    pub fn raft(&self) -> &Raft {
-        &self.raft
     }
 
     /// Queues a write command (name first) now, stamped with this node's clock; the receiver

@@ -17,7 +17,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -256,12 +255,11 @@ impl Server {
 
     /// Appends one INFO section (title line, then `key:value` lines).
     fn info_section(&self, section: &str, out: &mut String) {
-        let metrics = self.node.raft().metrics().borrow_watched().clone();
+        let status = self.node.raft_status();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let uptime = self.started.elapsed().as_secs();
-        let index = |l: Option<crate::raft::LogId>| l.map_or(0, |l| l.index);
         let view = self.node.cluster_view();
         let disk = &self.node.disk;
         let (title, fields): (&str, Vec<(&str, String)>) = match section {
@@ -410,10 +408,7 @@ impl Server {
                     ("master_failover_state", "no-failover".into()),
                     ("master_replid", self.run_id.clone()),
                     ("master_replid2", "0".repeat(40)),
-                    (
-                        "master_repl_offset",
-                        index(metrics.last_applied).to_string(),
-                    ),
+                    ("master_repl_offset", status.applied_index.to_string()),
                     ("second_repl_offset", "-1".into()),
                     ("repl_backlog_active", "0".into()),
                 ],
@@ -438,19 +433,14 @@ impl Server {
             _ => (
                 "Raft",
                 vec![
-                    ("raft_node_id", metrics.id.to_string()),
+                    ("raft_node_id", status.id.to_string()),
                     ("raft_addr", self.node.member().client_addr.clone()),
                     ("raft_peer_addr", self.node.member().peer_addr.clone()),
-                    (
-                        "raft_role",
-                        format!("{:?}", metrics.state).to_ascii_lowercase(),
-                    ),
-                    ("raft_term", metrics.current_term.to_string()),
+                    ("raft_role", status.state.clone()),
+                    ("raft_term", status.term.to_string()),
                     (
                         "raft_leader_id",
-                        metrics
-                            .current_leader
-                            .map_or("none".to_string(), |l| l.to_string()),
+                        status.leader.map_or("none".to_string(), |l| l.to_string()),
                     ),
                     (
                         "raft_leader_addr",
@@ -458,29 +448,12 @@ impl Server {
                             .leader()
                             .map_or(String::new(), |(_, m)| m.client_addr),
                     ),
-                    (
-                        "raft_commit_index",
-                        index(metrics.cluster_committed).to_string(),
-                    ),
-                    (
-                        "raft_applied_index",
-                        index(metrics.last_applied).to_string(),
-                    ),
-                    (
-                        "raft_last_log_index",
-                        metrics.last_log_index.unwrap_or(0).to_string(),
-                    ),
-                    ("raft_snapshot_index", index(metrics.snapshot).to_string()),
-                    ("raft_purged_index", index(metrics.purged).to_string()),
-                    (
-                        "raft_voters",
-                        metrics
-                            .membership_config
-                            .membership()
-                            .voter_ids()
-                            .count()
-                            .to_string(),
-                    ),
+                    ("raft_commit_index", status.commit_index.to_string()),
+                    ("raft_applied_index", status.applied_index.to_string()),
+                    ("raft_last_log_index", status.last_log_index.to_string()),
+                    ("raft_snapshot_index", status.snapshot_index.to_string()),
+                    ("raft_purged_index", status.purged_index.to_string()),
+                    ("raft_voters", status.voters.to_string()),
                     (
                         "raft_follower_mode",
                         match self.config.follower_mode {

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::async_runtime::watch::WatchReceiver as _;
 
 use crate::error::Error;
 use crate::node::Node;
@@ -159,64 +158,23 @@ https://redis.io/topics/latency-monitor.\n",
 
 /// SAVE: builds a snapshot and waits (bounded) until it covers what was applied when called.
 pub async fn save(node: &Node) -> Result<Reply, Error> {
-    let applied = node
-        .raft()
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .map_or(0, |l| l.index);
-    node.raft()
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    node.raft()
-        .wait(Some(Duration::from_secs(60)))
-        .metrics(
-            |m| m.snapshot.is_some_and(|s| s.index >= applied),
-            "snapshot",
-        )
-        .await
-        .map_err(|e| Error::err(format!("snapshot did not finish: {e}")))?;
+    node.snapshot_applied().await?;
     Ok(Reply::ok())
 }
 
 /// BGSAVE: starts a snapshot.
 pub async fn bgsave(node: &Node) -> Result<Reply, Error> {
-    node.raft()
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    node.start_snapshot().await?;
     Ok(Reply::simple("Background saving started"))
 }
 
 /// WAIT: how many followers hold the log up to `index` (the connection's last write), waiting
 /// up to `timeout_ms` (0: forever, as Redis) for `wanted` of them.
 pub async fn wait(node: &Node, index: u64, wanted: i64, timeout_ms: i64) -> Reply {
-    let me = node.id();
-    let count = |m: &openraft::RaftMetrics<crate::raft::TypeConfig>| -> i64 {
-        m.replication.as_ref().map_or(0, |r| {
-            r.iter()
-                .filter(|(id, matched)| {
-                    **id != me && matched.as_ref().is_some_and(|l| l.index >= index)
-                })
-                .count() as i64
-        })
-    };
     let timeout = if timeout_ms == 0 {
         None
     } else {
         Some(Duration::from_millis(timeout_ms as u64))
     };
-    let waited = node
-        .raft()
-        .wait(timeout)
-        .metrics(|m| count(m) >= wanted, "WAIT")
-        .await;
-    let metrics = match waited {
-        Ok(metrics) => metrics,
-        Err(_) => node.raft().metrics().borrow_watched().clone(),
-    };
-    Reply::Integer(count(&metrics))
+    Reply::Integer(node.replicas_holding(index, wanted, timeout).await)
 }
