@@ -155,100 +155,20 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
         detach_command(&mut command);
     }
     let lease = is_write.then(|| node.request_ids.issue());
-    let started = tokio::time::Instant::now();
-    let deadline = started + Duration::from_millis(RESEND_WINDOW_MS);
-    let mut may_have_applied = false;
-    let mut owe_resend = false;
-    let mut last_why;
+    let mut tries = Tries::new(&submission);
     loop {
-        // The leader's address is looked up (and copied) only when this node does not lead.
-        let leader = if node.is_leader() {
-            None
-        } else {
-            node.leader()
-        };
-        let view = match &leader {
-            _ if node.is_leader() => Leader::Me,
-            Some((id, member)) => Leader::Other {
-                id: *id,
-                client_addr: &member.client_addr,
-            },
-            None => Leader::Unknown,
-        };
-        let mode = Mode {
-            authenticated: true,
-            proxied: false,
-            // Follower reads are the connection's, never a resend's.
-            readonly: false,
-            follower_mode: submission.server.config.follower_mode,
-            removed: node.removed(),
-        };
-        let attempt = match router::route(command.access(), command.routing_key(), view, mode) {
+        let attempt = match route_now(&submission, &command) {
             Route::Here => {
-                if owe_resend {
-                    submission.gate.resent();
-                    owe_resend = false;
-                }
+                tries.settle_resend();
                 run_here(&submission, &command, lease.as_ref()).await
             }
             Route::Moved { slot, client_addr } => {
-                if owe_resend {
-                    submission.gate.resent();
-                }
-                return topology::moved(slot, &client_addr);
+                return tries.finish(topology::moved(slot, &client_addr));
             }
-            Route::Refuse(reply) => {
-                if owe_resend {
-                    submission.gate.resent();
-                }
-                return reply;
-            }
+            Route::Refuse(reply) => return tries.finish(reply),
             Route::Proxy { id, client_addr } => {
                 let target = LeaderTarget { id, client_addr };
-                let forwarded = submission.server.proxy.forward_counted(
-                    &target,
-                    submission.protocol,
-                    submission.client_id,
-                    forwarded_args(&command, lease.as_ref()),
-                    Some(submission.gate.failures.clone()),
-                );
-                if owe_resend {
-                    submission.gate.resent();
-                    owe_resend = false;
-                }
-                // A leader that stops answering (paused, partitioned away) is replaced by an
-                // election: the command is then sent again, with its id, to the new leader.
-                let moved = async {
-                    loop {
-                        if node.leader_change(id, Duration::from_secs(3600)).await != id {
-                            return;
-                        }
-                    }
-                };
-                let outcome = tokio::select! {
-                    outcome = forwarded => Some(outcome),
-                    () = moved => None,
-                };
-                match outcome {
-                    None => Attempt::Again {
-                        may_have_applied: is_write,
-                        counted: false,
-                        why: "leadership moved while the old leader had the command".into(),
-                    },
-                    Some(Ok(raw)) => Attempt::Answered(match &command {
-                        Command::Watch(keys) if !raw.starts_with(b"-") => record_watch(
-                            &submission.watched,
-                            keys.clone(),
-                            parse_integer_array(&raw),
-                        ),
-                        _ => Reply::Raw(raw),
-                    }),
-                    Some(Err(err)) => Attempt::Again {
-                        may_have_applied: is_write && !matches!(err, ProxyError::Unreachable(_)),
-                        counted: true,
-                        why: err.to_string(),
-                    },
-                }
+                run_proxied(&mut tries, &command, lease.as_ref(), target, is_write).await
             }
             Route::WaitForLeader | Route::FollowerRead => Attempt::Again {
                 may_have_applied: false,
@@ -256,35 +176,114 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
                 why: "no leader is known".into(),
             },
         };
-        let (applied, counted, why) = match attempt {
-            Attempt::Answered(reply) => {
-                if owe_resend {
-                    submission.gate.resent();
-                }
-                return reply;
-            }
+        match attempt {
+            Attempt::Answered(reply) => return tries.finish(reply),
             Attempt::Again {
                 may_have_applied,
                 counted,
                 why,
-            } => (may_have_applied, counted, why),
-        };
-        may_have_applied |= applied;
-        owe_resend |= counted;
-        last_why = why;
-        let now = tokio::time::Instant::now();
-        // No leader at all: wait a whole failover at most (the resend window is for commands
-        // already sent somewhere).
-        let give_up_at = if may_have_applied {
+            } => tries.failed(may_have_applied, counted, why),
+        }
+        if !tries.wait_for_next().await {
+            return tries.give_up();
+        }
+    }
+}
+
+/// Where `command` runs now, as the router says for this node's current view.
+fn route_now(submission: &Submission, command: &Command) -> Route {
+    let node = &submission.server.node;
+    // The leader's address is looked up (and copied) only when this node does not lead.
+    let leader = if node.is_leader() {
+        None
+    } else {
+        node.leader()
+    };
+    let view = match &leader {
+        _ if node.is_leader() => Leader::Me,
+        Some((id, member)) => Leader::Other {
+            id: *id,
+            client_addr: &member.client_addr,
+        },
+        None => Leader::Unknown,
+    };
+    let mode = Mode {
+        authenticated: true,
+        proxied: false,
+        // Follower reads are the connection's, never a resend's.
+        readonly: false,
+        follower_mode: submission.server.config.follower_mode,
+        removed: node.removed(),
+    };
+    router::route(command.access(), command.routing_key(), view, mode)
+}
+
+/// One command's attempts so far: when to give up, whether it may have applied, and whether
+/// a failure the proxy counted against the connection's gate is still to be resent.
+struct Tries<'a> {
+    submission: &'a Submission,
+    started: tokio::time::Instant,
+    may_have_applied: bool,
+    owe_resend: bool,
+    last_why: String,
+}
+
+impl<'a> Tries<'a> {
+    fn new(submission: &'a Submission) -> Self {
+        Tries {
+            submission,
+            started: tokio::time::Instant::now(),
+            may_have_applied: false,
+            owe_resend: false,
+            last_why: String::new(),
+        }
+    }
+
+    /// The command is being sent again: the failure counted for it is paid.
+    fn settle_resend(&mut self) {
+        if self.owe_resend {
+            self.submission.gate.resent();
+            self.owe_resend = false;
+        }
+    }
+
+    /// The command's outcome is `reply`.
+    fn finish(mut self, reply: Reply) -> Reply {
+        self.settle_resend();
+        reply
+    }
+
+    fn failed(&mut self, may_have_applied: bool, counted: bool, why: String) {
+        self.may_have_applied |= may_have_applied;
+        self.owe_resend |= counted;
+        self.last_why = why;
+    }
+
+    /// When to stop: the resend window for a command that may have reached a leader, at most a
+    /// whole failover for one that reached none.
+    fn give_up_at(&self) -> tokio::time::Instant {
+        let deadline = self.started + Duration::from_millis(RESEND_WINDOW_MS);
+        if self.may_have_applied {
             deadline
         } else {
-            deadline.min(started + node.election_wait())
-        };
-        if now >= give_up_at {
-            break;
+            deadline.min(self.started + self.submission.server.node.election_wait())
         }
-        submission.gate.wait_oldest(&submission.ticket).await;
-        // Wait for a leader change, or briefly when the same leader only dropped a connection.
+    }
+
+    /// Waits until the command may be sent again: its earlier commands answered, and a leader
+    /// change or (when the same leader only dropped a connection) a short pause. `false` when
+    /// it is time to give up.
+    async fn wait_for_next(&self) -> bool {
+        let node = &self.submission.server.node;
+        let give_up_at = self.give_up_at();
+        let now = tokio::time::Instant::now();
+        if now >= give_up_at {
+            return false;
+        }
+        self.submission
+            .gate
+            .wait_oldest(&self.submission.ticket)
+            .await;
         let seen = node.leader().map_or(0, |(id, _)| id);
         let wait = if seen == 0 {
             give_up_at - now
@@ -292,18 +291,74 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
             Duration::from_millis(20).min(give_up_at - now)
         };
         node.leader_change(seen, wait).await;
+        true
     }
-    if owe_resend {
-        submission.gate.resent();
+
+    /// The outcome after the last try: unknown if it may have applied, else a true refusal.
+    fn give_up(mut self) -> Reply {
+        self.settle_resend();
+        let why = &self.last_why;
+        if self.may_have_applied {
+            Error::Uncertain(format!(
+                "no answer from the leader within {RESEND_WINDOW_MS} ms; the write may or may \
+                 not have been applied ({why})"
+            ))
+            .to_resp()
+        } else {
+            Error::ClusterDown(format!("The cluster is down ({why})")).to_resp()
+        }
     }
-    if may_have_applied {
-        Error::Uncertain(format!(
-            "no answer from the leader within {RESEND_WINDOW_MS} ms; the write may or may not \
-             have been applied ({last_why})"
-        ))
-        .to_resp()
-    } else {
-        Error::ClusterDown(format!("The cluster is down ({last_why})")).to_resp()
+}
+
+/// One attempt through the proxy to the leader `target`. A leader that stops answering
+/// (paused, partitioned away) is replaced by an election: the attempt then ends, and the
+/// command is sent again, with its id, to the new leader.
+async fn run_proxied(
+    tries: &mut Tries<'_>,
+    command: &Command,
+    lease: Option<&IdLease>,
+    target: LeaderTarget,
+    is_write: bool,
+) -> Attempt {
+    let submission = tries.submission;
+    let node = &submission.server.node;
+    let leader = target.id;
+    let forwarded = submission.server.proxy.forward_counted(
+        &target,
+        submission.protocol,
+        submission.client_id,
+        forwarded_args(command, lease),
+        Some(submission.gate.failures.clone()),
+    );
+    tries.settle_resend();
+    let moved = async {
+        loop {
+            if node.leader_change(leader, Duration::from_secs(3600)).await != leader {
+                return;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = forwarded => Some(outcome),
+        () = moved => None,
+    };
+    match outcome {
+        None => Attempt::Again {
+            may_have_applied: is_write,
+            counted: false,
+            why: "leadership moved while the old leader had the command".into(),
+        },
+        Some(Ok(raw)) => Attempt::Answered(match command {
+            Command::Watch(keys) if !raw.starts_with(b"-") => {
+                record_watch(&submission.watched, keys.clone(), parse_integer_array(&raw))
+            }
+            _ => Reply::Raw(raw),
+        }),
+        Some(Err(err)) => Attempt::Again {
+            may_have_applied: is_write && !matches!(err, ProxyError::Unreachable(_)),
+            counted: true,
+            why: err.to_string(),
+        },
     }
 }
 

@@ -97,6 +97,52 @@ fn may_return_data(command: &Command) -> bool {
     }
 }
 
+/// A connection's commands in flight, in request order, and what they hold.
+#[derive(Default)]
+struct Pipeline {
+    /// Their replies, in request order.
+    replies: FuturesOrdered<InFlight>,
+    /// Keyspace reads in flight.
+    reads: usize,
+    /// Keyspace writes in flight.
+    writes: usize,
+    /// Replies in flight that can carry stored data.
+    data: usize,
+    /// A parsed command waiting for those in flight (see [`Session::must_wait`]).
+    stalled: Option<Command>,
+    /// The reply that closes the connection once every earlier reply is sent.
+    closing: Option<Reply>,
+}
+
+impl Pipeline {
+    fn is_full(&self) -> bool {
+        self.replies.len() >= IN_FLIGHT_MAX
+    }
+
+    /// Whether more input may be read: nothing waits and the pipeline has room.
+    fn can_take_more(&self) -> bool {
+        self.closing.is_none() && self.stalled.is_none() && !self.is_full()
+    }
+
+    fn started(&mut self, access: Access, data: bool) {
+        match access {
+            Access::Read => self.reads += 1,
+            Access::Write => self.writes += 1,
+            Access::Local => {}
+        }
+        self.data += usize::from(data);
+    }
+
+    fn finished(&mut self, access: Access, data: bool) {
+        match access {
+            Access::Read => self.reads -= 1,
+            Access::Write => self.writes -= 1,
+            Access::Local => {}
+        }
+        self.data -= usize::from(data);
+    }
+}
+
 /// Per-connection state.
 struct Session {
     server: Arc<Server>,
@@ -191,79 +237,14 @@ impl Session {
         let mut parser = RequestParser::new(ParserLimits::default());
         let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
         let mut output = BytesMut::with_capacity(16 * 1024);
-        let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-        let mut reads_in_flight = 0usize;
-        let mut writes_in_flight = 0usize;
-        let mut data_in_flight = 0usize;
-        let mut stalled: Option<Command> = None;
-        let mut closing: Option<Reply> = None;
+        let mut pipeline = Pipeline::default();
         let mut eof = false;
         let client = self.client.clone();
 
         loop {
-            // Dispatch whatever complete commands the input holds.
-            while closing.is_none() && in_flight.len() < IN_FLIGHT_MAX {
-                let command = match stalled.take() {
-                    Some(command) => command,
-                    None => match parser.next_command(&mut input, self.authenticated) {
-                        Ok(Some(args)) => {
-                            self.server.stats.commands_processed.fetch_add(1, Relaxed);
-                            match self.prepare(args) {
-                                Ok(command) => command,
-                                Err(reply) => {
-                                    self.push(
-                                        &mut in_flight,
-                                        Access::Local,
-                                        false,
-                                        Outcome::Ready(reply),
-                                        &mut closing,
-                                    );
-                                    continue;
-                                }
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(err) => {
-                            closing = Some(Reply::error(format!("ERR {err}")));
-                            break;
-                        }
-                    },
-                };
-                let access = command.access();
-                let keyspace_in_flight = reads_in_flight + writes_in_flight;
-                let must_wait = match access {
-                    Access::Read => writes_in_flight > 0,
-                    Access::Write => reads_in_flight > 0,
-                    Access::Local => false,
-                } || (access != Access::Local
-                    && keyspace_in_flight > 0
-                    && (self.gate.resending()
-                        || self.route_in_flight != self.server.node.leader_hint.leader_id()));
-                if access != Access::Local && keyspace_in_flight == 0 {
-                    self.gate.reset_if_idle();
-                    self.route_in_flight = self.server.node.leader_hint.leader_id();
-                }
-                let data = may_return_data(&command);
-                if must_wait || (data && data_in_flight >= DATA_IN_FLIGHT_MAX) {
-                    stalled = Some(command);
-                    break;
-                }
-                match access {
-                    Access::Read => reads_in_flight += 1,
-                    Access::Write => writes_in_flight += 1,
-                    Access::Local => {}
-                }
-                data_in_flight += usize::from(data);
-                let outcome = match access {
-                    Access::Local => self.dispatch(command),
-                    Access::Read | Access::Write => self.route(command, access),
-                };
-                let outcome = self.with_local_replies(outcome);
-                self.push(&mut in_flight, access, data, outcome, &mut closing);
-            }
-
-            if in_flight.is_empty() {
-                if let Some(reply) = closing.take() {
+            self.dispatch_ready(&mut parser, &mut input, &mut pipeline);
+            if pipeline.replies.is_empty() {
+                if let Some(reply) = pipeline.closing.take() {
                     self.encode(&reply, &mut output);
                     writer.write_all(&output).await?;
                     return Ok(());
@@ -272,31 +253,10 @@ impl Session {
                     return Ok(());
                 }
             }
-
-            let can_read =
-                !eof && closing.is_none() && stalled.is_none() && in_flight.len() < IN_FLIGHT_MAX;
+            let can_read = !eof && pipeline.can_take_more();
             tokio::select! {
-                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Encode replies that are ready until the output holds OUTPUT_FLUSH_BYTES;
-                    // the rest stay queued until this write completes.
-                    let mut next = Some(first);
-                    while let Some((access, data, send, reply)) = next.take() {
-                        match access {
-                            Access::Read => reads_in_flight -= 1,
-                            Access::Write => writes_in_flight -= 1,
-                            Access::Local => {}
-                        }
-                        data_in_flight -= usize::from(data);
-                        if reply.is_error() {
-                            self.server.stats.error_replies.fetch_add(1, Relaxed);
-                        }
-                        if send {
-                            self.encode(&reply, &mut output);
-                        }
-                        if output.len() < OUTPUT_FLUSH_BYTES {
-                            next = in_flight.next().now_or_never().flatten();
-                        }
-                    }
+                Some(first) = pipeline.replies.next(), if !pipeline.replies.is_empty() => {
+                    self.encode_ready(first, &mut pipeline, &mut output);
                     if !output.is_empty() {
                         writer.write_all(&output).await?;
                         self.server.stats.net_output_bytes.fetch_add(output.len() as u64, Relaxed);
@@ -319,19 +279,103 @@ impl Session {
         }
     }
 
+    /// Dispatches the complete commands `input` holds, in order, until one must wait for those
+    /// in flight (it is kept as `pipeline.stalled`), the pipeline is full, or the connection
+    /// is closing.
+    fn dispatch_ready(
+        &mut self,
+        parser: &mut RequestParser,
+        input: &mut BytesMut,
+        pipeline: &mut Pipeline,
+    ) {
+        while pipeline.closing.is_none() && !pipeline.is_full() {
+            let command = match pipeline.stalled.take() {
+                Some(command) => command,
+                None => match parser.next_command(input, self.authenticated) {
+                    Ok(Some(args)) => {
+                        self.server.stats.commands_processed.fetch_add(1, Relaxed);
+                        match self.prepare(args) {
+                            Ok(command) => command,
+                            Err(reply) => {
+                                self.push(pipeline, Access::Local, false, Outcome::Ready(reply));
+                                continue;
+                            }
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(err) => {
+                        pipeline.closing = Some(Reply::error(format!("ERR {err}")));
+                        return;
+                    }
+                },
+            };
+            let access = command.access();
+            let data = may_return_data(&command);
+            if self.must_wait(pipeline, access, data) {
+                pipeline.stalled = Some(command);
+                return;
+            }
+            pipeline.started(access, data);
+            let outcome = match access {
+                Access::Local => self.dispatch(command),
+                Access::Read | Access::Write => self.route(command, access),
+            };
+            let outcome = self.with_local_replies(outcome);
+            self.push(pipeline, access, data, outcome);
+        }
+    }
+
+    /// Whether a command must wait for those in flight: a read must not overtake a write nor a
+    /// write a read; no keyspace command goes out while one awaits a resend or while the
+    /// leader differs from the one those in flight went to; and at most
+    /// [`DATA_IN_FLIGHT_MAX`] replies that can carry stored data are pending.
+    fn must_wait(&mut self, pipeline: &Pipeline, access: Access, data: bool) -> bool {
+        let keyspace_in_flight = pipeline.reads + pipeline.writes;
+        let leader = self.server.node.leader_hint.leader_id();
+        let order = match access {
+            Access::Read => pipeline.writes > 0,
+            Access::Write => pipeline.reads > 0,
+            Access::Local => false,
+        };
+        let rerouting = access != Access::Local
+            && keyspace_in_flight > 0
+            && (self.gate.resending() || self.route_in_flight != leader);
+        if access != Access::Local && keyspace_in_flight == 0 {
+            self.gate.reset_if_idle();
+            self.route_in_flight = leader;
+        }
+        order || rerouting || (data && pipeline.data >= DATA_IN_FLIGHT_MAX)
+    }
+
+    /// Encodes `first` and the replies ready after it, until the output holds
+    /// [`OUTPUT_FLUSH_BYTES`]; the rest stay queued until this output is written.
+    fn encode_ready(
+        &mut self,
+        first: (Access, bool, bool, Reply),
+        pipeline: &mut Pipeline,
+        output: &mut BytesMut,
+    ) {
+        let mut next = Some(first);
+        while let Some((access, data, send, reply)) = next.take() {
+            pipeline.finished(access, data);
+            if reply.is_error() {
+                self.server.stats.error_replies.fetch_add(1, Relaxed);
+            }
+            if send {
+                self.encode(&reply, output);
+            }
+            if output.len() < OUTPUT_FLUSH_BYTES {
+                next = pipeline.replies.next().now_or_never().flatten();
+            }
+        }
+    }
+
     fn encode(&self, reply: &Reply, output: &mut BytesMut) {
         reply.encode(self.protocol, output);
     }
 
     /// Queues an outcome's reply behind the earlier ones.
-    fn push(
-        &mut self,
-        in_flight: &mut FuturesOrdered<InFlight>,
-        access: Access,
-        data: bool,
-        outcome: Outcome,
-        closing: &mut Option<Reply>,
-    ) {
+    fn push(&mut self, pipeline: &mut Pipeline, access: Access, data: bool, outcome: Outcome) {
         let send = match self.reply_mode {
             ReplyMode::On => true,
             ReplyMode::Off => false,
@@ -348,11 +392,13 @@ impl Session {
             Outcome::Ready(reply) => futures::future::ready(reply).boxed(),
             Outcome::Pending(future) => future,
             Outcome::Close(reply) => {
-                *closing = Some(reply);
+                pipeline.closing = Some(reply);
                 return;
             }
         };
-        in_flight.push_back(async move { (access, data, send, reply.await) }.boxed());
+        pipeline
+            .replies
+            .push_back(async move { (access, data, send, reply.await) }.boxed());
     }
 
     /// A write's reply that also records, once it succeeds, how far this node had applied
