@@ -133,27 +133,36 @@ fn named_parts(source: &str) -> BTreeSet<String> {
     parts
 }
 
+/// Every source file of src/: its path under src/ and its part (first directory or file).
+fn files_with_parts() -> Vec<(PathBuf, String, String)> {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    files
+        .into_iter()
+        .map(|file| {
+            let relative = file
+                .strip_prefix(src_dir())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let part = relative
+                .split('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".rs")
+                .to_string();
+            (file, relative, part)
+        })
+        .collect()
+}
+
 /// (from part, to part) → files with such a path.
 fn arrows() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let src = src_dir();
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut arrows: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for file in files {
-        let relative = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+    for (file, relative, part) in files_with_parts() {
         if relative == "lib.rs" || relative == "main.rs" {
             continue;
         }
-        let part = relative
-            .split('/')
-            .next()
-            .unwrap()
-            .trim_end_matches(".rs")
-            .to_string();
         let source = without_test_items(&fs::read_to_string(&file).unwrap());
         for named in named_parts(&source) {
             if named != part {
@@ -197,16 +206,8 @@ fn parts_of_src_import_only_downward() {
         }
     }
     // Every part of src/ is placed in the order.
-    let mut files = Vec::new();
-    rust_files(&src_dir(), &mut files);
-    for file in files {
-        let relative = file
-            .strip_prefix(src_dir())
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let part = relative.split('/').next().unwrap().trim_end_matches(".rs");
-        if part != "lib" && part != "main" && rank(part).is_none() {
+    for (_, _, part) in files_with_parts() {
+        if part != "lib" && part != "main" && rank(&part).is_none() {
             problems.push(format!("part {part} is missing from lib.rs's layer line"));
         }
     }
@@ -239,17 +240,9 @@ const OPENRAFT_PARTS: &[&str] = &["raft", "store", "node"];
 
 #[test]
 fn only_raft_store_and_node_use_openraft() {
-    let mut files = Vec::new();
-    rust_files(&src_dir(), &mut files);
     let mut problems = Vec::new();
-    for file in files {
-        let relative = file
-            .strip_prefix(src_dir())
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let part = relative.split('/').next().unwrap().trim_end_matches(".rs");
-        if part == "lib" || OPENRAFT_PARTS.contains(&part) {
+    for (file, relative, part) in files_with_parts() {
+        if part == "lib" || OPENRAFT_PARTS.contains(&part.as_str()) {
             continue;
         }
         let source = without_test_items(&fs::read_to_string(&file).unwrap());

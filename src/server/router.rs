@@ -9,6 +9,7 @@ use crate::cluster::topology;
 use crate::command::Access;
 use crate::config::FollowerMode;
 use crate::error::Error;
+use crate::node::Node;
 use crate::resp::Reply;
 
 /// The leader as this node knows it at one moment.
@@ -67,6 +68,25 @@ pub enum Route {
     },
     /// No leader yet: wait for one (bounded by the caller).
     WaitForLeader,
+}
+
+/// [`route`] with the leader as `node` knows it now (its address is looked up, and copied,
+/// only when this node does not lead).
+pub fn route_on(node: &Node, access: Access, routing_key: Option<&Bytes>, mode: Mode) -> Route {
+    let other = if node.is_leader() {
+        None
+    } else {
+        node.leader()
+    };
+    let leader = match &other {
+        _ if node.is_leader() => Leader::Me,
+        Some((id, member)) => Leader::Other {
+            id: *id,
+            client_addr: &member.client_addr,
+        },
+        None => Leader::Unknown,
+    };
+    route(access, routing_key, leader, mode)
 }
 
 /// Decides where a command runs; `routing_key` picks the slot a `-MOVED` names.

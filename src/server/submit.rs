@@ -41,7 +41,7 @@ use crate::node::{IdLease, Outstanding, detach_small};
 use crate::raft::Request;
 use crate::resp::{Protocol, Reply};
 use crate::server::Server;
-use crate::server::router::{self, Leader, Mode, Route};
+use crate::server::router::{self, Mode, Route};
 use crate::store::Read;
 
 /// How long a command is sent again before its connection is told the outcome is unknown.
@@ -193,20 +193,6 @@ pub async fn submit(submission: Submission, mut command: Command) -> Reply {
 /// Where `command` runs now, as the router says for this node's current view.
 fn route_now(submission: &Submission, command: &Command) -> Route {
     let node = &submission.server.node;
-    // The leader's address is looked up (and copied) only when this node does not lead.
-    let leader = if node.is_leader() {
-        None
-    } else {
-        node.leader()
-    };
-    let view = match &leader {
-        _ if node.is_leader() => Leader::Me,
-        Some((id, member)) => Leader::Other {
-            id: *id,
-            client_addr: &member.client_addr,
-        },
-        None => Leader::Unknown,
-    };
     let mode = Mode {
         authenticated: true,
         proxied: false,
@@ -215,7 +201,7 @@ fn route_now(submission: &Submission, command: &Command) -> Route {
         follower_mode: submission.server.config.follower_mode,
         removed: node.removed(),
     };
-    router::route(command.access(), command.routing_key(), view, mode)
+    router::route_on(node, command.access(), command.routing_key(), mode)
 }
 
 /// One command's attempts so far: when to give up, whether it may have applied, and whether

@@ -53,7 +53,7 @@ use crate::raft::Request;
 use crate::redis::table;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
 use crate::server::clients::ClientHandle;
-use crate::server::router::{self, Leader, Mode, Route};
+use crate::server::router::{self, Mode, Route};
 use crate::server::submit::{
     ResendGate, Submission, record_watch, revisions_args, revisions_of, submit, write_request,
 };
@@ -463,19 +463,6 @@ impl Session {
     /// all (the refusal is the reply).
     fn route(&mut self, command: Command, access: Access) -> Outcome {
         let node = &self.server.node;
-        let leader = if node.is_leader() {
-            None
-        } else {
-            node.leader()
-        };
-        let view = match &leader {
-            _ if node.is_leader() => Leader::Me,
-            Some((id, member)) => Leader::Other {
-                id: *id,
-                client_addr: &member.client_addr,
-            },
-            None => Leader::Unknown,
-        };
         let mode = Mode {
             authenticated: self.authenticated,
             proxied: self.proxied,
@@ -483,7 +470,7 @@ impl Session {
             follower_mode: self.server.config.follower_mode,
             removed: node.removed(),
         };
-        match router::route(access, command.routing_key(), view, mode) {
+        match router::route_on(node, access, command.routing_key(), mode) {
             Route::Refuse(reply) => return Outcome::Ready(reply),
             // A command from another node's proxy runs here with the id it carries.
             Route::Here if self.proxied => return self.run_here(command),
