@@ -46,6 +46,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::RESEND_PREFIX;
+use crate::node::{QueueDepth, QueueSlot};
 use crate::resp::Protocol;
 use crate::resp::encode::{CommandBatch, WRITE_BATCH_BYTES};
 use crate::resp::scan::{ReplyScanner, ScanError};
@@ -133,9 +134,16 @@ struct Settings {
     connections_per_leader: usize,
     max_in_flight: usize,
     connect_timeout: Duration,
+    /// Counts the commands queued and not yet written, with the node's own queues.
+    queue_depth: Option<Arc<QueueDepth>>,
 }
 
 impl Settings {
+    /// A place in the node's queues for one more command, when they are counted.
+    fn queue_slot(&self) -> Option<QueueSlot> {
+        self.queue_depth.as_ref().map(QueueDepth::slot)
+    }
+
     /// The commands sent ahead of the first forwarded command on a new connection.
     ///
     /// `AUTH` goes first so the marker and `HELLO` are accepted on a password-protected leader.
@@ -205,6 +213,7 @@ impl Proxy {
                 connections_per_leader: connections_per_leader.max(1),
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                queue_depth: None,
             }),
             pool: Mutex::new(Pool::default()),
         }
@@ -223,6 +232,13 @@ impl Proxy {
     pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Proxy {
         Arc::make_mut(&mut self.settings).max_in_flight =
             max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Counts the commands waiting to be written in `depth` (the node's, so that one bound
+    /// covers every queue a connection's commands wait in; see `node::QueueDepth`).
+    pub fn with_queue_depth(mut self, depth: Arc<QueueDepth>) -> Proxy {
+        Arc::make_mut(&mut self.settings).queue_depth = Some(depth);
         self
     }
 
@@ -336,6 +352,40 @@ impl Proxy {
             // `*0` gets no reply from Redis: it would shift every later reply.
             return Err(ProxyError::Unreachable("empty command, not sent".into()));
         }
+        let mut receivers = Vec::with_capacity(commands.len());
+        let mut requests = Vec::with_capacity(commands.len());
+        for args in commands {
+            let (sender, receiver) = oneshot::channel();
+            let reply = ReplyTo {
+                sender,
+                failures: failures.clone(),
+            };
+            requests.push(Request {
+                args,
+                reply,
+                _slot: self.settings.queue_slot(),
+            });
+            receivers.push(receiver);
+        }
+        self.queue_block(target, protocol, client_id, requests)?;
+        Ok(receivers)
+    }
+
+    /// Queues `requests` contiguously, under the pool's lock, on the pooled connection chosen
+    /// by `client_id` for `protocol`: opening it, or replacing it once if found closed before
+    /// the first request is on it. The rest never move to another connection (a block must
+    /// stay whole): if that connection closes meanwhile, they fail.
+    fn queue_block(
+        &self,
+        target: &LeaderTarget,
+        protocol: Protocol,
+        client_id: u64,
+        requests: Vec<Request>,
+    ) -> Result<(), ProxyError> {
+        let mut requests = requests.into_iter();
+        let Some(mut request) = requests.next() else {
+            return Ok(());
+        };
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ProxyError::Unreachable("no tokio runtime to run the leader connection on".into())
         })?;
@@ -380,19 +430,6 @@ impl Proxy {
             )
         };
 
-        let mut receivers = Vec::with_capacity(commands.len());
-        let mut commands = commands.into_iter();
-        let Some(first) = commands.next() else {
-            return Ok(receivers);
-        };
-        let (sender, receiver) = oneshot::channel();
-        let mut request = Request {
-            args: first,
-            reply: ReplyTo {
-                sender,
-                failures: failures.clone(),
-            },
-        };
         let mut queued_on = None;
         // A connection found closed (or closing under us) is replaced once.
         for _ in 0..2 {
@@ -411,29 +448,19 @@ impl Proxy {
                 }
             }
         }
-        let Some(queue) = queued_on else {
-            return Err(ProxyError::Unreachable(format!(
+        let closed = || {
+            ProxyError::Unreachable(format!(
                 "connection to {} closed while queueing",
                 target.client_addr
-            )));
+            ))
         };
-        receivers.push(receiver);
-        for args in commands {
-            let (sender, receiver) = oneshot::channel();
-            let reply = ReplyTo {
-                sender,
-                failures: failures.clone(),
-            };
-            if let Err(mpsc::error::SendError(back)) = queue.send(Request { args, reply }) {
-                // Never move the rest of a block to another connection: it must stay whole.
-                back.reply.fail(ProxyError::Unreachable(format!(
-                    "connection to {} closed while queueing",
-                    target.client_addr
-                )));
+        let queue = queued_on.ok_or_else(closed)?;
+        for request in requests {
+            if let Err(mpsc::error::SendError(back)) = queue.send(request) {
+                back.reply.fail(closed());
             }
-            receivers.push(receiver);
         }
-        Ok(receivers)
+        Ok(())
     }
 }
 
@@ -491,6 +518,8 @@ impl Conn {
 struct Request {
     args: Vec<Bytes>,
     reply: ReplyTo,
+    /// Its place in the node's queues until the writer takes it.
+    _slot: Option<QueueSlot>,
 }
 
 /// Who gets the next reply read from a connection.

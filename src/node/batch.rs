@@ -17,14 +17,82 @@ const WRITES_IN_FLIGHT_MAX: usize = 2;
 /// Most ReadIndex rounds in flight at once; reads arriving meanwhile share the next round.
 const READ_ROUNDS_IN_FLIGHT_MAX: usize = 2;
 
+/// Most requests waiting in the batchers' queues before connections hold their keyspace
+/// commands back (see [`QueueDepth`]).
+pub const QUEUED_MAX: usize = 64 * 1024;
+
+/// How many requests wait in this node's queues between tasks: the batchers' and the proxy's
+/// (commands not yet written to the leader). Each queued request holds a [`QueueSlot`] until
+/// its batch, read round or proxy write takes it (or it is dropped). The queues themselves never
+/// refuse a request (a refusal would be a reply the client did not earn), so the bound is kept
+/// where commands enter: a connection dispatches a keyspace command only while
+/// [`QueueDepth::has_room`], and otherwise stops reading until [`QueueDepth::room`]. Requests
+/// leave the queues as the batchers and the proxy take them, whatever the clients do, so a
+/// client that never reads its replies cannot hold the room.
+#[derive(Debug, Default)]
+pub struct QueueDepth {
+    queued: std::sync::atomic::AtomicUsize,
+    room: tokio::sync::Notify,
+}
+
+impl QueueDepth {
+    /// Whether the queues have room for more.
+    pub fn has_room(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Acquire) < QUEUED_MAX
+    }
+
+    /// Waits until the queues have room.
+    pub async fn room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// A place in the queues for one request.
+    pub fn slot(self: &Arc<Self>) -> QueueSlot {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        QueueSlot(self.clone())
+    }
+
+    fn taken(&self) {
+        let before = self
+            .queued
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if before == QUEUED_MAX {
+            self.room.notify_waiters();
+        }
+    }
+}
+
+/// One request's place in the queues (see [`QueueDepth`]), given back when dropped.
+#[derive(Debug)]
+pub struct QueueSlot(Arc<QueueDepth>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.taken();
+    }
+}
+
 pub(super) struct QueuedWrite {
     pub(super) request: Request,
     pub(super) reply: oneshot::Sender<Result<Reply, Error>>,
+    /// Its place in the queues, given back when the batcher takes it.
+    pub(super) _slot: QueueSlot,
 }
 
 pub(super) struct QueuedRead {
     pub(super) read: Read,
     pub(super) reply: oneshot::Sender<Result<Reply, Error>>,
+    /// Its place in the queues, given back when the batcher takes it.
+    pub(super) _slot: QueueSlot,
 }
 
 /// Values below this size are copied out of the connection's read buffer before they enter
@@ -264,5 +332,32 @@ pub(super) async fn run_read_batcher(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn queue_depth_wakes_a_waiting_connection_once_there_is_room() {
+        let depth = Arc::new(QueueDepth::default());
+        let mut slots: Vec<QueueSlot> = (0..QUEUED_MAX).map(|_| depth.slot()).collect();
+        assert!(!depth.has_room());
+        let waiter = tokio::spawn({
+            let depth = depth.clone();
+            async move { depth.room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "room reported while the queues are full"
+        );
+        drop(slots.pop());
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter is woken when a request leaves a full queue")
+            .expect("waiter");
+        assert!(depth.has_room());
     }
 }

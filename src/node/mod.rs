@@ -30,7 +30,7 @@ pub mod membership;
 mod request_ids;
 mod view;
 
-pub use batch::detach_small;
+pub use batch::{QUEUED_MAX, QueueDepth, QueueSlot, detach_small};
 use batch::{QueuedRead, QueuedWrite, detach_small_buffers, run_read_batcher, run_write_batcher};
 pub use request_ids::{IdLease, Outstanding, RequestIds};
 
@@ -81,6 +81,8 @@ pub struct Node {
     pub(crate) peers: PeerNetwork,
     writes: mpsc::UnboundedSender<QueuedWrite>,
     reads: mpsc::UnboundedSender<QueuedRead>,
+    /// Requests waiting in `writes` and `reads`: connections keep them under [`QUEUED_MAX`].
+    pub queue_depth: Arc<QueueDepth>,
     /// The leader as last seen in raft's metrics, for routing without cloning the metrics on
     /// every command.
     pub(crate) leader_hint: Arc<LeaderHint>,
@@ -105,6 +107,7 @@ async fn run_active_expiry(
     raft: Raft,
     reader: StoreReader,
     writes: mpsc::UnboundedSender<QueuedWrite>,
+    depth: Arc<QueueDepth>,
     hint: Arc<LeaderHint>,
     me: NodeId,
     expired: Arc<std::sync::atomic::AtomicU64>,
@@ -133,7 +136,15 @@ async fn run_active_expiry(
             let full = due.len() == ACTIVE_EXPIRY_BATCH;
             let (reply, pending) = oneshot::channel();
             let request = Request::Expire { keys: due, now_ms };
-            if writes.send(QueuedWrite { request, reply }).is_err() {
+            let slot = depth.slot();
+            if writes
+                .send(QueuedWrite {
+                    request,
+                    reply,
+                    _slot: slot,
+                })
+                .is_err()
+            {
                 return;
             }
             match pending.await {
@@ -366,6 +377,7 @@ impl Node {
             ReadMode::Lease => ReadPolicy::LeaseRead,
             ReadMode::Index | ReadMode::Log => ReadPolicy::ReadIndex,
         };
+        let queue_depth = Arc::new(QueueDepth::default());
         tokio::spawn(run_write_batcher(raft.clone(), write_queue, disk.clone()));
         tokio::spawn(run_read_batcher(
             raft.clone(),
@@ -384,6 +396,7 @@ impl Node {
             raft.clone(),
             reader.clone(),
             writes.clone(),
+            queue_depth.clone(),
             leader_hint.clone(),
             config.node_id,
             expired_keys.clone(),
@@ -403,6 +416,7 @@ impl Node {
             peers,
             writes,
             reads,
+            queue_depth,
         }))
     }
 
@@ -462,9 +476,12 @@ impl Node {
     pub fn propose(&self, mut request: Request) -> Pending {
         detach_small_buffers(&mut request);
         let (reply, pending) = oneshot::channel();
-        if let Err(mpsc::error::SendError(queued)) =
-            self.writes.send(QueuedWrite { request, reply })
-        {
+        let slot = self.queue_depth.slot();
+        if let Err(mpsc::error::SendError(queued)) = self.writes.send(QueuedWrite {
+            request,
+            reply,
+            _slot: slot,
+        }) {
             let _ = queued
                 .reply
                 .send(Err(Error::Internal("node is shutting down".into())));
@@ -478,7 +495,12 @@ impl Node {
             return self.write(read.args);
         }
         let (reply, pending) = oneshot::channel();
-        if let Err(mpsc::error::SendError(queued)) = self.reads.send(QueuedRead { read, reply }) {
+        let slot = self.queue_depth.slot();
+        if let Err(mpsc::error::SendError(queued)) = self.reads.send(QueuedRead {
+            read,
+            reply,
+            _slot: slot,
+        }) {
             let _ = queued
                 .reply
                 .send(Err(Error::Internal("node is shutting down".into())));

@@ -92,9 +92,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let listening_for_peers = peer_listener.is_some();
     let node = Node::start(&config, member, peer_listener).await?;
+    let proxy = Proxy::new(config.requirepass.clone(), PROXY_CONNECTIONS_PER_LEADER)
+        .with_queue_depth(node.queue_depth.clone());
     let server = Arc::new(Server {
         node,
-        proxy: Proxy::new(config.requirepass.clone(), PROXY_CONNECTIONS_PER_LEADER),
+        proxy,
         clients: ClientRegistry::default(),
         stats: Stats::default(),
         port: local.port(),

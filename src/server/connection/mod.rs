@@ -112,6 +112,8 @@ struct Pipeline {
     stalled: Option<Command>,
     /// The reply that closes the connection once every earlier reply is sent.
     closing: Option<Reply>,
+    /// The stalled command waits for room in the node's queues (`node::QueueDepth`).
+    waiting_for_room: bool,
 }
 
 impl Pipeline {
@@ -240,6 +242,7 @@ impl Session {
         let mut pipeline = Pipeline::default();
         let mut eof = false;
         let client = self.client.clone();
+        let queue_depth = self.server.node.queue_depth.clone();
 
         loop {
             self.dispatch_ready(&mut parser, &mut input, &mut pipeline);
@@ -273,6 +276,9 @@ impl Session {
                             input.reserve(READ_CHUNK_BYTES);
                         }
                     }
+                }
+                () = queue_depth.room(), if pipeline.waiting_for_room => {
+                    pipeline.waiting_for_room = false;
                 }
                 _ = client.killed.notified() => return Ok(()),
             }
@@ -313,6 +319,11 @@ impl Session {
             let data = may_return_data(&command);
             if self.must_wait(pipeline, access, data) {
                 pipeline.stalled = Some(command);
+                return;
+            }
+            if access != Access::Local && !self.server.node.queue_depth.has_room() {
+                pipeline.stalled = Some(command);
+                pipeline.waiting_for_room = true;
                 return;
             }
             pipeline.started(access, data);
