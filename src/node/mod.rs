@@ -95,6 +95,18 @@ pub struct Node {
     heartbeat: Duration,
 }
 
+/// Hands `item` to a batcher; when the batcher is gone (the node is shutting down) its reply
+/// says so at once.
+fn queue_or_refuse<T>(
+    queue: &mpsc::UnboundedSender<T>,
+    item: T,
+    reply_of: impl FnOnce(T) -> oneshot::Sender<Result<Reply, Error>>,
+) {
+    if let Err(mpsc::error::SendError(item)) = queue.send(item) {
+        let _ = reply_of(item).send(Err(Error::Internal("node is shutting down".into())));
+    }
+}
+
 /// How often the leader looks for keys past their deadline.
 const ACTIVE_EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Most keys one expiry entry removes; a full batch is followed by another at once.
@@ -476,16 +488,12 @@ impl Node {
     pub fn propose(&self, mut request: Request) -> Pending {
         detach_small_buffers(&mut request);
         let (reply, pending) = oneshot::channel();
-        let slot = self.queue_depth.slot();
-        if let Err(mpsc::error::SendError(queued)) = self.writes.send(QueuedWrite {
+        let write = QueuedWrite {
             request,
             reply,
-            _slot: slot,
-        }) {
-            let _ = queued
-                .reply
-                .send(Err(Error::Internal("node is shutting down".into())));
-        }
+            _slot: self.queue_depth.slot(),
+        };
+        queue_or_refuse(&self.writes, write, |write| write.reply);
         pending
     }
 
@@ -495,16 +503,12 @@ impl Node {
             return self.write(read.args);
         }
         let (reply, pending) = oneshot::channel();
-        let slot = self.queue_depth.slot();
-        if let Err(mpsc::error::SendError(queued)) = self.reads.send(QueuedRead {
+        let read = QueuedRead {
             read,
             reply,
-            _slot: slot,
-        }) {
-            let _ = queued
-                .reply
-                .send(Err(Error::Internal("node is shutting down".into())));
-        }
+            _slot: self.queue_depth.slot(),
+        };
+        queue_or_refuse(&self.reads, read, |read| read.reply);
         pending
     }
 
