@@ -63,6 +63,25 @@ fn cluster_redis_cli_session_against_a_follower() {
         "ERR value is not an integer or out of range"
     );
     assert_eq!(follower.cli(&["PING"]), "PONG\n");
+    // A script goes through the log like any write: sent to a follower, run in apply.
+    let script = "redis.call('INCRBY', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])";
+    assert_eq!(follower.cli(&["EVAL", script, "1", "scripted", "7"]), "7\n");
+    assert_eq!(
+        follower.cli(&["EVAL", script, "1", "scripted", "7"]),
+        "14\n"
+    );
+    assert_eq!(
+        follower.cli(&[
+            "EVAL_RO",
+            "return redis.call('GET', KEYS[1])",
+            "1",
+            "scripted"
+        ]),
+        "14\n"
+    );
+    for node in &cluster.nodes {
+        assert_eq!(node.cli(&["GET", "scripted"]), "14\n", "node {}", node.id);
+    }
     let info = follower.cli(&["INFO", "replication"]);
     assert!(info.contains("role:slave"), "{info}");
     // A READONLY connection is served by the follower itself, still linearizable.

@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(40) {
+    match rng.below(45) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -138,6 +138,45 @@ fn command(rng: &mut Rng) -> Vec<String> {
         35 => vec!["RENAMENX".into(), k(rng), k(rng)],
         36 => vec!["COPY".into(), k(rng), k(rng), "REPLACE".into()],
         37 => vec!["TOUCH".into(), k(rng), k(rng)],
+        38 => script(
+            "EVAL",
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+            k(rng),
+            i(rng),
+        ),
+        39 => script(
+            "EVAL",
+            "return redis.pcall('INCR', KEYS[1])",
+            k(rng),
+            v(rng),
+        ),
+        // redis-py's Lock.release.
+        40 => script(
+            "EVAL",
+            "local token = redis.call('get', KEYS[1])\n\
+             if not token or token ~= ARGV[1] then return 0 end\n\
+             redis.call('del', KEYS[1])\nreturn 1",
+            k(rng),
+            v(rng),
+        ),
+        41 => script(
+            "EVAL",
+            "return {redis.call('EXISTS', KEYS[1]), redis.call('TYPE', KEYS[1]), ARGV[1], false, 2.9}",
+            k(rng),
+            v(rng),
+        ),
+        42 => script(
+            "EVAL_RO",
+            "return {redis.pcall('GET', KEYS[1]), redis.call('HMGET', KEYS[1], 'f1', 'f0')}",
+            k(rng),
+            v(rng),
+        ),
+        43 => script(
+            "EVAL",
+            "redis.call('SET', KEYS[1], ARGV[1])\nreturn redis.call('HLEN', KEYS[1])",
+            k(rng),
+            v(rng),
+        ),
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
@@ -152,6 +191,11 @@ fn command(rng: &mut Rng) -> Vec<String> {
             }
         }
     }
+}
+
+/// A script over one key and one argument.
+fn script(command: &str, body: &str, key: String, arg: String) -> Vec<String> {
+    vec![command.into(), body.into(), "1".into(), key, arg]
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

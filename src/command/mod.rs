@@ -240,7 +240,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             .first()
             .and_then(|&i| args.get(i).cloned());
         return Ok(Command::Keyspace {
-            write: resolved.flags.contains(&"write"),
+            write: keyspace.writes(resolved),
             large_reply: keyspace.replies_with_data(&args),
             key,
             args,

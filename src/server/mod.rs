@@ -33,8 +33,7 @@ use clients::{ClientRegistry, Stats};
 /// clients over.
 const PROXY_CONNECTIONS_PER_LEADER: usize = 4;
 
-/// The Redis version redraft reports (the 7.0 it is compatible with).
-pub const REDIS_VERSION: &str = "7.0.15";
+pub use crate::redis::REDIS_VERSION;
 
 /// Shared state of the running server.
 pub struct Server {

@@ -10,6 +10,7 @@
 
 pub mod hashes;
 pub mod keys;
+pub mod scripting;
 pub mod strings;
 
 use std::collections::HashMap;
@@ -88,14 +89,35 @@ pub struct KeyspaceCommand {
     pub run: Run,
     /// How large its reply can be.
     pub reply: ReplySize,
+    /// Always through the log, whatever the command table's `write` flag says (`EVAL`: what
+    /// a script does is known only when it runs).
+    pub always_logged: bool,
 }
 
 /// A registry line.
 pub const fn command(name: &'static str, run: Run, reply: ReplySize) -> KeyspaceCommand {
-    KeyspaceCommand { name, run, reply }
+    KeyspaceCommand {
+        name,
+        run,
+        reply,
+        always_logged: false,
+    }
 }
 
 impl KeyspaceCommand {
+    /// This line, always through the log.
+    pub const fn logged(self) -> KeyspaceCommand {
+        KeyspaceCommand {
+            always_logged: true,
+            ..self
+        }
+    }
+
+    /// Whether a call goes through the log: the table's `write` flag, or always.
+    pub fn writes(&self, spec: &CommandSpec) -> bool {
+        self.always_logged || spec.flags.contains(&"write")
+    }
+
     /// Whether this call's reply can carry stored data.
     pub fn replies_with_data(&self, args: &[Bytes]) -> bool {
         match self.reply {
@@ -107,10 +129,11 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 4] = [
+const FAMILIES: [&[KeyspaceCommand]; 5] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
+    scripting::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];
 
