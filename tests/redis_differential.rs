@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(45) {
+    match rng.below(46) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -176,6 +176,15 @@ fn command(rng: &mut Rng) -> Vec<String> {
             "redis.call('SET', KEYS[1], ARGV[1])\nreturn redis.call('HLEN', KEYS[1])",
             k(rng),
             v(rng),
+        ),
+        // Numbers passed as arguments become strings as Lua prints them (%.14g).
+        44 => script(
+            "EVAL",
+            "local n = tonumber(ARGV[1]) or 7\n\
+             redis.call('SET', KEYS[1], n / 3)\n\
+             return {redis.call('GET', KEYS[1]), n * 1e20, n / 1e9}",
+            k(rng),
+            i(rng),
         ),
         22 => vec![
             "HINCRBYFLOAT".into(),

@@ -327,22 +327,44 @@ fn call_args(words: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
         .iter()
         .map(|word| match word {
             Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Integer(n) => Ok(Bytes::from(n.to_string())),
+            Value::Integer(n) => Ok(Bytes::from(lua_number_text(*n as f64))),
             Value::Number(n) => Ok(Bytes::from(lua_number_text(*n))),
             _ => Err("ERR Lua redis lib command arguments must be strings or integers"),
         })
         .collect()
 }
 
-/// A number as Lua 5.1 prints it (`%.14g`).
+/// A number passed to `redis.call` as Redis 7.0 turns it into an argument: C's `%.17g`.
 fn lua_number_text(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // 17 significant digits: the exponent after rounding decides the notation, as in C.
+    let scientific = format!("{n:.16e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
+    let trim = |digits: &str| -> String {
+        if digits.contains('.') {
+            digits
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        } else {
+            digits.to_string()
+        }
+    };
+    if !(-4..17).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
     } else {
-        let text = format!("{n:.14e}");
-        // `%.14g` for the rare non-integer argument: Rust's shortest form is close enough for
-        // keys and values scripts pass; exact `%g` formatting comes with the full conversions.
-        text.parse::<f64>().map_or(text, |v| v.to_string())
+        let decimals = usize::try_from(16 - exponent).unwrap_or(0);
+        trim(&format!("{n:.decimals$}"))
     }
 }
 
@@ -590,6 +612,24 @@ mod tests {
             "{reply:?}"
         );
         assert_eq!(run(&db, &["GET", "a"]), Reply::Nil);
+    }
+
+    #[test]
+    fn numbers_become_arguments_as_lua_prints_them() {
+        for (n, text) in [
+            (5.0, "5"),
+            (-2.5, "-2.5"),
+            (1.0 / 3.0, "0.33333333333333331"),
+            (7.0 / 3.0, "2.3333333333333335"),
+            (123_456_789_012_345.0, "123456789012345"),
+            (1e17, "1e+17"),
+            (0.0001, "0.0001"),
+            (0.00001, "1.0000000000000001e-05"),
+            (1e100, "1e+100"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ] {
+            assert_eq!(lua_number_text(n), text, "{n}");
+        }
     }
 
     #[test]
