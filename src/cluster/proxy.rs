@@ -353,20 +353,18 @@ impl Proxy {
             return Err(ProxyError::Unreachable("empty command, not sent".into()));
         }
         let mut receivers = Vec::with_capacity(commands.len());
-        let mut requests = Vec::with_capacity(commands.len());
-        for args in commands {
+        let requests = commands.into_iter().map(|args| {
             let (sender, receiver) = oneshot::channel();
-            let reply = ReplyTo {
-                sender,
-                failures: failures.clone(),
-            };
-            requests.push(Request {
-                args,
-                reply,
-                _slot: self.settings.queue_slot(),
-            });
             receivers.push(receiver);
-        }
+            Request {
+                args,
+                reply: ReplyTo {
+                    sender,
+                    failures: failures.clone(),
+                },
+                _slot: self.settings.queue_slot(),
+            }
+        });
         self.queue_block(target, protocol, client_id, requests)?;
         Ok(receivers)
     }
@@ -380,7 +378,7 @@ impl Proxy {
         target: &LeaderTarget,
         protocol: Protocol,
         client_id: u64,
-        requests: Vec<Request>,
+        requests: impl IntoIterator<Item = Request>,
     ) -> Result<(), ProxyError> {
         let mut requests = requests.into_iter();
         let Some(mut request) = requests.next() else {

@@ -234,7 +234,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         return Err(table::unknown_command_error(&args));
     };
     // The command itself, or its subcommand: unknown subcommand, then arity, as Redis checks.
-    let resolved = table::resolve(&args)?;
+    let resolved = table::resolve_in(spec, &args)?;
     if let Some(keyspace) = crate::store::commands::find(resolved) {
         let key = table::key_positions(resolved, args.len())
             .first()

@@ -581,15 +581,22 @@ pub fn lookup_subcommand(
 /// `Err` holds the reply Redis gives for an unknown command or subcommand, or for a wrong
 /// number of arguments, in that order of precedence.
 pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
-    let Some(spec) = lookup_for_call(args) else {
-        return Err(
-            match (args.first().and_then(|name| lookup(name)), args.get(1)) {
-                (Some(parent), Some(sub)) if parent.is_container() => {
-                    unknown_subcommand_error(parent.name, sub)
-                }
-                _ => unknown_command_error(args),
-            },
-        );
+    match args.first().and_then(|name| lookup(name)) {
+        Some(base) => resolve_in(base, args),
+        None => Err(unknown_command_error(args)),
+    }
+}
+
+/// [`resolve`] for a call whose top-level command `base` is already known.
+pub fn resolve_in(
+    base: &'static CommandSpec,
+    args: &[Bytes],
+) -> Result<&'static CommandSpec, Reply> {
+    let spec = match args.get(1) {
+        Some(sub) if base.is_container() => {
+            lookup_subcommand(base, sub).ok_or_else(|| unknown_subcommand_error(base.name, sub))?
+        }
+        _ => base,
     };
     if arity_ok(spec, args.len()) {
         Ok(spec)

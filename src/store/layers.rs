@@ -86,7 +86,7 @@ impl Base {
     }
 
     fn key_count(&self) -> StoreResult<u64> {
-        self.tables[Table::Keys.slot()].len().map_err(storage)
+        self.tables[Table::Keys.slot()].row_count().map_err(storage)
     }
 
     fn get(&self, table: Table, key: &[u8]) -> StoreResult<Option<Bytes>> {

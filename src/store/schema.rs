@@ -136,16 +136,11 @@ impl ReadTable {
     }
 
     /// Rows in the table.
-    pub fn len(&self) -> Result<u64, redb::Error> {
+    pub fn row_count(&self) -> Result<u64, redb::Error> {
         Ok(match self {
             ReadTable::Values(t) => t.len()?,
             ReadTable::Index(t) => t.len()?,
         })
-    }
-
-    /// Whether the table has no rows.
-    pub fn is_empty(&self) -> Result<bool, redb::Error> {
-        Ok(self.len()? == 0)
     }
 
     /// Bytes of keys and values stored.

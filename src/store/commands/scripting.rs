@@ -196,22 +196,16 @@ fn new_state() -> mlua::Result<Lua> {
         globals.raw_set(unsafe_function, Value::Nil)?;
     }
     let redis = lua.create_table()?;
-    redis.raw_set(
-        "error_reply",
-        lua.create_function(|lua, text: mlua::String| {
-            let table = lua.create_table()?;
-            table.raw_set("err", text)?;
-            Ok(table)
-        })?,
-    )?;
-    redis.raw_set(
-        "status_reply",
-        lua.create_function(|lua, text: mlua::String| {
-            let table = lua.create_table()?;
-            table.raw_set("ok", text)?;
-            Ok(table)
-        })?,
-    )?;
+    for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+        redis.raw_set(
+            name,
+            lua.create_function(move |lua, text: mlua::String| {
+                let table = lua.create_table()?;
+                table.raw_set(field, text)?;
+                Ok(table)
+            })?,
+        )?;
+    }
     redis.raw_set("REDIS_VERSION", crate::redis::REDIS_VERSION)?;
     globals.raw_set("redis", redis)?;
     install_random(&lua)?;
@@ -373,7 +367,7 @@ fn run_command(ks: &mut dyn Keyspace, args: &[Bytes], read_only: bool) -> StoreR
     let Some(top) = table::lookup(&args[0]) else {
         return Ok(Reply::error("ERR Unknown Redis command called from script"));
     };
-    let spec = match table::resolve(args) {
+    let spec = match table::resolve_in(top, args) {
         Ok(spec) => spec,
         Err(_) if !table::arity_ok(top, args.len()) => {
             return Ok(Reply::error(

@@ -263,8 +263,8 @@ impl SnapshotBuilder {
                     let (key, value) = row.map_err(io_error)?;
                     body.record(&SnapshotRecord::Pair {
                         table: schema.table.slot() as u8,
-                        key: key.to_vec(),
-                        value: value.unwrap_or_default().to_vec(),
+                        key: Vec::from(key),
+                        value: Vec::from(value.unwrap_or_default()),
                     })?;
                 }
             }
