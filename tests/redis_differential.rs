@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(46) {
+    match rng.below(50) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -186,6 +186,51 @@ fn command(rng: &mut Rng) -> Vec<String> {
             k(rng),
             i(rng),
         ),
+        45 => vec![
+            "SCRIPT".into(),
+            "LOAD".into(),
+            rng.pick(CACHED_SCRIPTS).into(),
+        ],
+        46 => {
+            let sha = sha1_hex(rng.pick(CACHED_SCRIPTS));
+            let sha = match rng.below(4) {
+                0 => sha.to_ascii_uppercase(),
+                1 => sha[..39].to_string(),
+                _ => sha,
+            };
+            let command = rng.pick(&["EVALSHA", "EVALSHA", "EVALSHA_RO"]);
+            vec![command.into(), sha, "1".into(), k(rng), v(rng)]
+        }
+        47 => {
+            let mut args = vec!["SCRIPT".into(), "EXISTS".into()];
+            for _ in 0..=rng.below(3) {
+                args.push(sha1_hex(rng.pick(CACHED_SCRIPTS)));
+            }
+            args
+        }
+        // RESP3 conversions inside the script (the reply is then sent as the client speaks).
+        48 => script(
+            rng.pick(&["EVAL", "EVAL_RO"]),
+            "redis.setresp(3)
+             local v = redis.pcall('GET', KEYS[1])
+             return {v == nil, type(v), {double = tonumber(ARGV[1]) or 0.5}, {map = {f = ARGV[1]}},
+                     {set = {[ARGV[1]] = true}}, true, false, redis.call('EXISTS', KEYS[1])}",
+            k(rng),
+            v(rng),
+        ),
+        49 => {
+            if rng.below(10) == 0 {
+                vec!["SCRIPT".into(), "FLUSH".into()]
+            } else {
+                script(
+                    "EVAL",
+                    "#!lua flags=no-writes
+return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
+                    k(rng),
+                    v(rng),
+                )
+            }
+        }
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
@@ -200,6 +245,26 @@ fn command(rng: &mut Rng) -> Vec<String> {
             }
         }
     }
+}
+
+/// Scripts the cache cases load and call by SHA-1: redis-py's `Lock.release` and `Lock.extend`,
+/// one that does not compile, one with a shebang.
+const CACHED_SCRIPTS: &[&str] = &[
+    "local token = redis.call('get', KEYS[1])\n\
+     if not token or token ~= ARGV[1] then return 0 end\n\
+     redis.call('del', KEYS[1])\nreturn 1",
+    "local token = redis.call('get', KEYS[1])\n\
+     if not token or token ~= ARGV[1] then return 0 end\n\
+     local expiration = redis.call('pttl', KEYS[1])\n\
+     if not expiration then expiration = 0 end\n\
+     if expiration < 0 then return 0 end\n\
+     redis.call('pexpire', KEYS[1], expiration + 1000)\nreturn 1",
+    "return redis.call('INCRBY', KEYS[1], ARGV[1]",
+    "#!lua flags=no-writes\nreturn redis.call('STRLEN', KEYS[1])",
+];
+
+fn sha1_hex(body: &str) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
 }
 
 /// A script over one key and one argument.
@@ -218,12 +283,31 @@ fn env_number(name: &str, default: u64) -> u64 {
 fn redis_differential_random_commands_match_real_redis() {
     let count = env_number("REDRAFT_DIFF_COMMANDS", 4_000) as usize;
     let seed = env_number("REDRAFT_DIFF_SEED", 0x5eed_1234_abcd_0001);
+    differential(count, seed, false);
+}
+
+/// The same over RESP3 (`HELLO 3`): maps, sets, doubles, booleans and nulls as Redis sends them
+/// to a RESP3 client, scripts' RESP3 conversions included.
+#[test]
+fn redis_differential_random_commands_match_real_redis_over_resp3() {
+    let count = env_number("REDRAFT_DIFF_COMMANDS", 4_000) as usize / 2;
+    let seed = env_number("REDRAFT_DIFF_SEED", 0x5eed_1234_abcd_0001) ^ 0x3;
+    differential(count, seed, true);
+}
+
+fn differential(count: usize, seed: u64, resp3: bool) {
     let redis = common::real_redis::RealRedis::start();
     let redraft = TestServer::start();
     let mut expected_conn = RawConnection::connect(redis.port);
     let mut actual_conn = RawConnection::connect(redraft.port);
     for conn in [&mut expected_conn, &mut actual_conn] {
+        if resp3 {
+            conn.send(&resp_command(&[b"HELLO", b"3"]));
+            assert!(conn.read_reply().starts_with(b"%"), "HELLO 3 answers a map");
+        }
         conn.send(&resp_command(&[b"FLUSHALL"]));
+        assert_eq!(conn.read_reply(), b"+OK\r\n");
+        conn.send(&resp_command(&[b"SCRIPT", b"FLUSH"]));
         assert_eq!(conn.read_reply(), b"+OK\r\n");
     }
     let mut rng = Rng(seed | 1);
@@ -263,5 +347,5 @@ fn redis_differential_random_commands_match_real_redis() {
         }
         done += chunk;
     }
-    eprintln!("differential: {count} commands, seed {seed:#x}, no difference");
+    eprintln!("differential (RESP3: {resp3}): {count} commands, seed {seed:#x}, no difference");
 }

@@ -240,7 +240,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             .first()
             .and_then(|&i| args.get(i).cloned());
         return Ok(Command::Keyspace {
-            write: keyspace.writes(resolved),
+            write: keyspace.writes(resolved, &args),
             large_reply: keyspace.replies_with_data(&args),
             key,
             args,
@@ -278,8 +278,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         "watch" => Command::Watch(args.split_off(1)),
         "unwatch" => Command::Unwatch,
         "memory" | "latency" | "slowlog" | "function" | "script" | "lastsave" | "save"
-        | "bgsave" | "wait" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall"
-        | "fcall_ro" => Command::ServerOp {
+        | "bgsave" | "wait" | "fcall" | "fcall_ro" => Command::ServerOp {
             name: spec.name.to_string(),
             args,
         },

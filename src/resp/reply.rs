@@ -133,6 +133,12 @@ impl Reply {
                 }
             }
             (Reply::NilArray, Protocol::Resp2) => out.extend_from_slice(b"*-1\r\n"),
+            // As Redis prints it (`%.17g`), not as `redis-protocol` would.
+            (Reply::Double(d), Protocol::Resp3) => {
+                out.extend_from_slice(b",");
+                out.extend_from_slice(format_double(*d).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
             (Reply::Error(text), _) if std::str::from_utf8(text).is_err() => {
                 // Redis echoes client bytes into some errors; keep them as they are.
                 out.extend_from_slice(b"-");
@@ -197,16 +203,13 @@ impl Reply {
                 format: redis_protocol::resp3::types::VerbatimStringFormat::Text,
                 attributes: None,
             },
-            Reply::Double(d) => Resp3Frame::Double {
-                data: *d,
-                attributes: None,
-            },
             Reply::Bool(b) => Resp3Frame::Boolean {
                 data: *b,
                 attributes: None,
             },
             Reply::Nil
             | Reply::NilArray
+            | Reply::Double(_)
             | Reply::Array(_)
             | Reply::Set(_)
             | Reply::Map(_)
@@ -235,23 +238,39 @@ fn error_str(raw: &Bytes) -> bytes_utils::Str {
     bytes_utils::Str::from(String::from_utf8_lossy(&error_line(raw)).into_owned())
 }
 
-/// Formats a double the way Redis 7.0 does for RESP2 bulk replies (`%.17g`, trimmed).
+/// Formats a double the way Redis 7.0 replies with one (`addReplyDouble`): C's `%.17g`, and
+/// `inf`, `-inf`, `nan`.
 pub fn format_double(value: f64) -> String {
-    if value.is_infinite() {
-        return if value > 0.0 {
-            "inf".into()
-        } else {
-            "-inf".into()
-        };
-    }
     if value.is_nan() {
         return "nan".into();
     }
-    let mut text = format!("{value}");
-    if text == "-0" {
-        text = "-0".into();
+    if value.is_infinite() {
+        return if value < 0.0 { "-inf" } else { "inf" }.into();
     }
-    text
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // 17 significant digits: the exponent after rounding decides the notation, as in C.
+    let scientific = format!("{value:.16e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
+    let trim = |digits: &str| -> String {
+        if digits.contains('.') {
+            digits
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        } else {
+            digits.to_string()
+        }
+    };
+    if !(-4..17).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
+    } else {
+        let decimals = usize::try_from(16 - exponent).unwrap_or(0);
+        trim(&format!("{value:.decimals$}"))
+    }
 }
 
 #[cfg(test)]

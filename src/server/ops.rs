@@ -1,6 +1,7 @@
 //! Server commands that describe or steer the process rather than the keyspace: persistence
-//! (LASTSAVE, SAVE, BGSAVE), replication (WAIT), introspection (MEMORY, LATENCY, SLOWLOG) and the
-//! scripting families a server without scripting answers sensibly (FUNCTION, SCRIPT, EVAL…).
+//! (LASTSAVE, SAVE, BGSAVE), replication (WAIT), introspection (MEMORY, LATENCY, SLOWLOG), and
+//! the scripting commands that are not keyspace commands (SCRIPT KILL and HELP; FUNCTION and
+//! FCALL, not available yet).
 //!
 //! SAVE and BGSAVE build a raft snapshot (the state machine is always durable through the log;
 //! a snapshot compacts it). WAIT counts the followers whose log holds the connection's last
@@ -140,18 +141,28 @@ https://redis.io/topics/latency-monitor.\n",
             ]),
             other => no_scripting(&format!("function {other}")),
         },
+        // LOAD, EXISTS and FLUSH are keyspace commands (the script cache is replicated).
         "script" => match sub.as_str() {
-            "exists" => Reply::Array(args[2..].iter().map(|_| Reply::Integer(0)).collect()),
-            "flush" => Reply::ok(),
             "kill" => Reply::error("NOTBUSY No scripts in execution right now."),
             "help" => lines(&[
                 "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "EXISTS, FLUSH: answered (redraft runs no scripts).",
-                "LOAD, KILL: not available.",
+                "EXISTS <sha1> [<sha1> ...]",
+                "    Return information about the existence of the scripts in the script cache.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Flush the Lua scripts cache. Very dangerous on replicas.",
+                "    Valid modes are:",
+                "    * ASYNC: Asynchronously flush the scripts cache.",
+                "    * SYNC: Synchronously flush the scripts cache.",
+                "KILL",
+                "    Kill the currently executing Lua script.",
+                "LOAD <script>",
+                "    Load a script into the scripts cache without executing it.",
+                "HELP",
+                "    Prints this help.",
             ]),
             other => no_scripting(&format!("script {other}")),
         },
-        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall" | "fcall_ro" => no_scripting(name),
+        "fcall" | "fcall_ro" => no_scripting(name),
         _ => return None,
     })
 }

@@ -9,6 +9,8 @@
 //!   one contiguous, ordered range.
 //! - `expiry`: `deadline (u64 BE, sign-flipped) ‖ key` → empty, every key with a deadline in
 //!   deadline order, so active expiry finds due keys without a scan.
+//! - `scripts`: a script's SHA-1 in lowercase hex → its body (the script cache, replicated like
+//!   keys so EVALSHA finds a script on every node; FLUSHALL leaves it).
 //!
 //! # Time
 //! A [`Keyspace`] carries the time it runs at. In apply that is the time the leader stamped into
@@ -224,6 +226,13 @@ pub trait Keyspace {
     fn delete_field(&mut self, key: &[u8], field: &[u8]) -> StoreResult<bool>;
     /// Removes every key.
     fn flush(&mut self) -> StoreResult<()>;
+
+    /// A cached script's body, by its SHA-1 in lowercase hex.
+    fn script(&mut self, sha: &[u8]) -> StoreResult<Option<Bytes>>;
+    /// Caches a script under its SHA-1 in lowercase hex.
+    fn put_script(&mut self, sha: &[u8], body: &[u8]) -> StoreResult<()>;
+    /// Empties the script cache.
+    fn flush_scripts(&mut self) -> StoreResult<()>;
 }
 
 fn is_live(record: &Record, now_ms: i64) -> bool {
@@ -615,6 +624,22 @@ impl Keyspace for View {
         self.recent = None;
         self.layers.clear();
         Ok(())
+    }
+
+    fn script(&mut self, sha: &[u8]) -> StoreResult<Option<Bytes>> {
+        self.layers.get(Table::Scripts, sha)
+    }
+
+    fn put_script(&mut self, sha: &[u8], body: &[u8]) -> StoreResult<()> {
+        self.writable()?;
+        self.layers.insert(Table::Scripts, sha, body)?;
+        Ok(())
+    }
+
+    fn flush_scripts(&mut self) -> StoreResult<()> {
+        self.writable()?;
+        self.layers
+            .remove_range(Table::Scripts, Bound::Unbounded, Bound::Unbounded)
     }
 }
 

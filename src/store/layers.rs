@@ -7,7 +7,7 @@
 //! - [`Base`]: the redb tables as of one committed read transaction.
 //! - [`Layers`]: one consistent view: the active layer apply writes into, at most one frozen
 //!   layer on its way to redb, and a base; lookups and ordered ranges merged across the three
-//!   (upper layers win; a cleared layer hides everything below it).
+//!   (upper layers win; a cleared layer hides the keyspace's rows below it).
 //! - [`write_layer`]: writes a frozen layer into a redb write transaction, in key order.
 //!
 //! # Why
@@ -43,7 +43,8 @@ const ROW_OVERHEAD_BYTES: usize = 64;
 #[derive(Clone, Debug, Default)]
 pub struct Layer {
     tables: [Rows; TABLE_COUNT],
-    /// Every row below this layer is gone (FLUSHALL).
+    /// Every row of the keyspace's tables below this layer is gone (FLUSHALL); other tables
+    /// (the script cache) are untouched.
     cleared: bool,
     /// Approximate memory the rows hold.
     bytes: usize,
@@ -54,6 +55,11 @@ impl Layer {
     /// again).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Whether this layer hides the rows of `table` below it.
+    fn hides(&self, table: Table) -> bool {
+        self.cleared && SCHEMA[table.slot()].keyspace
     }
 
     fn set(&mut self, table: Table, key: &[u8], value: Option<&[u8]>) {
@@ -189,7 +195,7 @@ impl Layers {
             if let Some(row) = layer.tables[table.slot()].get(key) {
                 return Ok(row.clone());
             }
-            if layer.cleared {
+            if layer.hides(table) {
                 return Ok(None);
             }
         }
@@ -259,12 +265,18 @@ impl Layers {
         Ok(())
     }
 
-    /// Deletes every row of every table.
+    /// Deletes every row of the keyspace's tables (FLUSHALL), keeping the others'.
     pub fn clear(&mut self) {
-        self.active = Layer {
+        let mut cleared = Layer {
             cleared: true,
+            bytes: self.active.bytes,
             ..Layer::default()
         };
+        for schema in SCHEMA.iter().filter(|schema| !schema.keyspace) {
+            let slot = schema.table.slot();
+            cleared.tables[slot] = std::mem::take(&mut self.active.tables[slot]);
+        }
+        self.active = cleared;
         self.key_count = 0;
     }
 
@@ -285,7 +297,7 @@ impl Layers {
             let rows = layer.tables[table.slot()].range::<_, [u8]>((start, end));
             let rows: RowIter<'_> = Box::new(rows.map(|(k, v)| Ok((k.clone(), v.clone()))));
             sources.push(rows.peekable());
-            if layer.cleared {
+            if layer.hides(table) {
                 reaches_base = false;
                 break;
             }
@@ -326,8 +338,8 @@ impl Layers {
 /// Writes a frozen layer's rows into `txn`, in key order per table.
 pub fn write_layer(layer: &Layer, txn: &redb::WriteTransaction) -> StoreResult<()> {
     let mut tables = WriteTable::open_all(txn).map_err(storage)?;
-    for (table, rows) in tables.iter_mut().zip(&layer.tables) {
-        if layer.cleared {
+    for ((table, rows), schema) in tables.iter_mut().zip(&layer.tables).zip(&SCHEMA) {
+        if layer.hides(schema.table) {
             table.clear().map_err(storage)?;
         }
         for (key, value) in rows.iter() {
@@ -382,23 +394,33 @@ mod tests {
 
     proptest! {
         /// Every sequence of changes, freezes and flushes reads back like one ordered map, by
-        /// lookup and by every range, in `keys` (counted) and in an index table.
+        /// lookup and by every range, in `keys` (counted) and in an index table; a table outside
+        /// the keyspace (the script cache) reads back like a map that clearing leaves alone.
         #[test]
         fn layers_read_like_one_map(ops in proptest::collection::vec(op(), 1..80)) {
             let db = database();
             let mut layers = Layers::new(base(&db)).expect("layers");
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut kept: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
                         let existed = layers.insert(Table::Keys, &key(k), &[v]).expect("insert");
                         prop_assert_eq!(existed, model.insert(key(k), vec![v]).is_some());
                         layers.insert_index_row(Table::Fields, &key(k));
+                        if v % 2 == 0 {
+                            let existed = layers.insert(Table::Scripts, &key(k), &[v]).expect("insert");
+                            prop_assert_eq!(existed, kept.insert(key(k), vec![v]).is_some());
+                        }
                     }
                     Op::Remove(k) => {
                         let existed = layers.remove(Table::Keys, &key(k)).expect("remove");
                         prop_assert_eq!(existed, model.remove(&key(k)).is_some());
                         layers.remove_index_row(Table::Fields, &key(k));
+                        if k % 3 == 0 {
+                            let existed = layers.remove(Table::Scripts, &key(k)).expect("remove");
+                            prop_assert_eq!(existed, kept.remove(&key(k)).is_some());
+                        }
                     }
                     Op::RemoveRange(a, b) => {
                         let (a, b) = (key(a.min(b)), key(a.max(b)));
@@ -437,6 +459,10 @@ mod tests {
                 prop_assert_eq!(
                     layers.get(Table::Fields, &key(k)).expect("get").is_some(),
                     model.contains_key(&key(k))
+                );
+                prop_assert_eq!(
+                    layers.get(Table::Scripts, &key(k)).expect("get").map(|v| v.to_vec()),
+                    kept.get(&key(k)).cloned()
                 );
             }
             for a in 0..25u8 {

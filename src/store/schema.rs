@@ -31,6 +31,8 @@ pub const EXPIRY: IndexDefinition = TableDefinition::new("expiry");
 /// Every key in the order of its `scan_hash`, for SCAN cursors that survive concurrent
 /// inserts and deletes.
 pub const SCAN_INDEX: IndexDefinition = TableDefinition::new("scan_index");
+/// The script cache: a script's SHA-1 (40 hex digits) → its body.
+pub const SCRIPTS: ValueDefinition = TableDefinition::new("scripts");
 
 /// The keyspace's tables. The discriminant is the table's place in [`SCHEMA`] and its tag in
 /// snapshot files, so a new table goes at the end.
@@ -44,6 +46,8 @@ pub enum Table {
     Expiry = 2,
     /// Hash-ordered SCAN index (rows without values).
     ScanIndex = 3,
+    /// The script cache (EVALSHA, SCRIPT LOAD).
+    Scripts = 4,
 }
 
 /// How many tables there are.
@@ -74,29 +78,42 @@ pub struct TableSchema {
     /// Whether its bytes count as stored data (the disk-space estimate for snapshots); indexes
     /// do not.
     pub stored_data: bool,
+    /// Whether it holds keys' data, which FLUSHALL removes; the script cache survives it, as
+    /// in Redis.
+    pub keyspace: bool,
 }
 
 /// Every table, in [`Table`] order.
-pub const SCHEMA: [TableSchema; 4] = [
+pub const SCHEMA: [TableSchema; 5] = [
     TableSchema {
         table: Table::Keys,
         definition: Definition::Values(KEYS),
         stored_data: true,
+        keyspace: true,
     },
     TableSchema {
         table: Table::Fields,
         definition: Definition::Values(FIELDS),
         stored_data: true,
+        keyspace: true,
     },
     TableSchema {
         table: Table::Expiry,
         definition: Definition::Index(EXPIRY),
         stored_data: false,
+        keyspace: true,
     },
     TableSchema {
         table: Table::ScanIndex,
         definition: Definition::Index(SCAN_INDEX),
         stored_data: false,
+        keyspace: true,
+    },
+    TableSchema {
+        table: Table::Scripts,
+        definition: Definition::Values(SCRIPTS),
+        stored_data: true,
+        keyspace: false,
     },
 ];
 

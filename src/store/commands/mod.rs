@@ -89,9 +89,19 @@ pub struct KeyspaceCommand {
     pub run: Run,
     /// How large its reply can be.
     pub reply: ReplySize,
-    /// Always through the log, whatever the command table's `write` flag says (`EVAL`: what
-    /// a script does is known only when it runs).
-    pub always_logged: bool,
+    /// Whether a call goes through the log.
+    pub logging: Logging,
+}
+
+/// Whether a call goes through the log (is a write) or runs as a linearizable read.
+#[derive(Clone, Copy)]
+pub enum Logging {
+    /// As the command table's `write` flag says.
+    ByFlags,
+    /// Always (`EVALSHA`: what a script does is known only when it runs).
+    Always,
+    /// Unless the arguments say it cannot write (`EVAL` of a script declaring `no-writes`).
+    Unless(fn(&[Bytes]) -> bool),
 }
 
 /// A registry line.
@@ -100,7 +110,7 @@ pub const fn command(name: &'static str, run: Run, reply: ReplySize) -> Keyspace
         name,
         run,
         reply,
-        always_logged: false,
+        logging: Logging::ByFlags,
     }
 }
 
@@ -108,14 +118,26 @@ impl KeyspaceCommand {
     /// This line, always through the log.
     pub const fn logged(self) -> KeyspaceCommand {
         KeyspaceCommand {
-            always_logged: true,
+            logging: Logging::Always,
             ..self
         }
     }
 
-    /// Whether a call goes through the log: the table's `write` flag, or always.
-    pub fn writes(&self, spec: &CommandSpec) -> bool {
-        self.always_logged || spec.flags.contains(&"write")
+    /// This line, through the log unless `read_only(args)`.
+    pub const fn logged_unless(self, read_only: fn(&[Bytes]) -> bool) -> KeyspaceCommand {
+        KeyspaceCommand {
+            logging: Logging::Unless(read_only),
+            ..self
+        }
+    }
+
+    /// Whether this call goes through the log.
+    pub fn writes(&self, spec: &CommandSpec, args: &[Bytes]) -> bool {
+        match self.logging {
+            Logging::ByFlags => spec.flags.contains(&"write"),
+            Logging::Always => true,
+            Logging::Unless(read_only) => !read_only(args),
+        }
     }
 
     /// Whether this call's reply can carry stored data.
