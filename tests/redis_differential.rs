@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(50) {
+    match rng.below(53) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -231,6 +231,35 @@ return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
                 )
             }
         }
+        50 => {
+            let mut args = vec!["FUNCTION".into(), "LOAD".into()];
+            if rng.below(2) == 0 {
+                args.push("REPLACE".into());
+            }
+            args.push(rng.pick(LIBRARIES).into());
+            args
+        }
+        51 => {
+            let function = rng.pick(&["incr_by", "peek", "fails", "missing", "incr_by"]);
+            let command = rng.pick(&["FCALL", "FCALL", "FCALL_RO"]);
+            vec![command.into(), function.into(), "1".into(), k(rng), i(rng)]
+        }
+        52 => match rng.below(8) {
+            0 => vec!["FUNCTION".into(), "FLUSH".into()],
+            1 => vec![
+                "FUNCTION".into(),
+                "DELETE".into(),
+                rng.pick(&["counters", "broken", "x"]).into(),
+            ],
+            2 => vec!["FUNCTION".into(), "STATS".into()],
+            _ => vec![
+                "FUNCTION".into(),
+                "LIST".into(),
+                "WITHCODE".into(),
+                "LIBRARYNAME".into(),
+                rng.pick(&["counters", "readers", "c*", "nothing"]).into(),
+            ],
+        },
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
@@ -261,6 +290,24 @@ const CACHED_SCRIPTS: &[&str] = &[
      redis.call('pexpire', KEYS[1], expiration + 1000)\nreturn 1",
     "return redis.call('INCRBY', KEYS[1], ARGV[1]",
     "#!lua flags=no-writes\nreturn redis.call('STRLEN', KEYS[1])",
+];
+
+/// Function libraries the function cases load (one function each, so FUNCTION LIST's order
+/// within a library, which Redis leaves to its hash table, does not matter), one that takes a
+/// name another registers, and ones that fail to load.
+const LIBRARIES: &[&str] = &[
+    "#!lua name=counters\n\
+     redis.register_function('incr_by', function(keys, args)\n\
+       return redis.call('INCRBY', keys[1], args[1])\n\
+     end)",
+    "#!lua name=readers\n\
+     redis.register_function{function_name = 'peek', flags = {'no-writes'}, description = 'reads',\n\
+       callback = function(keys, args) return {redis.pcall('GET', keys[1]), #args} end}",
+    "#!lua name=broken\n\
+     redis.register_function('fails', function(keys) return redis.call('HGET', keys[1]) end)",
+    "#!lua name=thief\nredis.register_function('incr_by', function() return 1 end)",
+    "#!lua name=nothing\nlocal x = 1",
+    "#!lua name=loadtime\nredis.call('GET', 'x')",
 ];
 
 fn sha1_hex(body: &str) -> String {
@@ -308,6 +355,8 @@ fn differential(count: usize, seed: u64, resp3: bool) {
         conn.send(&resp_command(&[b"FLUSHALL"]));
         assert_eq!(conn.read_reply(), b"+OK\r\n");
         conn.send(&resp_command(&[b"SCRIPT", b"FLUSH"]));
+        assert_eq!(conn.read_reply(), b"+OK\r\n");
+        conn.send(&resp_command(&[b"FUNCTION", b"FLUSH"]));
         assert_eq!(conn.read_reply(), b"+OK\r\n");
     }
     let mut rng = Rng(seed | 1);

@@ -111,8 +111,13 @@ fn scripts_using_time_and_math_random_leave_every_replica_identical() {
     }
 }
 
+const LIBRARY: &str = "#!lua name=counters\n\
+     redis.register_function('add', function(keys, args) return redis.call('INCRBY', keys[1], args[1]) end)\n\
+     redis.register_function{function_name = 'read', flags = {'no-writes'},\n\
+       callback = function(keys) return redis.call('GET', keys[1]) end}";
+
 #[test]
-fn script_cache_is_replicated_and_survives_failover_and_restart() {
+fn script_cache_and_function_libraries_are_replicated_across_failover_and_restart() {
     let _serial = serial();
     let mut cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
@@ -123,6 +128,12 @@ fn script_cache_is_replicated_and_survives_failover_and_restart() {
         .arg(body)
         .query(&mut cluster.nodes[follower].client())
         .unwrap();
+    let library: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIBRARY)
+        .query(&mut cluster.nodes[follower].client())
+        .unwrap();
+    assert_eq!(library, "counters");
     // EVAL caches too: its SHA-1 is then known everywhere.
     let eval_body = "return 'cached by EVAL'";
     let _: String = redis::cmd("EVAL")
@@ -161,6 +172,14 @@ fn script_cache_is_replicated_and_survives_failover_and_restart() {
             .query(&mut node.client())
             .unwrap();
         assert!(total == 5 || total == 10, "{total}");
+        let total: i64 = redis::cmd("FCALL")
+            .arg("add")
+            .arg(1)
+            .arg("function:total")
+            .arg(3)
+            .query(&mut node.client())
+            .unwrap();
+        assert!(total == 3 || total == 6, "{total}");
     }
     cluster.restart(leader);
     cluster.wait_caught_up(leader, Duration::from_secs(30));
@@ -172,6 +191,18 @@ fn script_cache_is_replicated_and_survives_failover_and_restart() {
         .query(&mut cluster.nodes[leader].client())
         .unwrap();
     assert_eq!(total, 11);
+    let mut con = cluster.nodes[leader].client();
+    let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+    let total: i64 = redis::cmd("FCALL_RO")
+        .arg("read")
+        .arg(1)
+        .arg("function:total")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        total, 6,
+        "the restarted node runs the library on its own state"
+    );
     // SCRIPT FLUSH goes through the log too: gone on every node; keys are not touched.
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -192,6 +223,25 @@ fn script_cache_is_replicated_and_survives_failover_and_restart() {
         .query(&mut cluster.nodes[leader].client())
         .unwrap();
     assert_eq!(total, 11);
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("counters")
+        .query(&mut cluster.nodes[follower].client())
+        .unwrap();
+    for node in &cluster.nodes {
+        let err = redis::cmd("FCALL")
+            .arg("add")
+            .arg(1)
+            .arg("function:total")
+            .arg(1)
+            .query::<i64>(&mut node.client())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("Function not found"),
+            "node {}: {err}",
+            node.id
+        );
+    }
 }
 
 /// Runs a library script that prints READY, waits for a line while the leader is killed, then

@@ -278,7 +278,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         "watch" => Command::Watch(args.split_off(1)),
         "unwatch" => Command::Unwatch,
         "memory" | "latency" | "slowlog" | "function" | "script" | "lastsave" | "save"
-        | "bgsave" | "wait" | "fcall" | "fcall_ro" => Command::ServerOp {
+        | "bgsave" | "wait" => Command::ServerOp {
             name: spec.name.to_string(),
             args,
         },

@@ -1,7 +1,7 @@
 //! Server commands that describe or steer the process rather than the keyspace: persistence
 //! (LASTSAVE, SAVE, BGSAVE), replication (WAIT), introspection (MEMORY, LATENCY, SLOWLOG), and
-//! the scripting commands that are not keyspace commands (SCRIPT KILL and HELP; FUNCTION and
-//! FCALL, not available yet).
+//! the scripting commands that are not keyspace commands (SCRIPT and FUNCTION KILL and HELP;
+//! FUNCTION DUMP and RESTORE, not available yet).
 //!
 //! SAVE and BGSAVE build a raft snapshot (the state machine is always durable through the log;
 //! a snapshot compacts it). WAIT counts the followers whose log holds the connection's last
@@ -116,28 +116,41 @@ https://redis.io/topics/latency-monitor.\n",
                 "    Print this help.",
             ]),
         },
+        // LOAD, DELETE, FLUSH, LIST and STATS are keyspace commands (libraries are
+        // replicated).
         "function" => match sub.as_str() {
-            "list" => Reply::Array(vec![]),
-            "flush" => Reply::ok(),
-            "stats" => Reply::Map(vec![
-                (Reply::bulk_str("running_script"), Reply::Nil),
-                (
-                    Reply::bulk_str("engines"),
-                    Reply::Map(vec![(
-                        Reply::bulk_str("LUA"),
-                        Reply::Map(vec![
-                            (Reply::bulk_str("libraries_count"), Reply::Integer(0)),
-                            (Reply::bulk_str("functions_count"), Reply::Integer(0)),
-                        ]),
-                    )]),
-                ),
-            ]),
-            "delete" => Reply::error("ERR Library not found"),
             "kill" => Reply::error("NOTBUSY No scripts in execution right now."),
             "help" => lines(&[
                 "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "LIST, STATS, FLUSH: answered (redraft runs no scripts).",
-                "LOAD, RESTORE, DUMP, DELETE, KILL: not available.",
+                "LOAD [REPLACE] <FUNCTION CODE>",
+                "    Create a new library with the given library name and code.",
+                "DELETE <LIBRARY NAME>",
+                "    Delete the given library.",
+                "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+                "    Return general information on all the libraries:",
+                "    * Library name",
+                "    * The engine used to run the Library",
+                "    * Library description",
+                "    * Functions list",
+                "    * Library code (if WITHCODE is given)",
+                "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+                "STATS",
+                "    Return information about the current function running:",
+                "    * Function name",
+                "    * Command used to run the function",
+                "    * Duration in MS that the function is running",
+                "    If no function is running, return nil",
+                "    In addition, returns a list of available engines.",
+                "KILL",
+                "    Kill the current running function.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Delete all the libraries.",
+                "    When called without the optional mode argument, the behavior is determined by the",
+                "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+                "    * ASYNC: Asynchronously flush the libraries.",
+                "    * SYNC: Synchronously flush the libraries.",
+                "HELP",
+                "    Prints this help.",
             ]),
             other => no_scripting(&format!("function {other}")),
         },
@@ -162,7 +175,6 @@ https://redis.io/topics/latency-monitor.\n",
             ]),
             other => no_scripting(&format!("script {other}")),
         },
-        "fcall" | "fcall_ro" => no_scripting(name),
         _ => return None,
     })
 }

@@ -9,8 +9,10 @@
 //!   one contiguous, ordered range.
 //! - `expiry`: `deadline (u64 BE, sign-flipped) ‖ key` → empty, every key with a deadline in
 //!   deadline order, so active expiry finds due keys without a scan.
-//! - `scripts`: a script's SHA-1 in lowercase hex → its body (the script cache, replicated like
-//!   keys so EVALSHA finds a script on every node; FLUSHALL leaves it).
+//! - The [`Catalog`]s, replicated like keys and left by FLUSHALL: `scripts` (a script's SHA-1
+//!   in lowercase hex → its body: the script cache, so EVALSHA finds a script on every node),
+//!   `libraries` (a function library's name → its code) and `functions` (a function's name →
+//!   its library's name).
 //!
 //! # Time
 //! A [`Keyspace`] carries the time it runs at. In apply that is the time the leader stamped into
@@ -227,12 +229,38 @@ pub trait Keyspace {
     /// Removes every key.
     fn flush(&mut self) -> StoreResult<()>;
 
-    /// A cached script's body, by its SHA-1 in lowercase hex.
-    fn script(&mut self, sha: &[u8]) -> StoreResult<Option<Bytes>>;
-    /// Caches a script under its SHA-1 in lowercase hex.
-    fn put_script(&mut self, sha: &[u8], body: &[u8]) -> StoreResult<()>;
-    /// Empties the script cache.
-    fn flush_scripts(&mut self) -> StoreResult<()>;
+    /// A catalog entry.
+    fn catalog_get(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<Option<Bytes>>;
+    /// Every entry of a catalog, in name order.
+    fn catalog_entries(&mut self, catalog: Catalog) -> StoreResult<Vec<(Bytes, Bytes)>>;
+    /// Writes a catalog entry.
+    fn catalog_put(&mut self, catalog: Catalog, name: &[u8], value: &[u8]) -> StoreResult<()>;
+    /// Removes a catalog entry; true when it existed.
+    fn catalog_remove(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<bool>;
+    /// Empties a catalog.
+    fn catalog_clear(&mut self, catalog: Catalog) -> StoreResult<()>;
+}
+
+/// Replicated state beside the keys, which FLUSHALL leaves: Redis's script cache and function
+/// libraries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Catalog {
+    /// A script's SHA-1 in lowercase hex → its body.
+    Scripts,
+    /// A function library's name → its code.
+    Libraries,
+    /// A function's name → its library's name.
+    Functions,
+}
+
+impl Catalog {
+    fn table(self) -> Table {
+        match self {
+            Catalog::Scripts => Table::Scripts,
+            Catalog::Libraries => Table::Libraries,
+            Catalog::Functions => Table::Functions,
+        }
+    }
 }
 
 fn is_live(record: &Record, now_ms: i64) -> bool {
@@ -626,20 +654,39 @@ impl Keyspace for View {
         Ok(())
     }
 
-    fn script(&mut self, sha: &[u8]) -> StoreResult<Option<Bytes>> {
-        self.layers.get(Table::Scripts, sha)
+    fn catalog_get(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<Option<Bytes>> {
+        self.layers.get(catalog.table(), name)
     }
 
-    fn put_script(&mut self, sha: &[u8], body: &[u8]) -> StoreResult<()> {
+    fn catalog_entries(&mut self, catalog: Catalog) -> StoreResult<Vec<(Bytes, Bytes)>> {
+        let mut entries = Vec::new();
+        self.layers.range(
+            catalog.table(),
+            Bound::Unbounded,
+            Bound::Unbounded,
+            |name, value| {
+                entries.push((name.clone(), value.clone()));
+                Ok(true)
+            },
+        )?;
+        Ok(entries)
+    }
+
+    fn catalog_put(&mut self, catalog: Catalog, name: &[u8], value: &[u8]) -> StoreResult<()> {
         self.writable()?;
-        self.layers.insert(Table::Scripts, sha, body)?;
+        self.layers.insert(catalog.table(), name, value)?;
         Ok(())
     }
 
-    fn flush_scripts(&mut self) -> StoreResult<()> {
+    fn catalog_remove(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
+        self.layers.remove(catalog.table(), name)
+    }
+
+    fn catalog_clear(&mut self, catalog: Catalog) -> StoreResult<()> {
         self.writable()?;
         self.layers
-            .remove_range(Table::Scripts, Bound::Unbounded, Bound::Unbounded)
+            .remove_range(catalog.table(), Bound::Unbounded, Bound::Unbounded)
     }
 }
 

@@ -33,6 +33,10 @@ pub const EXPIRY: IndexDefinition = TableDefinition::new("expiry");
 pub const SCAN_INDEX: IndexDefinition = TableDefinition::new("scan_index");
 /// The script cache: a script's SHA-1 (40 hex digits) → its body.
 pub const SCRIPTS: ValueDefinition = TableDefinition::new("scripts");
+/// Function libraries: a library's name → its code.
+pub const LIBRARIES: ValueDefinition = TableDefinition::new("libraries");
+/// Functions: a function's name → the name of the library that registers it.
+pub const FUNCTIONS: ValueDefinition = TableDefinition::new("functions");
 
 /// The keyspace's tables. The discriminant is the table's place in [`SCHEMA`] and its tag in
 /// snapshot files, so a new table goes at the end.
@@ -48,6 +52,10 @@ pub enum Table {
     ScanIndex = 3,
     /// The script cache (EVALSHA, SCRIPT LOAD).
     Scripts = 4,
+    /// Function libraries (FUNCTION LOAD).
+    Libraries = 5,
+    /// Which library registers each function (FCALL).
+    Functions = 6,
 }
 
 /// How many tables there are.
@@ -78,13 +86,13 @@ pub struct TableSchema {
     /// Whether its bytes count as stored data (the disk-space estimate for snapshots); indexes
     /// do not.
     pub stored_data: bool,
-    /// Whether it holds keys' data, which FLUSHALL removes; the script cache survives it, as
-    /// in Redis.
+    /// Whether it holds keys' data, which FLUSHALL removes; the script cache and the function
+    /// libraries survive it, as in Redis.
     pub keyspace: bool,
 }
 
 /// Every table, in [`Table`] order.
-pub const SCHEMA: [TableSchema; 5] = [
+pub const SCHEMA: [TableSchema; 7] = [
     TableSchema {
         table: Table::Keys,
         definition: Definition::Values(KEYS),
@@ -113,6 +121,18 @@ pub const SCHEMA: [TableSchema; 5] = [
         table: Table::Scripts,
         definition: Definition::Values(SCRIPTS),
         stored_data: true,
+        keyspace: false,
+    },
+    TableSchema {
+        table: Table::Libraries,
+        definition: Definition::Values(LIBRARIES),
+        stored_data: true,
+        keyspace: false,
+    },
+    TableSchema {
+        table: Table::Functions,
+        definition: Definition::Values(FUNCTIONS),
+        stored_data: false,
         keyspace: false,
     },
 ];

@@ -1,5 +1,6 @@
 //! Lua scripting in Redis 7.0's Lua 5.1 dialect: `EVAL`, `EVALSHA` and their `_RO` forms,
-//! `SCRIPT LOAD|EXISTS|FLUSH`, `#!lua` shebang flags, and the `redis` library scripts call.
+//! `SCRIPT LOAD|EXISTS|FLUSH`, `#!lua` shebang flags, the `redis` library scripts call, and
+//! (in `functions`) `FUNCTION` libraries and `FCALL`.
 //!
 //! A script is a keyspace command like any other: `EVAL` and `EVALSHA` go through the log and
 //! run in apply on every node, against the same keyspace view and at the same log time as the
@@ -11,14 +12,15 @@
 //! `SCRIPT FLUSH` go through the log, and `EVAL` caches its script as it applies, so `EVALSHA`
 //! finds a script on every node and after failover. A script run as a read is not cached.
 //!
-//! Determinism: each script gets a fresh Lua state ([`state`]) whose only clock is the log
+//! Determinism: each script gets a fresh Lua state (`state`) whose only clock is the log
 //! entry's time (`redis.call('TIME')`) and whose `math.random` starts from the same seed on
 //! every run; a runaway script is stopped by an instruction budget, never by wall time.
 //!
-//! Not yet: `FUNCTION` and `FCALL`, the cjson, cmsgpack, bit and struct libraries, and server
+//! Not yet: `FUNCTION DUMP|RESTORE`, the cjson, cmsgpack, bit and struct libraries, and server
 //! commands other than `TIME`, `PING`, `ECHO` and `SELECT` from scripts.
 
 mod convert;
+mod functions;
 mod state;
 
 use std::cell::RefCell;
@@ -30,13 +32,14 @@ use super::ReplySize::{Data, Small};
 use super::{KeyspaceCommand, command, int_arg};
 use crate::redis::table;
 use crate::resp::Reply;
-use crate::store::keyspace::{Keyspace, StoreError, StoreResult};
+use crate::store::keyspace::{Catalog, Keyspace, StoreError, StoreResult};
 use convert::{Resp, call_args, lua_to_reply, reply_to_lua};
 use state::Raised;
 
 /// The scripting commands (see [`KeyspaceCommand`]). What a script does is known only when it
 /// runs, so the table's flags do not say which calls write: `EVAL` is logged unless its script
-/// declares `no-writes`, `EVALSHA` and the cache's changes always.
+/// declares `no-writes`; `EVALSHA`, `FCALL` and the script cache's changes always; the
+/// function libraries' changes by the table's flags (they are write commands).
 pub const COMMANDS: &[KeyspaceCommand] = &[
     command("eval", |ks, args| eval(ks, args, false), Data).logged_unless(declares_no_writes),
     command("eval_ro", |ks, args| eval(ks, args, true), Data),
@@ -45,10 +48,18 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("script|load", script_load, Small).logged(),
     command("script|exists", script_exists, Small),
     command("script|flush", script_flush, Small).logged(),
+    command("fcall", |ks, args| functions::fcall(ks, args, false), Data).logged(),
+    command(
+        "fcall_ro",
+        |ks, args| functions::fcall(ks, args, true),
+        Data,
+    ),
+    command("function|load", functions::function_load, Small),
+    command("function|delete", functions::function_delete, Small),
+    command("function|flush", functions::function_flush, Small),
+    command("function|list", functions::function_list, Data),
+    command("function|stats", functions::function_stats, Small),
 ];
-
-/// The chunk name Redis gives scripts (errors read `user_script:1: …`).
-const CHUNK_NAME: &str = "@user_script";
 
 /// `-NOSCRIPT …`: EVALSHA of a script the cache does not hold.
 const NO_SCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
@@ -75,7 +86,7 @@ fn evalsha(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreResu
         Err(reply) => return Ok(reply),
     };
     let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-    let Some(body) = ks.script(sha.as_bytes())? else {
+    let Some(body) = ks.catalog_get(Catalog::Scripts, sha.as_bytes())? else {
         return Ok(Reply::error(NO_SCRIPT));
     };
     match Script::new(&body, sha, ro_command, false) {
@@ -93,8 +104,8 @@ fn script_load(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     if let Err(reply) = compiled {
         return Ok(reply);
     }
-    if ks.script(sha.as_bytes())?.is_none() {
-        ks.put_script(sha.as_bytes(), body)?;
+    if ks.catalog_get(Catalog::Scripts, sha.as_bytes())?.is_none() {
+        ks.catalog_put(Catalog::Scripts, sha.as_bytes(), body)?;
     }
     Ok(Reply::Bulk(Bytes::from(sha)))
 }
@@ -104,7 +115,9 @@ fn script_exists(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let mut found = Vec::with_capacity(args.len() - 2);
     for sha in &args[2..] {
         let sha = sha.to_ascii_lowercase();
-        found.push(Reply::Integer(i64::from(ks.script(&sha)?.is_some())));
+        found.push(Reply::Integer(i64::from(
+            ks.catalog_get(Catalog::Scripts, &sha)?.is_some(),
+        )));
     }
     Ok(Reply::Array(found))
 }
@@ -123,7 +136,7 @@ fn script_flush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             "ERR SCRIPT FLUSH only support SYNC|ASYNC option",
         ));
     }
-    ks.flush_scripts()?;
+    ks.catalog_clear(Catalog::Scripts)?;
     Ok(Reply::ok())
 }
 
@@ -246,7 +259,7 @@ impl<'a> Script<'a> {
         let code = &self.body[self.shebang.len..];
         let function = lua
             .load(code)
-            .set_name(CHUNK_NAME)
+            .set_name(Origin::Eval.chunk_name())
             .into_function()
             .map_err(|err| self.error_reply(&err, None))?;
         Ok((lua, function))
@@ -257,75 +270,118 @@ impl<'a> Script<'a> {
             Ok(compiled) => compiled,
             Err(reply) => return Ok(reply),
         };
-        if self.cache && ks.script(self.sha.as_bytes())?.is_none() {
-            ks.put_script(self.sha.as_bytes(), self.body)?;
+        if self.cache
+            && ks
+                .catalog_get(Catalog::Scripts, self.sha.as_bytes())?
+                .is_none()
+        {
+            ks.catalog_put(Catalog::Scripts, self.sha.as_bytes(), self.body)?;
         }
-        let ks = RefCell::new(ks);
-        let storage_error: RefCell<Option<StoreError>> = RefCell::new(None);
-        let outcome = lua.scope(|scope| {
-            let redis: Table = lua.globals().raw_get("redis")?;
-            for (name, protected) in [("call", false), ("pcall", true)] {
-                let ks = &ks;
-                let storage_error = &storage_error;
-                let read_only = self.read_only;
-                let function = scope.create_function(move |lua, words: MultiValue| {
-                    let reply = match call_args(&words) {
-                        Ok(args) => run_command(&mut **ks.borrow_mut(), &args, read_only),
-                        Err(message) => Ok(Reply::error(message)),
-                    };
-                    let reply = match reply {
-                        Ok(reply) => reply,
-                        Err(err) => {
-                            *storage_error.borrow_mut() = Some(err);
-                            return Err(mlua::Error::runtime("storage failed"));
-                        }
-                    };
-                    match reply {
-                        Reply::Error(text) if !protected => {
-                            Err(state::raise(lua, String::from_utf8_lossy(&text)))
-                        }
-                        reply => reply_to_lua(lua, reply, resp_of(lua)),
-                    }
-                })?;
-                redis.raw_set(name, function)?;
-            }
-            state::set_arguments(&lua, keys, argv)?;
-            state::protect_globals(&lua)?;
-            let value: Value = function.call(())?;
-            Ok(lua_to_reply(&value, resp_of(&lua)))
-        });
-        if let Some(err) = storage_error.into_inner() {
-            return Err(err);
-        }
-        Ok(match outcome {
-            Ok(reply) => reply,
-            Err(err) => self.error_reply(&err, lua.remove_app_data::<Raised>()),
+        run_in(&lua, ks, self.read_only, Origin::Eval, &self.sha, |lua| {
+            state::set_arguments(lua, keys, argv)?;
+            state::protect_globals(lua)?;
+            function.call(())
         })
     }
 
-    /// The reply for a script that failed, with Redis's texts.
     fn error_reply(&self, err: &mlua::Error, raised: Option<Raised>) -> Reply {
-        let sha = &self.sha;
-        if let mlua::Error::SyntaxError { message, .. } = err {
-            return Reply::error(format!(
-                "ERR Error compiling script (new function): {}",
-                one_line(message)
-            ));
-        }
-        let message = innermost_message(err);
-        if let Some(raised) = raised.filter(|r| r.text == message) {
-            return Reply::error(format!(
-                "{} script: {sha}, on @user_script:{}.",
-                one_line(&raised.text),
-                raised.line
-            ));
-        }
-        let line = script_line(&message).unwrap_or(-1);
-        Reply::error(format!(
-            "ERR {} script: {sha}, on @user_script:{line}.",
-            one_line(&message)
-        ))
+        failure_reply(err, raised, Origin::Eval, &self.sha)
     }
+}
+
+/// Which kind of code runs: it decides the chunk name and the error texts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A script (`EVAL`, `EVALSHA`): errors name its SHA-1 and `@user_script`.
+    Eval,
+    /// A library function (`FCALL`): errors name the function and `@user_function`.
+    Function,
+}
+
+impl Origin {
+    /// The chunk name Redis gives the code (Lua errors then read `user_script:1: …`).
+    fn chunk_name(self) -> &'static str {
+        match self {
+            Origin::Eval => "@user_script",
+            Origin::Function => "@user_function",
+        }
+    }
+}
+
+/// Runs `invoke` in `lua` with `redis.call` and `redis.pcall` bound to `ks`, and turns what it
+/// returns or raises into the reply, with Redis's texts naming `name` (a SHA-1 or a function).
+/// A storage failure inside is the `Err`.
+fn run_in(
+    lua: &Lua,
+    ks: &mut dyn Keyspace,
+    read_only: bool,
+    origin: Origin,
+    name: &str,
+    invoke: impl FnOnce(&Lua) -> mlua::Result<Value>,
+) -> StoreResult<Reply> {
+    let ks = RefCell::new(ks);
+    let storage_error: RefCell<Option<StoreError>> = RefCell::new(None);
+    let outcome = lua.scope(|scope| {
+        let redis: Table = lua.globals().raw_get("redis")?;
+        for (function_name, protected) in [("call", false), ("pcall", true)] {
+            let ks = &ks;
+            let storage_error = &storage_error;
+            let function = scope.create_function(move |lua, words: MultiValue| {
+                let reply = match call_args(&words) {
+                    Ok(args) => run_command(&mut **ks.borrow_mut(), &args, read_only),
+                    Err(message) => Ok(Reply::error(message)),
+                };
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err(err) => {
+                        *storage_error.borrow_mut() = Some(err);
+                        return Err(mlua::Error::runtime("storage failed"));
+                    }
+                };
+                match reply {
+                    Reply::Error(text) if !protected => {
+                        Err(state::raise(lua, String::from_utf8_lossy(&text)))
+                    }
+                    reply => reply_to_lua(lua, reply, resp_of(lua)),
+                }
+            })?;
+            redis.raw_set(function_name, function)?;
+        }
+        let value = invoke(lua)?;
+        Ok(lua_to_reply(&value, resp_of(lua)))
+    });
+    if let Some(err) = storage_error.into_inner() {
+        return Err(err);
+    }
+    Ok(match outcome {
+        Ok(reply) => reply,
+        Err(err) => failure_reply(&err, lua.remove_app_data::<Raised>(), origin, name),
+    })
+}
+
+/// The reply for code that failed to compile or run, with Redis's texts.
+fn failure_reply(err: &mlua::Error, raised: Option<Raised>, origin: Origin, name: &str) -> Reply {
+    let chunk = origin.chunk_name();
+    if let mlua::Error::SyntaxError { message, .. } = err {
+        let what = match origin {
+            Origin::Eval => "script (new function)",
+            Origin::Function => "function",
+        };
+        return Reply::error(format!("ERR Error compiling {what}: {}", one_line(message)));
+    }
+    let message = innermost_message(err);
+    if let Some(raised) = raised.filter(|r| r.text == message) {
+        return Reply::error(format!(
+            "{} script: {name}, on {chunk}:{}.",
+            one_line(&raised.text),
+            raised.line
+        ));
+    }
+    let line = code_line(&message).unwrap_or(-1);
+    Reply::error(format!(
+        "ERR {} script: {name}, on {chunk}:{line}.",
+        one_line(&message)
+    ))
 }
 
 /// The conversions the script chose with `redis.setresp`.
@@ -402,9 +458,11 @@ fn innermost_message(err: &mlua::Error) -> String {
     }
 }
 
-/// The line in a `user_script:N: …` message.
-fn script_line(message: &str) -> Option<i32> {
-    let rest = message.strip_prefix("user_script:")?;
+/// The line in a `user_script:N: …` or `user_function:N: …` message.
+fn code_line(message: &str) -> Option<i32> {
+    let rest = message
+        .strip_prefix("user_script:")
+        .or_else(|| message.strip_prefix("user_function:"))?;
     rest.split(':').next()?.parse().ok()
 }
 
@@ -517,6 +575,65 @@ mod tests {
             "{reply:?}"
         );
         assert_eq!(run(&db, &["GET", "a"]), Reply::Nil);
+    }
+
+    #[test]
+    fn the_script_cache_is_kept_by_flushall_and_emptied_by_script_flush() {
+        let db = TestStore::new();
+        let body = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
+        let sha = sha1_hex(body.as_bytes());
+        assert_eq!(run(&db, &["SCRIPT", "LOAD", body]), Reply::bulk_str(&sha));
+        let upper = sha.to_ascii_uppercase();
+        assert_eq!(
+            run(&db, &["EVALSHA", &upper, "1", "n", "2"]),
+            Reply::Integer(2)
+        );
+        let exists = |db: &TestStore, sha: &str| run(db, &["SCRIPT", "EXISTS", sha]);
+        assert_eq!(exists(&db, &upper), Reply::Array(vec![Reply::Integer(1)]));
+        run(&db, &["FLUSHALL"]);
+        assert_eq!(exists(&db, &sha), Reply::Array(vec![Reply::Integer(1)]));
+        assert_eq!(run(&db, &["SCRIPT", "FLUSH"]), Reply::ok());
+        assert_eq!(
+            run(&db, &["EVALSHA", &sha, "1", "n", "2"]),
+            Reply::error(NO_SCRIPT)
+        );
+        // EVAL caches what compiles; EVAL_RO and no-writes scripts run as reads and do not.
+        run(&db, &["EVAL", body, "1", "n", "1"]);
+        assert_eq!(exists(&db, &sha), Reply::Array(vec![Reply::Integer(1)]));
+        let read = "return 1";
+        run(&db, &["EVAL_RO", read, "0"]);
+        assert_eq!(
+            exists(&db, &sha1_hex(read.as_bytes())),
+            Reply::Array(vec![Reply::Integer(0)])
+        );
+        run(&db, &["EVAL", "syntax error", "0"]);
+        assert_eq!(
+            exists(&db, &sha1_hex(b"syntax error")),
+            Reply::Array(vec![Reply::Integer(0)])
+        );
+    }
+
+    #[test]
+    fn a_no_writes_shebang_makes_a_read_only_script() {
+        let db = TestStore::new();
+        let body = "#!lua flags=no-writes\nreturn redis.call('SET', 'k', 'v')";
+        assert!(declares_no_writes(&[
+            Bytes::from_static(b"EVAL"),
+            Bytes::from(body)
+        ]));
+        let reply = run(&db, &["EVAL", body, "0"]);
+        assert!(
+            matches!(&reply, Reply::Error(text) if text.starts_with(b"ERR Write commands are not allowed from read-only scripts.")),
+            "{reply:?}"
+        );
+        assert_eq!(
+            run(&db, &["EVAL_RO", "#!lua\nreturn 1", "0"]),
+            Reply::error("ERR Can not execute a script with write flag using *_ro command.")
+        );
+        assert_eq!(
+            run(&db, &["EVAL", "#!lua flags=bogus\nreturn 1", "0"]),
+            Reply::error("ERR Unexpected flag in script shebang: bogus")
+        );
     }
 
     #[test]
