@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(53) {
+    match rng.below(55) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -260,6 +260,29 @@ return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
                 rng.pick(&["counters", "readers", "c*", "nothing"]).into(),
             ],
         },
+        // The bit library on arguments and stored values.
+        53 => script(
+            "EVAL",
+            "local n = tonumber(ARGV[1]) or 0\n\
+             local v = tonumber(redis.call('GET', KEYS[1]) or '3') or 5\n\
+             return {bit.band(n, v), bit.bor(n, 0xf0), bit.bxor(n, v), bit.bnot(n), bit.tobit(n * 1e9),\n\
+                     bit.lshift(n, v % 40), bit.rshift(n, 3), bit.arshift(n, 3), bit.rol(n, 7),\n\
+                     bit.ror(v, 9), bit.bswap(n), bit.tohex(n), bit.tohex(v, -5)}",
+            k(rng),
+            i(rng),
+        ),
+        // cjson both ways, with values from the keyspace.
+        54 => script(
+            "EVAL",
+            "local doc = {key = KEYS[1], arg = ARGV[1], n = tonumber(ARGV[1]), list = {1, 'two', false},\n\
+                          nested = {deep = {value = redis.call('GET', KEYS[1])}}, empty = {}}\n\
+             local text = cjson.encode(doc)\n\
+             local back = cjson.decode(text)\n\
+             local ok, err = pcall(cjson.decode, ARGV[1])\n\
+             return {text, cjson.encode(back), tostring(ok), type(err) == 'string' and err or cjson.encode(err)}",
+            k(rng),
+            v(rng),
+        ),
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),

@@ -12,10 +12,10 @@
 //! and `ARGV`, which they get as arguments.
 
 use bytes::Bytes;
-use mlua::{Function, Lua, Table, Value};
+use mlua::{Function, IntoLuaMulti, Lua, Table};
 
 use super::state;
-use super::{Origin, failure_reply, int_arg, one_line, run_in};
+use super::{Origin, compile_error_reply, int_arg, one_line, run_in};
 use crate::redis::glob::glob_match;
 use crate::resp::Reply;
 use crate::store::keyspace::{Catalog, Keyspace, StoreResult};
@@ -216,7 +216,7 @@ fn load(code: &[u8]) -> Result<Loaded, Reply> {
         .load(code)
         .set_name(Origin::Function.chunk_name())
         .into_function()
-        .map_err(|err| failure_reply(&err, None, Origin::Function, ""))?;
+        .map_err(|err| compile_error_reply(&err, Origin::Function))?;
     let registering = |err: mlua::Error| {
         let message = super::innermost_message(&err);
         let message = if message.starts_with("ERR ") {
@@ -484,7 +484,7 @@ pub fn fcall(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreRe
                 }
                 Ok(table)
             };
-            callback.call::<Value>((list(keys)?, list(argv)?))
+            Ok((callback, (list(keys)?, list(argv)?).into_lua_multi(lua)?))
         },
     )
 }

@@ -16,17 +16,18 @@
 //! entry's time (`redis.call('TIME')`) and whose `math.random` starts from the same seed on
 //! every run; a runaway script is stopped by an instruction budget, never by wall time.
 //!
-//! Not yet: `FUNCTION DUMP|RESTORE`, the cjson, cmsgpack, bit and struct libraries, and server
+//! Not yet: `FUNCTION DUMP|RESTORE`, the cmsgpack and struct libraries, and server
 //! commands other than `TIME`, `PING`, `ECHO` and `SELECT` from scripts.
 
 mod convert;
 mod functions;
+mod libs;
 mod state;
 
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use mlua::{Function, Lua, MultiValue, Table, Value};
+use mlua::{Function, Lua, MultiValue, Table};
 
 use super::ReplySize::{Data, Small};
 use super::{KeyspaceCommand, command, int_arg};
@@ -34,7 +35,7 @@ use crate::redis::table;
 use crate::resp::Reply;
 use crate::store::keyspace::{Catalog, Keyspace, StoreError, StoreResult};
 use convert::{Resp, call_args, lua_to_reply, reply_to_lua};
-use state::Raised;
+use state::Failure;
 
 /// The scripting commands (see [`KeyspaceCommand`]). What a script does is known only when it
 /// runs, so the table's flags do not say which calls write: `EVAL` is logged unless its script
@@ -261,7 +262,7 @@ impl<'a> Script<'a> {
             .load(code)
             .set_name(Origin::Eval.chunk_name())
             .into_function()
-            .map_err(|err| self.error_reply(&err, None))?;
+            .map_err(|err| self.error_reply(&err))?;
         Ok((lua, function))
     }
 
@@ -280,12 +281,12 @@ impl<'a> Script<'a> {
         run_in(&lua, ks, self.read_only, Origin::Eval, &self.sha, |lua| {
             state::set_arguments(lua, keys, argv)?;
             state::protect_globals(lua)?;
-            function.call(())
+            Ok((function, MultiValue::new()))
         })
     }
 
-    fn error_reply(&self, err: &mlua::Error, raised: Option<Raised>) -> Reply {
-        failure_reply(err, raised, Origin::Eval, &self.sha)
+    fn error_reply(&self, err: &mlua::Error) -> Reply {
+        compile_error_reply(err, Origin::Eval)
     }
 }
 
@@ -308,16 +309,16 @@ impl Origin {
     }
 }
 
-/// Runs `invoke` in `lua` with `redis.call` and `redis.pcall` bound to `ks`, and turns what it
-/// returns or raises into the reply, with Redis's texts naming `name` (a SHA-1 or a function).
-/// A storage failure inside is the `Err`.
+/// Runs the function `prepare` gives, with its arguments, in `lua` with `redis.call` and
+/// `redis.pcall` bound to `ks`, and turns what it returns or raises into the reply, with Redis's
+/// texts naming `name` (a SHA-1 or a function). A storage failure inside is the `Err`.
 fn run_in(
     lua: &Lua,
     ks: &mut dyn Keyspace,
     read_only: bool,
     origin: Origin,
     name: &str,
-    invoke: impl FnOnce(&Lua) -> mlua::Result<Value>,
+    prepare: impl FnOnce(&Lua) -> mlua::Result<(Function, MultiValue)>,
 ) -> StoreResult<Reply> {
     let ks = RefCell::new(ks);
     let storage_error: RefCell<Option<StoreError>> = RefCell::new(None);
@@ -340,46 +341,49 @@ fn run_in(
                 };
                 match reply {
                     Reply::Error(text) if !protected => {
-                        Err(state::raise(lua, String::from_utf8_lossy(&text)))
+                        Err(state::raise(String::from_utf8_lossy(&text)))
                     }
                     reply => reply_to_lua(lua, reply, resp_of(lua)),
                 }
             })?;
             redis.raw_set(function_name, function)?;
         }
-        let value = invoke(lua)?;
-        Ok(lua_to_reply(&value, resp_of(lua)))
+        let (function, args) = prepare(lua)?;
+        let outcome = state::call_protected(lua, &function, args)?;
+        Ok(outcome.map(|value| lua_to_reply(&value, resp_of(lua))))
     });
     if let Some(err) = storage_error.into_inner() {
         return Err(err);
     }
+    let chunk = origin.chunk_name();
     Ok(match outcome {
-        Ok(reply) => reply,
-        Err(err) => failure_reply(&err, lua.remove_app_data::<Raised>(), origin, name),
+        Ok(Ok(reply)) => reply,
+        Ok(Err(Failure { text, place })) => {
+            let (source, line) = place.unwrap_or_else(|| (chunk.to_string(), -1));
+            Reply::error(format!(
+                "{} script: {name}, on {source}:{line}.",
+                one_line(&text)
+            ))
+        }
+        Err(err) => Reply::error(format!(
+            "ERR {} script: {name}, on {chunk}:-1.",
+            one_line(&innermost_message(&err))
+        )),
     })
 }
 
-/// The reply for code that failed to compile or run, with Redis's texts.
-fn failure_reply(err: &mlua::Error, raised: Option<Raised>, origin: Origin, name: &str) -> Reply {
-    let chunk = origin.chunk_name();
-    if let mlua::Error::SyntaxError { message, .. } = err {
-        let what = match origin {
-            Origin::Eval => "script (new function)",
-            Origin::Function => "function",
-        };
-        return Reply::error(format!("ERR Error compiling {what}: {}", one_line(message)));
-    }
-    let message = innermost_message(err);
-    if let Some(raised) = raised.filter(|r| r.text == message) {
-        return Reply::error(format!(
-            "{} script: {name}, on {chunk}:{}.",
-            one_line(&raised.text),
-            raised.line
-        ));
-    }
-    let line = code_line(&message).unwrap_or(-1);
+/// The reply for code that does not compile, with Redis's texts.
+fn compile_error_reply(err: &mlua::Error, origin: Origin) -> Reply {
+    let message = match err {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => innermost_message(other),
+    };
+    let what = match origin {
+        Origin::Eval => "script (new function)",
+        Origin::Function => "function",
+    };
     Reply::error(format!(
-        "ERR {} script: {name}, on {chunk}:{line}.",
+        "ERR Error compiling {what}: {}",
         one_line(&message)
     ))
 }
@@ -456,14 +460,6 @@ fn innermost_message(err: &mlua::Error) -> String {
         mlua::Error::MemoryError(_) => "Script used more memory than allowed".into(),
         other => other.to_string(),
     }
-}
-
-/// The line in a `user_script:N: …` or `user_function:N: …` message.
-fn code_line(message: &str) -> Option<i32> {
-    let rest = message
-        .strip_prefix("user_script:")
-        .or_else(|| message.strip_prefix("user_function:"))?;
-    rest.split(':').next()?.parse().ok()
 }
 
 /// `text` on one line (Redis replaces CR and LF in error replies).
@@ -565,6 +561,19 @@ mod tests {
     fn a_runaway_script_is_stopped_by_its_budget_and_read_only_scripts_cannot_write() {
         let db = TestStore::new();
         let reply = run(&db, &["EVAL", "while true do end", "0"]);
+        assert!(
+            matches!(&reply, Reply::Error(text) if text.windows(6).any(|w| w == b"budget")),
+            "{reply:?}"
+        );
+        // Catching the budget's error does not let a script go on.
+        let reply = run(
+            &db,
+            &[
+                "EVAL",
+                "while true do pcall(function() while true do end end) end",
+                "0",
+            ],
+        );
         assert!(
             matches!(&reply, Reply::Error(text) if text.windows(6).any(|w| w == b"budget")),
             "{reply:?}"

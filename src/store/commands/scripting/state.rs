@@ -1,4 +1,5 @@
-//! The Lua state a script runs in: the libraries Redis 7.0 gives scripts, the `redis` table
+//! The Lua state a script runs in: the libraries Redis 7.0 gives scripts (Lua's own here, `bit`
+//! and `cjson` in `libs`), the `redis` table
 //! (all but `call` and `pcall`, which need the keyspace), a deterministic `math.random`,
 //! read-only globals, an instruction budget and a memory limit.
 
@@ -6,7 +7,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use mlua::{HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use super::convert::Resp;
 
@@ -14,38 +15,168 @@ use super::convert::Resp;
 const BUDGET_STEP: u32 = 10_000;
 /// Checks a script may pass before it is stopped: 500 million instructions.
 const BUDGET_STEPS: u32 = 50_000;
+/// The error of a script that used up its budget.
+const BUDGET_EXCEEDED: &str = "Script exceeded its instruction budget (500 million instructions)";
 /// Most memory one script's Lua state may allocate.
 const MEMORY_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 
-/// An error a `redis` library function raised: the reply's text before ` script: …`, and the
-/// script line that called (kept in the state's app data until the script ends).
-pub struct Raised {
-    /// The reply's text, prefix included (`ERR …`).
+/// Where the code calling a library function is: its chunk's short name (`user_script`) and
+/// line, if it is Lua code (not `pcall`). Level 0 is the library function (a C function to Lua,
+/// so a call in tail position keeps the caller's frame), 1 the caller.
+fn caller(lua: &Lua) -> Option<(String, i32)> {
+    lua.inspect_stack(1, |debug| {
+        let line = debug.current_line()?;
+        let source = debug.source().short_src?.into_owned();
+        Some((source, line as i32))
+    })
+    .flatten()
+}
+
+/// The error of a `redis` library call as Redis raises it (`luaError`): its text is the
+/// script's reply when nothing catches it, prefix included (`ERR …`).
+#[derive(Debug)]
+pub struct ErrorReply(pub String);
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ErrorReply {}
+
+/// Fails a `redis` library call as Redis does: the script's reply is `text` (see
+/// [`ErrorReply`]).
+pub fn raise(text: impl Into<String>) -> mlua::Error {
+    mlua::Error::external(ErrorReply(text.into()))
+}
+
+/// Fails a library call as Lua's `luaL_error` does: the message starts with the caller's
+/// location when the caller is Lua code (`user_script:3: …`), not when it is `pcall`.
+pub fn located(lua: &Lua, message: &str) -> mlua::Error {
+    match caller(lua) {
+        Some((source, line)) => mlua::Error::runtime(format!("{source}:{line}: {message}")),
+        None => mlua::Error::runtime(message),
+    }
+}
+
+/// How a script failed, as Redis's error handler records it: the reply's text (prefix
+/// included) and where the error was raised.
+pub struct Failure {
+    /// `ERR …`, or the text of an error table the script raised.
     pub text: String,
-    /// The calling script line, -1 when unknown.
-    pub line: i32,
+    /// The chunk (`@user_script`, `@user_function`) and line, when known.
+    pub place: Option<(String, i32)>,
 }
 
-/// The line of the script function calling the running library function.
-fn calling_line(lua: &Lua) -> i32 {
-    lua.inspect_stack(1, |debug| debug.current_line().map_or(-1, |n| n as i32))
-        .unwrap_or(-1)
+/// Calls `function` under an error handler like Redis's: the failure's text (an error table's
+/// `err`, Redis's text for a `redis` library error, `ERR ` and the message otherwise) and the
+/// line of the code that raised it (the caller, when a C function raised it).
+pub fn call_protected(
+    lua: &Lua,
+    function: &Function,
+    args: MultiValue,
+) -> mlua::Result<Result<Value, Failure>> {
+    let runner: Function = lua.named_registry_value(RUNNER)?;
+    let handler = lua.create_function(|lua, err: Value| {
+        // The innermost frame of user code: C functions and redraft's own chunks (named
+        // `=…`: global protection, the runner) are skipped, as Redis's C functions are.
+        let mut place = None;
+        for level in 1.. {
+            let Some(frame) = lua.inspect_stack(level, |debug| {
+                let source = debug.source().source.map(|s| s.into_owned());
+                let line = debug.current_line().map_or(-1, |n| n as i32);
+                (source, line)
+            }) else {
+                break;
+            };
+            if let (Some(source), line) = frame
+                && source.starts_with('@')
+            {
+                place = Some((source, line));
+                break;
+            }
+        }
+        let text = match &err {
+            Value::Table(table) => match table.raw_get::<Value>("err")? {
+                Value::String(text) => text.to_string_lossy(),
+                _ => "ERR Error running script".to_string(),
+            },
+            Value::Error(error) => match error_reply(error) {
+                Some(text) => text,
+                None => format!("ERR {}", super::innermost_message(error)),
+            },
+            Value::String(text) => format!("ERR {}", text.to_string_lossy()),
+            other => format!("ERR {}", other.to_string().unwrap_or_default()),
+        };
+        let failure = lua.create_table()?;
+        failure.raw_set("text", text)?;
+        if let Some((source, line)) = place {
+            failure.raw_set("source", source)?;
+            failure.raw_set("line", line)?;
+        }
+        Ok(failure)
+    })?;
+    let mut call_args = MultiValue::from_vec(vec![
+        Value::Function(handler),
+        Value::Function(function.clone()),
+    ]);
+    call_args.extend(args);
+    let mut results: MultiValue = runner.call(call_args)?;
+    let succeeded = matches!(results.pop_front(), Some(Value::Boolean(true)));
+    let first = results.pop_front().unwrap_or(Value::Nil);
+    if succeeded {
+        return Ok(Ok(first));
+    }
+    Ok(Err(match first {
+        Value::Table(failure) => Failure {
+            text: failure.raw_get("text")?,
+            place: match (
+                failure.raw_get::<Option<String>>("source")?,
+                failure.raw_get::<Option<i32>>("line")?,
+            ) {
+                (Some(source), Some(line)) => Some((source, line)),
+                _ => None,
+            },
+        },
+        // The handler is not called for memory errors.
+        other => Failure {
+            text: format!("ERR {}", other.to_string().unwrap_or_default()),
+            place: None,
+        },
+    }))
 }
 
-/// Fails a `redis` library call as Redis does (`luaError`): the script's reply is `text`,
-/// then the script and the calling line.
-pub fn raise(lua: &Lua, text: impl Into<String>) -> mlua::Error {
-    let text = text.into();
-    lua.set_app_data(Raised {
-        text: text.clone(),
-        line: calling_line(lua),
-    });
-    mlua::Error::runtime(text)
+/// The text of a `redis` library error (see [`raise`]) inside `error`, if it is one.
+fn error_reply(error: &mlua::Error) -> Option<String> {
+    match error {
+        mlua::Error::CallbackError { cause, .. } => error_reply(cause),
+        mlua::Error::ExternalError(external) => external
+            .downcast_ref::<ErrorReply>()
+            .map(|reply| reply.0.clone()),
+        _ => None,
+    }
 }
 
-/// Fails a library call as Lua's `luaL_error` does: the message starts with the location.
-fn located(lua: &Lua, message: &str) -> mlua::Error {
-    mlua::Error::runtime(format!("user_script:{}: {message}", calling_line(lua)))
+/// The registry name of the function [`call_protected`] runs code through.
+const RUNNER: &str = "redraft.runner";
+
+/// Lua's `bad argument #n to 'f' (…)`, located as `luaL_argerror` does; a function called
+/// through `pcall` cannot be named, and is `'?'`.
+pub fn bad_argument(lua: &Lua, position: usize, function: &str, detail: &str) -> mlua::Error {
+    let name = if caller(lua).is_some() { function } else { "?" };
+    located(
+        lua,
+        &format!("bad argument #{position} to '{name}' ({detail})"),
+    )
+}
+
+/// A value's type as Lua's argument errors name it (`no value` for a missing one).
+pub fn argument_type(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "no value",
+        other => other.type_name(),
+    }
 }
 
 /// Redis's version as `redis.REDIS_VERSION_NUM` gives it (`0x00MMmmpp`).
@@ -63,19 +194,61 @@ pub fn new_state() -> mlua::Result<Lua> {
         LuaOptions::default(),
     )?;
     lua.set_memory_limit(MEMORY_LIMIT_BYTES)?;
-    let steps = Cell::new(0u32);
+    let steps = Rc::new(Cell::new(0u32));
+    let counted = steps.clone();
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(BUDGET_STEP),
         move |_, _| {
-            steps.set(steps.get() + 1);
-            if steps.get() > BUDGET_STEPS {
-                return Err(mlua::Error::runtime(
-                    "Script exceeded its instruction budget (500 million instructions)",
-                ));
+            counted.set(counted.get().saturating_add(1));
+            if counted.get() > BUDGET_STEPS {
+                return Err(mlua::Error::runtime(BUDGET_EXCEEDED));
             }
             Ok(VmState::Continue)
         },
     )?;
+    let runner: Function = lua
+        .load(
+            r#"
+            local xpcall, unpack, select = xpcall, unpack, select
+            return function(handler, f, ...)
+                local n, args = select('#', ...), {...}
+                return xpcall(function() return f(unpack(args, 1, n)) end, handler)
+            end
+            "#,
+        )
+        .set_name("=runner")
+        .eval()?;
+    lua.set_named_registry_value(RUNNER, runner)?;
+    // pcall and xpcall as Redis 7.0 gives them to scripts: an error a library function raised
+    // is caught as its text (a `redis` library error's reply text, not an error object); and a
+    // script that catches the budget's error must not go on.
+    let exhausted = lua.create_function(move |_, ()| Ok(steps.get() > BUDGET_STEPS))?;
+    let plain = lua.create_function(|lua, err: Value| {
+        Ok(match err {
+            Value::Error(error) => {
+                let text = error_reply(&error).unwrap_or_else(|| super::innermost_message(&error));
+                Value::String(lua.create_string(text)?)
+            }
+            other => other,
+        })
+    })?;
+    lua.load(
+        r#"
+        local base_pcall, base_xpcall, error = pcall, xpcall, error
+        local exhausted, plain, message = ...
+        local function check(ok, ...)
+            if exhausted() then error(message, 0) end
+            if ok then return ok, ... end
+            return ok, plain((...))
+        end
+        pcall = function(...) return check(base_pcall(...)) end
+        xpcall = function(f, handler)
+            return check(base_xpcall(f, function(err) return handler(plain(err)) end))
+        end
+        "#,
+    )
+    .set_name("=pcall")
+    .call::<()>((exhausted, plain, BUDGET_EXCEEDED))?;
     lua.set_app_data(Resp::Two);
     let globals = lua.globals();
     for unsafe_function in ["loadfile", "dofile", "print"] {
@@ -83,6 +256,7 @@ pub fn new_state() -> mlua::Result<Lua> {
     }
     globals.raw_set("redis", redis_library(&lua)?)?;
     install_random(&lua)?;
+    super::libs::install(&lua)?;
     Ok(lua)
 }
 
@@ -95,6 +269,12 @@ fn redis_library(lua: &Lua) -> mlua::Result<Table> {
             lua.create_function(move |lua, words: MultiValue| {
                 let table = lua.create_table()?;
                 match words.front() {
+                    // Redis stores an error's text without the leading '-' a reply has.
+                    Some(Value::String(text)) if words.len() == 1 && field == "err" => {
+                        let text = text.as_bytes();
+                        let text = text.strip_prefix(b"-").unwrap_or(&text);
+                        table.raw_set(field, lua.create_string(text)?)?
+                    }
                     Some(Value::String(text)) if words.len() == 1 => table.raw_set(field, text)?,
                     _ => table.raw_set("err", "ERR wrong number or type of arguments")?,
                 }
@@ -106,7 +286,7 @@ fn redis_library(lua: &Lua) -> mlua::Result<Table> {
         "sha1hex",
         lua.create_function(|lua, words: MultiValue| {
             if words.len() != 1 {
-                return Err(raise(lua, "ERR wrong number of arguments"));
+                return Err(raise("ERR wrong number of arguments"));
             }
             // Strings and numbers (as Lua prints them) are hashed; anything else as "".
             let text = lua.coerce_string(words[0].clone())?;
@@ -116,18 +296,12 @@ fn redis_library(lua: &Lua) -> mlua::Result<Table> {
     )?;
     redis.raw_set(
         "log",
-        lua.create_function(|lua, words: MultiValue| {
+        lua.create_function(|_, words: MultiValue| {
             if words.len() < 2 {
-                return Err(raise(
-                    lua,
-                    "ERR redis.log() requires two arguments or more.",
-                ));
+                return Err(raise("ERR redis.log() requires two arguments or more."));
             }
             if !matches!(words[0], Value::Integer(_) | Value::Number(_)) {
-                return Err(raise(
-                    lua,
-                    "ERR First argument must be a number (log level).",
-                ));
+                return Err(raise("ERR First argument must be a number (log level)."));
             }
             let message: Vec<String> = words
                 .iter()
@@ -150,9 +324,9 @@ fn redis_library(lua: &Lua) -> mlua::Result<Table> {
                 Some(Value::Number(n)) if version.len() == 1 && *n == 2.0 => Resp::Two,
                 Some(Value::Number(n)) if version.len() == 1 && *n == 3.0 => Resp::Three,
                 _ if version.len() != 1 => {
-                    return Err(raise(lua, "ERR redis.setresp() requires one argument."));
+                    return Err(raise("ERR redis.setresp() requires one argument."));
                 }
-                _ => return Err(raise(lua, "ERR RESP version must be 2 or 3.")),
+                _ => return Err(raise("ERR RESP version must be 2 or 3.")),
             };
             lua.set_app_data(resp);
             Ok(())
@@ -161,14 +335,11 @@ fn redis_library(lua: &Lua) -> mlua::Result<Table> {
     // Effects are what every replica applies already: these change nothing.
     redis.raw_set(
         "set_repl",
-        lua.create_function(|lua, flags: MultiValue| match flags.front() {
+        lua.create_function(|_, flags: MultiValue| match flags.front() {
             Some(Value::Integer(0..=3)) if flags.len() == 1 => Ok(()),
             Some(Value::Number(n)) if flags.len() == 1 && (0.0..=3.0).contains(n) => Ok(()),
-            _ if flags.len() != 1 => {
-                Err(raise(lua, "ERR redis.set_repl() requires two arguments."))
-            }
+            _ if flags.len() != 1 => Err(raise("ERR redis.set_repl() requires two arguments.")),
             _ => Err(raise(
-                lua,
                 "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
             )),
         })?,
@@ -208,12 +379,11 @@ fn install_random(lua: &Lua) -> mlua::Result<()> {
             let number = |position: usize, value: &Value| -> mlua::Result<f64> {
                 match lua.coerce_number(value.clone()) {
                     Ok(Some(n)) => Ok(n),
-                    _ => Err(located(
+                    _ => Err(bad_argument(
                         lua,
-                        &format!(
-                            "bad argument #{position} to 'random' (number expected, got {})",
-                            value.type_name()
-                        ),
+                        position,
+                        "random",
+                        &format!("number expected, got {}", argument_type(value)),
                     )),
                 }
             };
@@ -222,10 +392,7 @@ fn install_random(lua: &Lua) -> mlua::Result<()> {
                 1 => {
                     let upper = number(1, &bounds[0])?.floor();
                     if upper < 1.0 {
-                        return Err(located(
-                            lua,
-                            "bad argument #1 to 'random' (interval is empty)",
-                        ));
+                        return Err(bad_argument(lua, 1, "random", "interval is empty"));
                     }
                     Ok((r * upper).floor() + 1.0)
                 }
@@ -233,10 +400,7 @@ fn install_random(lua: &Lua) -> mlua::Result<()> {
                     let lower = number(1, &bounds[0])?.floor();
                     let upper = number(2, &bounds[1])?.floor();
                     if lower > upper {
-                        return Err(located(
-                            lua,
-                            "bad argument #2 to 'random' (interval is empty)",
-                        ));
+                        return Err(bad_argument(lua, 2, "random", "interval is empty"));
                     }
                     Ok((r * (upper - lower + 1.0)).floor() + lower)
                 }
@@ -248,12 +412,11 @@ fn install_random(lua: &Lua) -> mlua::Result<()> {
         "randomseed",
         lua.create_function(move |lua, seed: Value| {
             let Ok(Some(seed)) = lua.coerce_number(seed.clone()) else {
-                return Err(located(
+                return Err(bad_argument(
                     lua,
-                    &format!(
-                        "bad argument #1 to 'randomseed' (number expected, got {})",
-                        seed.type_name()
-                    ),
+                    1,
+                    "randomseed",
+                    &format!("number expected, got {}", argument_type(&seed)),
                 ));
             };
             state.set(Rand48::seeded(seed as i32));
