@@ -69,7 +69,7 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let v = |rng: &mut Rng| rng.pick(VALUES).to_string();
     let i = |rng: &mut Rng| rng.pick(INTS).to_string();
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
-    match rng.below(55) {
+    match rng.below(57) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -282,6 +282,26 @@ return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
              return {text, cjson.encode(back), tostring(ok), type(err) == 'string' and err or cjson.encode(err)}",
             k(rng),
             v(rng),
+        ),
+        // cmsgpack both ways.
+        55 => script(
+            "EVAL",
+            "local n = tonumber(ARGV[1])\n\
+             local packed = cmsgpack.pack(ARGV[1], n, {KEYS[1], redis.call('GET', KEYS[1]) or false,\n\
+                                          {n = n or 0.5}, {}}, n and n / 3)\n\
+             return {packed, {cmsgpack.unpack(packed)}, {cmsgpack.unpack_one(packed, 1)}}",
+            k(rng),
+            v(rng),
+        ),
+        // struct both ways.
+        56 => script(
+            "EVAL",
+            "local n = tonumber(ARGV[1]) or 7\n\
+             local format = '>i4 h !4 B s d <I2 c3'\n\
+             local packed = struct.pack(format, n, -3, 200, KEYS[1], n / 4, 513, 'abcdef')\n\
+             return {packed, {struct.unpack(format, packed)}, struct.size('>i4 h d')}",
+            k(rng),
+            i(rng),
         ),
         22 => vec![
             "HINCRBYFLOAT".into(),

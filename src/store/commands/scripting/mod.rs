@@ -16,13 +16,16 @@
 //! entry's time (`redis.call('TIME')`) and whose `math.random` starts from the same seed on
 //! every run; a runaway script is stopped by an instruction budget, never by wall time.
 //!
-//! Not yet: `FUNCTION DUMP|RESTORE`, the cmsgpack and struct libraries, and server
+//! Not yet: `FUNCTION DUMP|RESTORE`, and server
 //! commands other than `TIME`, `PING`, `ECHO` and `SELECT` from scripts.
 
+mod cjson;
+mod cmsgpack;
 mod convert;
 mod functions;
 mod libs;
 mod state;
+mod struct_lib;
 
 use std::cell::RefCell;
 

@@ -1,5 +1,5 @@
-//! The Lua state a script runs in: the libraries Redis 7.0 gives scripts (Lua's own here, `bit`
-//! and `cjson` in `libs`), the `redis` table
+//! The Lua state a script runs in: the libraries Redis 7.0 gives scripts (Lua's own here; `bit`,
+//! `cjson`, `cmsgpack` and `struct` in their files), the `redis` table
 //! (all but `call` and `pcall`, which need the keyspace), a deterministic `math.random`,
 //! read-only globals, an instruction budget and a memory limit.
 
