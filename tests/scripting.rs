@@ -346,3 +346,76 @@ fn fenced_lock_example_refuses_a_stale_holder_through_a_follower() {
     );
     assert_eq!(stdout.lines().last(), Some("OK"));
 }
+
+#[test]
+fn function_dump_moves_libraries_between_redis_and_redraft() {
+    let redis = common::real_redis::RealRedis::start();
+    let redraft = common::TestServer::start();
+    let mut from_redis = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut to_redraft = redraft.client();
+    // Large enough for Redis to compress it (LZF) in its payload.
+    let library = format!(
+        "#!lua name=many\n{}",
+        (0..30)
+            .map(|i| format!("redis.register_function('f{i}', function() return {i} end)"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&library)
+        .query(&mut from_redis)
+        .unwrap();
+    let payload: Vec<u8> = redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(&mut from_redis)
+        .unwrap();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .query(&mut to_redraft)
+        .unwrap();
+    let answer: i64 = redis::cmd("FCALL")
+        .arg("f29")
+        .arg(0)
+        .query(&mut to_redraft)
+        .unwrap();
+    assert_eq!(answer, 29);
+    let err = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .query::<()>(&mut to_redraft)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Library many already exists"),
+        "{err}"
+    );
+    // And back: redraft's payload restores into Redis.
+    let payload: Vec<u8> = redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(&mut to_redraft)
+        .unwrap();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&payload)
+        .arg("FLUSH")
+        .query(&mut from_redis)
+        .unwrap();
+    let answer: i64 = redis::cmd("FCALL")
+        .arg("f7")
+        .arg(0)
+        .query(&mut from_redis)
+        .unwrap();
+    assert_eq!(answer, 7);
+    let mut damaged = payload.clone();
+    damaged[5] ^= 0x20;
+    let err = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&damaged)
+        .query::<()>(&mut to_redraft)
+        .unwrap_err();
+    assert!(err.to_string().contains("checksum are wrong"), "{err}");
+}

@@ -1,7 +1,6 @@
 //! Server commands that describe or steer the process rather than the keyspace: persistence
 //! (LASTSAVE, SAVE, BGSAVE), replication (WAIT), introspection (MEMORY, LATENCY, SLOWLOG), and
-//! the scripting commands that are not keyspace commands (SCRIPT and FUNCTION KILL and HELP;
-//! FUNCTION DUMP and RESTORE, not available yet).
+//! the scripting commands that are not keyspace commands (SCRIPT and FUNCTION KILL and HELP).
 //!
 //! SAVE and BGSAVE build a raft snapshot (the state machine is always durable through the log;
 //! a snapshot compacts it). WAIT counts the followers whose log holds the connection's last
@@ -116,8 +115,8 @@ https://redis.io/topics/latency-monitor.\n",
                 "    Print this help.",
             ]),
         },
-        // LOAD, DELETE, FLUSH, LIST and STATS are keyspace commands (libraries are
-        // replicated).
+        // LOAD, DELETE, FLUSH, LIST, STATS, DUMP and RESTORE are keyspace commands (libraries
+        // are replicated).
         "function" => match sub.as_str() {
             "kill" => Reply::error("NOTBUSY No scripts in execution right now."),
             "help" => lines(&[
@@ -149,6 +148,16 @@ https://redis.io/topics/latency-monitor.\n",
                 "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
                 "    * ASYNC: Asynchronously flush the libraries.",
                 "    * SYNC: Synchronously flush the libraries.",
+                "DUMP",
+                "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+                "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+                "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+                "    control how to handle existing libraries (default APPEND):",
+                "    * FLUSH: delete all existing libraries.",
+                "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+                "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+                "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+                "      in case of functions name collision with another library).",
                 "HELP",
                 "    Prints this help.",
             ]),

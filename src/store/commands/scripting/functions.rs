@@ -1,4 +1,5 @@
-//! Redis 7.0 functions: `FUNCTION LOAD|DELETE|FLUSH|LIST|STATS`, `FCALL` and `FCALL_RO`.
+//! Redis 7.0 functions: `FUNCTION LOAD|DELETE|FLUSH|LIST|STATS|DUMP|RESTORE`, `FCALL` and
+//! `FCALL_RO`.
 //!
 //! Libraries are replicated state: [`Catalog::Libraries`] holds each library's code by name and
 //! [`Catalog::Functions`] which library registers each function, both changed only through the
@@ -14,8 +15,8 @@
 use bytes::Bytes;
 use mlua::{Function, IntoLuaMulti, Lua, Table};
 
-use super::state;
 use super::{Origin, compile_error_reply, int_arg, one_line, run_in};
+use super::{function_dump, state};
 use crate::redis::glob::glob_match;
 use crate::resp::Reply;
 use crate::store::keyspace::{Catalog, Keyspace, StoreResult};
@@ -406,6 +407,105 @@ pub fn function_list(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply
         libraries.push(Reply::Map(library));
     }
     Ok(Reply::Array(libraries))
+}
+
+/// `FUNCTION DUMP`: every library's code in Redis's payload format.
+pub fn function_dump(ks: &mut dyn Keyspace, _args: &[Bytes]) -> StoreResult<Reply> {
+    let libraries = ks.catalog_entries(Catalog::Libraries)?;
+    Ok(Reply::Bulk(Bytes::from(function_dump::dump(
+        libraries.iter().map(|(_, code)| code.as_ref()),
+    ))))
+}
+
+/// `FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]`: all the payload's libraries or none.
+pub fn function_restore(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    let policy = match args.get(3) {
+        _ if args.len() > 4 => {
+            return Ok(Reply::error(
+                "ERR unknown subcommand or wrong number of arguments for 'RESTORE'. Try FUNCTION HELP.",
+            ));
+        }
+        None => b"append".as_slice(),
+        Some(policy) => policy.as_ref(),
+    };
+    let policy = policy.to_ascii_lowercase();
+    if !matches!(policy.as_slice(), b"flush" | b"append" | b"replace") {
+        return Ok(Reply::error(
+            "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+        ));
+    }
+    let codes = match function_dump::restore(&args[2]) {
+        Ok(codes) => codes,
+        Err(function_dump::BadPayload::NotAFunction) => {
+            return Ok(Reply::error("ERR given type is not a function"));
+        }
+        Err(_) => {
+            return Ok(Reply::error(
+                "ERR DUMP payload version or checksum are wrong",
+            ));
+        }
+    };
+    // Every library checked before anything changes.
+    let mut restored: Vec<(String, Vec<String>, Vec<u8>)> = Vec::new();
+    for code in codes {
+        let header = match Header::parse(&code) {
+            Ok(header) => header,
+            Err(reply) => return Ok(reply),
+        };
+        let functions = match load(&code[header.len..]) {
+            Ok(loaded) => loaded.functions.into_iter().map(|f| f.name).collect(),
+            Err(reply) => return Ok(reply),
+        };
+        restored.push((header.name, functions, code));
+    }
+    let flush = policy == b"flush";
+    let replace = policy == b"replace";
+    let mut owners: std::collections::HashMap<Vec<u8>, Vec<u8>> = if flush {
+        Default::default()
+    } else {
+        ks.catalog_entries(Catalog::Functions)?
+            .into_iter()
+            .map(|(function, library)| (function.to_vec(), library.to_vec()))
+            .collect()
+    };
+    let restored_names: Vec<&[u8]> = restored.iter().map(|(name, ..)| name.as_bytes()).collect();
+    if replace {
+        owners.retain(|_, library| !restored_names.contains(&library.as_slice()));
+    }
+    for (name, functions, _) in &restored {
+        if !flush
+            && !replace
+            && ks
+                .catalog_get(Catalog::Libraries, name.as_bytes())?
+                .is_some()
+        {
+            return Ok(Reply::error(format!("ERR Library {name} already exists")));
+        }
+        for function in functions {
+            if owners
+                .insert(function.as_bytes().to_vec(), name.as_bytes().to_vec())
+                .is_some()
+            {
+                return Ok(Reply::error(format!(
+                    "ERR Function {function} already exists"
+                )));
+            }
+        }
+    }
+    if flush {
+        ks.catalog_clear(Catalog::Libraries)?;
+        ks.catalog_clear(Catalog::Functions)?;
+    }
+    for (name, functions, code) in &restored {
+        if replace {
+            remove_functions_of(ks, name.as_bytes())?;
+        }
+        ks.catalog_put(Catalog::Libraries, name.as_bytes(), code)?;
+        for function in functions {
+            ks.catalog_put(Catalog::Functions, function.as_bytes(), name.as_bytes())?;
+        }
+    }
+    Ok(Reply::ok())
 }
 
 /// `FUNCTION STATS`: no script is ever running between commands here.

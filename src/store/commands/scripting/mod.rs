@@ -16,12 +16,12 @@
 //! entry's time (`redis.call('TIME')`) and whose `math.random` starts from the same seed on
 //! every run; a runaway script is stopped by an instruction budget, never by wall time.
 //!
-//! Not yet: `FUNCTION DUMP|RESTORE`, and server
-//! commands other than `TIME`, `PING`, `ECHO` and `SELECT` from scripts.
+//! Not yet: server commands other than `TIME`, `PING`, `ECHO` and `SELECT` from scripts.
 
 mod cjson;
 mod cmsgpack;
 mod convert;
+mod function_dump;
 mod functions;
 mod libs;
 mod state;
@@ -63,6 +63,8 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("function|flush", functions::function_flush, Small),
     command("function|list", functions::function_list, Data),
     command("function|stats", functions::function_stats, Small),
+    command("function|dump", functions::function_dump, Data),
+    command("function|restore", functions::function_restore, Small),
 ];
 
 /// `-NOSCRIPT …`: EVALSHA of a script the cache does not hold.
