@@ -419,3 +419,98 @@ fn function_dump_moves_libraries_between_redis_and_redraft() {
         .unwrap_err();
     assert!(err.to_string().contains("checksum are wrong"), "{err}");
 }
+
+#[test]
+fn scripts_inside_multi_under_watch_through_a_follower_and_redirected_by_moved() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &["--follower-mode", "redirect"]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = cluster.a_follower();
+    let spend = "local left = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])\n\
+                 if left < 0 then return redis.error_reply('ERR insufficient funds') end\n\
+                 redis.call('SET', KEYS[1], left) return left";
+    // Redirect mode: a script with keys is sent to the leader with MOVED, as cluster clients
+    // expect; one without keys has no slot to name and is forwarded.
+    let mut at_follower = cluster.nodes[follower].client();
+    let err = redis::cmd("EVAL")
+        .arg(spend)
+        .arg(1)
+        .arg("wallet")
+        .arg(1)
+        .query::<i64>(&mut at_follower)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("MOVED"), "{err}");
+    let leader_port = cluster.nodes[leader].port;
+    assert!(err.to_string().contains(&leader_port.to_string()), "{err}");
+    let keyless: i64 = redis::cmd("EVAL")
+        .arg("return 7")
+        .arg(0)
+        .query(&mut at_follower)
+        .unwrap();
+    assert_eq!(keyless, 7);
+
+    // On the leader: scripts inside MULTI under WATCH, as Redis runs them.
+    let mut a = cluster.nodes[leader].client();
+    let mut b = cluster.nodes[leader].client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(spend)
+        .query(&mut a)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("wallet")
+        .arg(100)
+        .query(&mut a)
+        .unwrap();
+    let _: () = redis::cmd("WATCH").arg("wallet").query(&mut a).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("wallet")
+        .arg(10)
+        .query(&mut b)
+        .unwrap();
+    let aborted: Option<(i64,)> = redis::pipe()
+        .atomic()
+        .cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("wallet")
+        .arg(5)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(aborted, None, "a conflicting write aborts the transaction");
+    let _: () = redis::cmd("WATCH").arg("wallet").query(&mut a).unwrap();
+    let applied: (i64, i64) = redis::pipe()
+        .atomic()
+        .cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("wallet")
+        .arg(4)
+        .cmd("EVAL")
+        .arg(spend)
+        .arg(1)
+        .arg("wallet")
+        .arg(5)
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(applied, (6, 1));
+    // A script's error inside EXEC is that command's reply; the others apply.
+    let mut raw = common::RawConnection::connect(cluster.nodes[leader].port);
+    let mut transaction = Vec::new();
+    for command in [
+        vec![&b"MULTI"[..]],
+        vec![b"EVALSHA", sha.as_bytes(), b"1", b"wallet", b"50"],
+        vec![b"INCR", b"after"],
+        vec![b"EXEC"],
+    ] {
+        transaction.extend_from_slice(&common::resp_command(&command));
+    }
+    raw.send(&transaction);
+    for expected in [&b"+OK\r\n"[..], b"+QUEUED\r\n", b"+QUEUED\r\n"] {
+        assert_eq!(raw.read_reply(), expected);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&raw.read_reply()),
+        "*2\r\n-ERR insufficient funds\r\n:1\r\n"
+    );
+}

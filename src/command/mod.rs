@@ -236,9 +236,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     // The command itself, or its subcommand: unknown subcommand, then arity, as Redis checks.
     let resolved = table::resolve_in(spec, &args)?;
     if let Some(keyspace) = crate::store::commands::find(resolved) {
-        let key = table::key_positions(resolved, args.len())
-            .first()
-            .and_then(|&i| args.get(i).cloned());
+        let key = table::first_key_position(resolved, &args).and_then(|i| args.get(i).cloned());
         return Ok(Command::Keyspace {
             write: keyspace.writes(resolved, &args),
             large_reply: keyspace.replies_with_data(&args),
@@ -349,9 +347,7 @@ fn parse_admin(args: &[Bytes]) -> Result<Command, Reply> {
 /// The first key of a command line, by the command table.
 pub fn first_key(args: &[Bytes]) -> Option<&Bytes> {
     let spec = table::lookup(args.first()?)?;
-    table::key_positions(spec, args.len())
-        .first()
-        .and_then(|&i| args.get(i))
+    table::first_key_position(spec, args).and_then(|i| args.get(i))
 }
 
 /// Decodes the arguments of `REDRAFT.REQ`: the id, then a keyspace command or a transaction.

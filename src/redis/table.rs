@@ -645,6 +645,16 @@ pub fn key_positions(spec: &CommandSpec, argc: usize) -> Vec<usize> {
     keys
 }
 
+/// The position of a call's first key: by the key specs for commands whose keys move with
+/// their arguments (`movablekeys`: `EVAL`'s `numkeys`), else by first key, last key and step.
+pub fn first_key_position(spec: &CommandSpec, args: &[Bytes]) -> Option<usize> {
+    if spec.flags.contains(&"movablekeys") {
+        find_keys(spec, args).first().map(|key| key.pos)
+    } else {
+        key_positions(spec, args.len()).first().copied()
+    }
+}
+
 /// `-ERR unknown command 'x', with args beginning with: 'a' 'b' ` exactly as Redis builds
 /// it: the name cut at 128 bytes, then quoted arguments while the list is under 128 bytes,
 /// each cut to the room left; every argument is read as a C string (up to a NUL byte).
@@ -972,6 +982,12 @@ mod tests {
     #[test]
     fn key_positions_use_first_last_step() {
         assert_eq!(key_positions(spec("get"), 2), [1]);
+        let eval: Vec<Bytes> = ["EVAL", "return 1", "2", "a", "b", "x"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        assert_eq!(first_key_position(spec("eval"), &eval), Some(3));
+        assert_eq!(first_key_position(spec("eval"), &eval[..3]), None);
         assert_eq!(key_positions(spec("del"), 4), [1, 2, 3]);
         assert_eq!(key_positions(spec("exists"), 2), [1]);
         assert!(key_positions(spec("del"), 1).is_empty());
