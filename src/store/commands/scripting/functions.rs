@@ -535,6 +535,14 @@ pub fn function_stats(ks: &mut dyn Keyspace, _args: &[Bytes]) -> StoreResult<Rep
 
 /// `FCALL function numkeys [key …] [arg …]` (and `FCALL_RO`).
 pub fn fcall(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreResult<Reply> {
+    // The function first, then its keys, as Redis checks.
+    let not_found = || Ok(Reply::error("ERR Function not found"));
+    let Some(library) = ks.catalog_get(Catalog::Functions, &args[1])? else {
+        return not_found();
+    };
+    let Some(code) = ks.catalog_get(Catalog::Libraries, &library)? else {
+        return not_found();
+    };
     let numkeys = match int_arg(&args[2]) {
         Ok(n) => n,
         Err(_) => return Ok(Reply::error("ERR Bad number of keys provided")),
@@ -548,13 +556,6 @@ pub fn fcall(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreRe
         return Ok(Reply::error("ERR Number of keys can't be negative"));
     }
     let (keys, argv) = args[3..].split_at(numkeys as usize);
-    let not_found = || Ok(Reply::error("ERR Function not found"));
-    let Some(library) = ks.catalog_get(Catalog::Functions, &args[1])? else {
-        return not_found();
-    };
-    let Some(code) = ks.catalog_get(Catalog::Libraries, &library)? else {
-        return not_found();
-    };
     let loaded = match load_stored(&code) {
         Ok(loaded) => loaded,
         Err(reply) => return Ok(reply),
