@@ -247,28 +247,32 @@ pub fn format_double(value: f64) -> String {
     if value.is_infinite() {
         return if value < 0.0 { "-inf" } else { "inf" }.into();
     }
+    format_significant(value, 17)
+}
+
+/// A finite double as C's `%.{digits}g` prints it: `digits` significant digits, trailing zeros
+/// dropped, scientific notation when the exponent is below -4 or at least `digits`.
+pub fn format_significant(value: f64, digits: i32) -> String {
     if value == 0.0 {
         return if value.is_sign_negative() { "-0" } else { "0" }.into();
     }
-    // 17 significant digits: the exponent after rounding decides the notation, as in C.
-    let scientific = format!("{value:.16e}");
+    // The exponent after rounding to `digits` decides the notation, as in C.
+    let precision = usize::try_from(digits - 1).unwrap_or(0);
+    let scientific = format!("{value:.precision$e}");
     let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
     let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
-    let trim = |digits: &str| -> String {
-        if digits.contains('.') {
-            digits
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
+    let trim = |text: &str| -> String {
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
         } else {
-            digits.to_string()
+            text.to_string()
         }
     };
-    if !(-4..17).contains(&exponent) {
+    if !(-4..digits).contains(&exponent) {
         let sign = if exponent < 0 { '-' } else { '+' };
         format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
     } else {
-        let decimals = usize::try_from(16 - exponent).unwrap_or(0);
+        let decimals = usize::try_from(digits - 1 - exponent).unwrap_or(0);
         trim(&format!("{value:.decimals$}"))
     }
 }

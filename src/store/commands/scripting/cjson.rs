@@ -6,6 +6,7 @@ use std::io::Write;
 use mlua::{LightUserData, Lua, Table, Value};
 
 use super::state::located;
+use crate::resp::reply::format_significant;
 
 /// Deepest nesting `encode` and `decode` accept.
 const MAX_DEPTH: usize = 1000;
@@ -60,34 +61,7 @@ fn number_text(n: f64) -> Result<String, String> {
     if !n.is_finite() {
         return Err("Cannot serialise number: must not be NaN or Inf".into());
     }
-    Ok(format_g14(n))
-}
-
-/// C's `%.14g`.
-pub fn format_g14(n: f64) -> String {
-    if n == 0.0 {
-        return if n.is_sign_negative() { "-0" } else { "0" }.into();
-    }
-    let scientific = format!("{n:.13e}");
-    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
-    let exponent: i32 = exponent.parse().expect("{:e} exponent is an integer");
-    let trim = |digits: &str| -> String {
-        if digits.contains('.') {
-            digits
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
-        } else {
-            digits.to_string()
-        }
-    };
-    if !(-4..14).contains(&exponent) {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
-    } else {
-        let decimals = usize::try_from(13 - exponent).unwrap_or(0);
-        trim(&format!("{n:.decimals$}"))
-    }
+    Ok(format_significant(n, 14))
 }
 
 fn encode_string(bytes: &[u8], out: &mut Vec<u8>) {
@@ -258,19 +232,26 @@ impl Decoder<'_> {
         )
     }
 
+    /// Steps into an object or array (the cursor is on its bracket): the new depth, or
+    /// lua-cjson's error past [`MAX_DEPTH`].
+    fn nest(&mut self, depth: usize) -> Result<usize, String> {
+        let depth = depth + 1;
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "Found too many nested data structures ({depth}) at character {}",
+                self.at + 1
+            ));
+        }
+        self.at += 1;
+        Ok(depth)
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value, String> {
         self.skip_space();
         let lua_err = |e: mlua::Error| e.to_string();
         match self.text.get(self.at) {
             Some(b'{') => {
-                let depth = depth + 1;
-                if depth > MAX_DEPTH {
-                    return Err(format!(
-                        "Found too many nested data structures ({depth}) at character {}",
-                        self.at + 1
-                    ));
-                }
-                self.at += 1;
+                let depth = self.nest(depth)?;
                 let table = self.lua.create_table().map_err(lua_err)?;
                 self.skip_space();
                 if self.text.get(self.at) == Some(&b'}') {
@@ -303,14 +284,7 @@ impl Decoder<'_> {
                 }
             }
             Some(b'[') => {
-                let depth = depth + 1;
-                if depth > MAX_DEPTH {
-                    return Err(format!(
-                        "Found too many nested data structures ({depth}) at character {}",
-                        self.at + 1
-                    ));
-                }
-                self.at += 1;
+                let depth = self.nest(depth)?;
                 let table = self.lua.create_table().map_err(lua_err)?;
                 self.skip_space();
                 if self.text.get(self.at) == Some(&b']') {

@@ -593,16 +593,8 @@ pub fn fcall(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commands::execute;
+    use crate::store::commands::scripting::tests::run;
     use crate::store::keyspace::testing::TestStore;
-
-    fn run(db: &TestStore, words: &[&str]) -> Reply {
-        let args: Vec<Bytes> = words
-            .iter()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect();
-        db.write(1_000, 1, |view| execute(view, &args).expect("store"))
-    }
 
     #[test]
     fn library_metadata_errors_are_redis_texts() {

@@ -478,7 +478,8 @@ mod tests {
     use crate::store::commands::execute;
     use crate::store::keyspace::testing::TestStore;
 
-    fn run(db: &TestStore, words: &[&str]) -> Reply {
+    /// Runs one command line as a log entry would (also for the submodules' tests).
+    pub(super) fn run(db: &TestStore, words: &[&str]) -> Reply {
         let args: Vec<Bytes> = words
             .iter()
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
