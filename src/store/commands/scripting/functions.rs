@@ -213,10 +213,7 @@ struct Loaded {
 fn load(code: &[u8]) -> Result<Loaded, Reply> {
     let lua =
         state::new_state().map_err(|err| Reply::error(format!("ERR cannot start Lua: {err}")))?;
-    let chunk = lua
-        .load(code)
-        .set_name(Origin::Function.chunk_name())
-        .into_function()
+    let chunk = state::load_text(&lua, code, Origin::Function.chunk_name())
         .map_err(|err| compile_error_reply(&err, Origin::Function))?;
     let registering = |err: mlua::Error| {
         let message = super::innermost_message(&err);

@@ -263,10 +263,7 @@ impl<'a> Script<'a> {
         let lua = state::new_state()
             .map_err(|err| Reply::error(format!("ERR cannot start Lua: {err}")))?;
         let code = &self.body[self.shebang.len..];
-        let function = lua
-            .load(code)
-            .set_name(Origin::Eval.chunk_name())
-            .into_function()
+        let function = state::load_text(&lua, code, Origin::Eval.chunk_name())
             .map_err(|err| self.error_reply(&err))?;
         Ok((lua, function))
     }
@@ -648,6 +645,44 @@ mod tests {
         assert_eq!(
             run(&db, &["EVAL", "#!lua flags=bogus\nreturn 1", "0"]),
             Reply::error("ERR Unexpected flag in script shebang: bogus")
+        );
+    }
+
+    #[test]
+    fn bytecode_is_refused_and_addresses_are_not_shown() {
+        let db = TestStore::new();
+        assert_eq!(
+            run(&db, &["EVAL", "\u{1b}LuaQ", "0"]),
+            Reply::error(
+                "ERR Error compiling script (new function): user_script:1: unexpected symbol near 'char(27)'"
+            )
+        );
+        assert_eq!(
+            run(
+                &db,
+                &[
+                    "EVAL",
+                    "return tostring(loadstring(string.dump(function() return 1 end)))",
+                    "0"
+                ]
+            ),
+            Reply::bulk_str("nil")
+        );
+        // The same on every node: by order of first use, not by address.
+        assert_eq!(
+            run(
+                &db,
+                &[
+                    "EVAL",
+                    "local a = {} return {tostring(a), tostring({}), tostring(a)}",
+                    "0"
+                ]
+            ),
+            Reply::Array(vec![
+                Reply::bulk_str("table: 0x00000001"),
+                Reply::bulk_str("table: 0x00000002"),
+                Reply::bulk_str("table: 0x00000001"),
+            ])
         );
     }
 

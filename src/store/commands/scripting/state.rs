@@ -179,6 +179,23 @@ pub fn argument_type(value: &Value) -> &'static str {
     }
 }
 
+/// Compiles code from a client as Lua source, never as bytecode: Lua 5.1 does not check
+/// bytecode, so a crafted chunk could corrupt memory. Like Redis's loader, a chunk starting
+/// with the bytecode mark (ESC) is a syntax error at its first character.
+pub fn load_text(lua: &Lua, code: &[u8], chunk_name: &str) -> mlua::Result<Function> {
+    if code.first() == Some(&0x1b) {
+        let short = chunk_name.trim_start_matches(['@', '=']);
+        return Err(mlua::Error::SyntaxError {
+            message: format!("{short}:1: unexpected symbol near 'char(27)'"),
+            incomplete_input: false,
+        });
+    }
+    lua.load(code)
+        .set_name(chunk_name)
+        .set_mode(mlua::ChunkMode::Text)
+        .into_function()
+}
+
 /// Redis's version as `redis.REDIS_VERSION_NUM` gives it (`0x00MMmmpp`).
 fn version_number() -> i64 {
     crate::redis::REDIS_VERSION
@@ -249,6 +266,67 @@ pub fn new_state() -> mlua::Result<Lua> {
     )
     .set_name("=pcall")
     .call::<()>((exhausted, plain, BUDGET_EXCEEDED))?;
+    // loadstring and load compile source only, as Redis's do (see `load_text`).
+    lua.load(
+        r#"
+        local base_loadstring, concat, type, sub, find = loadstring, table.concat, type, string.sub, string.find
+        local function chunk_id(name)
+            local first = sub(name, 1, 1)
+            if first == '=' or first == '@' then return sub(name, 2) end
+            -- Lua's chunk id: the first line, cut at 63 bytes (Redis's LUA_IDSIZE is 80),
+            -- "..." when cut; a C string also ends at a NUL.
+            local stop = find(name, '[%z\10\13]') or (#name + 1)
+            local line = sub(name, 1, stop - 1)
+            local more = stop <= #name and sub(name, stop, stop) ~= '\0'
+            if #line > 63 then line, more = sub(line, 1, 63), true end
+            return '[string "' .. line .. (more and '..."]' or '"]')
+        end
+        loadstring = function(source, name)
+            if type(source) == 'string' and sub(source, 1, 1) == '\27' then
+                return nil, chunk_id(name or source) .. ":1: unexpected symbol near 'char(27)'"
+            end
+            return base_loadstring(source, name)
+        end
+        load = function(reader, name)
+            local parts = {}
+            while true do
+                local part = reader()
+                if part == nil or part == '' then break end
+                parts[#parts + 1] = part
+            end
+            return loadstring(concat(parts), name or '=(load)')
+        end
+        "#,
+    )
+    .set_name("=load")
+    .exec()?;
+    // tostring of a table, function or coroutine names it by the order it was first printed,
+    // not by its address: the address differs between nodes, and a script that stored it would
+    // leave replicas different.
+    lua.load(
+        r#"
+        local base_tostring, type, getmetatable, rawget, format = tostring, type, getmetatable, rawget, string.format
+        local ids, count = setmetatable({}, {__mode = 'k'}), 0
+        tostring = function(value)
+            local kind = type(value)
+            if kind == 'table' or kind == 'function' or kind == 'thread' then
+                local meta = getmetatable(value)
+                if not (type(meta) == 'table' and rawget(meta, '__tostring')) then
+                    local id = ids[value]
+                    if not id then
+                        count = count + 1
+                        id = count
+                        ids[value] = id
+                    end
+                    return format('%s: 0x%08x', kind, id)
+                end
+            end
+            return base_tostring(value)
+        end
+        "#,
+    )
+    .set_name("=tostring")
+    .exec()?;
     lua.set_app_data(Resp::Two);
     let globals = lua.globals();
     for unsafe_function in ["loadfile", "dofile", "print"] {
