@@ -1,7 +1,9 @@
 //! The Lua state a script runs in: the libraries Redis 7.0 gives scripts (Lua's own here; `bit`,
-//! `cjson`, `cmsgpack` and `struct` in their files), the `redis` table
-//! (all but `call` and `pcall`, which need the keyspace), a deterministic `math.random`,
-//! read-only globals, an instruction budget and a memory limit.
+//! `cjson`, `cmsgpack` and `struct` in their files), the `redis` table (all but `call` and
+//! `pcall`, which need the keyspace), a deterministic `math.random`, read-only globals, an
+//! instruction budget and a memory limit; and how a script is called and fails: under an
+//! error handler like Redis's (`call_protected`), with `pcall` catching library errors as
+//! their text, source code only (`load_text`), and `tostring` that never shows an address.
 
 use std::cell::Cell;
 use std::rc::Rc;
