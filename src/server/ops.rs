@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::error::Error;
 use crate::node::Node;
+use crate::redis::table;
 use crate::resp::Reply;
 
 fn lines(text: &[&str]) -> Reply {
@@ -20,14 +21,6 @@ fn lines(text: &[&str]) -> Reply {
             .map(|l| Reply::Simple(Bytes::copy_from_slice(l.as_bytes())))
             .collect(),
     )
-}
-
-/// `-ERR …` for the scripting commands.
-pub fn no_scripting(command: &str) -> Reply {
-    Reply::error(format!(
-        "ERR redraft does not support scripting: {} is not available",
-        command.to_ascii_uppercase()
-    ))
 }
 
 /// Answers the synchronous server commands; `None` for those that wait (SAVE, WAIT).
@@ -161,7 +154,8 @@ https://redis.io/topics/latency-monitor.\n",
                 "HELP",
                 "    Prints this help.",
             ]),
-            other => no_scripting(&format!("function {other}")),
+            // Every other subcommand is a keyspace command, or refused by the command table.
+            other => table::unknown_subcommand_error("function", other.as_bytes()),
         },
         // LOAD, EXISTS and FLUSH are keyspace commands (the script cache is replicated).
         "script" => match sub.as_str() {
@@ -182,7 +176,7 @@ https://redis.io/topics/latency-monitor.\n",
                 "HELP",
                 "    Prints this help.",
             ]),
-            other => no_scripting(&format!("script {other}")),
+            other => table::unknown_subcommand_error("script", other.as_bytes()),
         },
         _ => return None,
     })

@@ -15,7 +15,8 @@
 use bytes::Bytes;
 use mlua::{Function, IntoLuaMulti, Lua, Table};
 
-use super::{Origin, compile_error_reply, int_arg, one_line, run_in};
+use super::state::OwnChunk;
+use super::{Origin, compile_error_reply, flush_mode_ok, one_line, run_in, split_keys};
 use super::{function_dump, state};
 use crate::redis::glob::glob_match;
 use crate::resp::Reply;
@@ -34,7 +35,9 @@ const FLAGS: [&str; 5] = [
 /// `register_function`, `log` and the constants, and returns the list registrations fill and a
 /// function that makes the full globals visible again (for the callbacks). Globals stay
 /// read-only throughout, and a missing one is an error, as in Redis.
-const LOAD_PRELUDE: &str = r#"
+static LOAD_PRELUDE: OwnChunk = OwnChunk::new(
+    "=library",
+    r#"
 local pairs, rawset, setmetatable, error, tostring, type, select, G =
     pairs, rawset, setmetatable, error, tostring, type, select, _G
 local real = {}
@@ -137,7 +140,8 @@ return registered, function()
     visible = real
     for name, value in pairs(real) do rawset(G, name, value) end
 end
-"#;
+"#,
+);
 
 /// A library's first line: `#!lua name=<name>`.
 struct Header {
@@ -227,10 +231,8 @@ fn load(code: &[u8]) -> Result<Loaded, Reply> {
             one_line(&message)
         ))
     };
-    let (registered, reveal): (Table, Function) = lua
-        .load(LOAD_PRELUDE)
-        .set_name("=load")
-        .call(FLAGS)
+    let (registered, reveal): (Table, Function) = state::own_chunk(&lua, &LOAD_PRELUDE)
+        .and_then(|prelude| prelude.call(FLAGS))
         .map_err(registering)?;
     chunk.call::<()>(()).map_err(registering)?;
     reveal.call::<()>(()).map_err(registering)?;
@@ -299,14 +301,28 @@ pub fn function_load(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply
             )));
         }
     }
-    if existed {
+    let functions = loaded.functions.iter().map(|f| f.name.as_str());
+    store_library(ks, name, code, functions, existed)?;
+    Ok(Reply::Bulk(Bytes::from(header.name)))
+}
+
+/// Stores a checked library and points its functions at it; `replacing` drops first the
+/// functions an earlier version of it registered.
+fn store_library<'a>(
+    ks: &mut dyn Keyspace,
+    name: &[u8],
+    code: &[u8],
+    functions: impl Iterator<Item = &'a str>,
+    replacing: bool,
+) -> StoreResult<()> {
+    if replacing {
         remove_functions_of(ks, name)?;
     }
     ks.catalog_put(Catalog::Libraries, name, code)?;
-    for function in &loaded.functions {
-        ks.catalog_put(Catalog::Functions, function.name.as_bytes(), name)?;
+    for function in functions {
+        ks.catalog_put(Catalog::Functions, function.as_bytes(), name)?;
     }
-    Ok(Reply::Bulk(Bytes::from(header.name)))
+    Ok(())
 }
 
 /// Removes the function entries that point at library `name`.
@@ -330,12 +346,7 @@ pub fn function_delete(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Rep
 
 /// `FUNCTION FLUSH [ASYNC|SYNC]`.
 pub fn function_flush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
-    let mode_ok = match &args[2..] {
-        [] => true,
-        [mode] => mode.eq_ignore_ascii_case(b"async") || mode.eq_ignore_ascii_case(b"sync"),
-        _ => false,
-    };
-    if !mode_ok {
+    if !flush_mode_ok(args) {
         return Ok(Reply::error(
             "ERR FUNCTION FLUSH only supports SYNC|ASYNC option",
         ));
@@ -494,13 +505,13 @@ pub fn function_restore(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Re
         ks.catalog_clear(Catalog::Functions)?;
     }
     for (name, functions, code) in &restored {
-        if replace {
-            remove_functions_of(ks, name.as_bytes())?;
-        }
-        ks.catalog_put(Catalog::Libraries, name.as_bytes(), code)?;
-        for function in functions {
-            ks.catalog_put(Catalog::Functions, function.as_bytes(), name.as_bytes())?;
-        }
+        store_library(
+            ks,
+            name.as_bytes(),
+            code,
+            functions.iter().map(String::as_str),
+            replace,
+        )?;
     }
     Ok(Reply::ok())
 }
@@ -540,19 +551,10 @@ pub fn fcall(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreRe
     let Some(code) = ks.catalog_get(Catalog::Libraries, &library)? else {
         return not_found();
     };
-    let numkeys = match int_arg(&args[2]) {
-        Ok(n) => n,
-        Err(_) => return Ok(Reply::error("ERR Bad number of keys provided")),
+    let (keys, argv) = match split_keys(args, || Reply::error("ERR Bad number of keys provided")) {
+        Ok(split) => split,
+        Err(reply) => return Ok(reply),
     };
-    if numkeys > (args.len() - 3) as i64 {
-        return Ok(Reply::error(
-            "ERR Number of keys can't be greater than number of args",
-        ));
-    }
-    if numkeys < 0 {
-        return Ok(Reply::error("ERR Number of keys can't be negative"));
-    }
-    let (keys, argv) = args[3..].split_at(numkeys as usize);
     let loaded = match load_stored(&code) {
         Ok(loaded) => loaded,
         Err(reply) => return Ok(reply),

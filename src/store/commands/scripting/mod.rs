@@ -72,7 +72,7 @@ const NO_SCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
 
 /// `EVAL script numkeys [key …] [arg …]` (and `EVAL_RO`).
 fn eval(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreResult<Reply> {
-    let (keys, argv) = match split_keys(args) {
+    let (keys, argv) = match split_keys(args, super::not_an_integer) {
         Ok(split) => split,
         Err(reply) => return Ok(reply),
     };
@@ -87,7 +87,7 @@ fn evalsha(ks: &mut dyn Keyspace, args: &[Bytes], ro_command: bool) -> StoreResu
     if args[1].len() != 40 {
         return Ok(Reply::error(NO_SCRIPT));
     }
-    let (keys, argv) = match split_keys(args) {
+    let (keys, argv) = match split_keys(args, super::not_an_integer) {
         Ok(split) => split,
         Err(reply) => return Ok(reply),
     };
@@ -110,10 +110,16 @@ fn script_load(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     if let Err(reply) = compiled {
         return Ok(reply);
     }
+    cache_script(ks, &sha, body)?;
+    Ok(Reply::Bulk(Bytes::from(sha)))
+}
+
+/// Adds a script to the cache unless it is there.
+fn cache_script(ks: &mut dyn Keyspace, sha: &str, body: &[u8]) -> StoreResult<()> {
     if ks.catalog_get(Catalog::Scripts, sha.as_bytes())?.is_none() {
         ks.catalog_put(Catalog::Scripts, sha.as_bytes(), body)?;
     }
-    Ok(Reply::Bulk(Bytes::from(sha)))
+    Ok(())
 }
 
 /// `SCRIPT EXISTS sha1 [sha1 …]`: 1 or 0 for each.
@@ -130,14 +136,7 @@ fn script_exists(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 
 /// `SCRIPT FLUSH [ASYNC|SYNC]`: empties the cache.
 fn script_flush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
-    let mode_ok = match args.get(2) {
-        None => true,
-        Some(mode) => {
-            args.len() == 3
-                && (mode.eq_ignore_ascii_case(b"async") || mode.eq_ignore_ascii_case(b"sync"))
-        }
-    };
-    if !mode_ok {
+    if !flush_mode_ok(args) {
         return Ok(Reply::error(
             "ERR SCRIPT FLUSH only support SYNC|ASYNC option",
         ));
@@ -146,9 +145,20 @@ fn script_flush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(Reply::ok())
 }
 
-/// `numkeys` checked, and the keys and arguments after it.
-fn split_keys(args: &[Bytes]) -> Result<(&[Bytes], &[Bytes]), Reply> {
-    let numkeys = int_arg(&args[2])?;
+/// Whether a `SCRIPT FLUSH` or `FUNCTION FLUSH` has nothing after the subcommand but an
+/// optional `ASYNC` or `SYNC`.
+fn flush_mode_ok(args: &[Bytes]) -> bool {
+    match &args[2..] {
+        [] => true,
+        [mode] => mode.eq_ignore_ascii_case(b"async") || mode.eq_ignore_ascii_case(b"sync"),
+        _ => false,
+    }
+}
+
+/// `numkeys` (`args[2]`) checked, and the keys and arguments after it; `not_a_number` is the
+/// reply when `numkeys` is not an integer (`EVAL` and `FCALL` word it differently).
+fn split_keys(args: &[Bytes], not_a_number: fn() -> Reply) -> Result<(&[Bytes], &[Bytes]), Reply> {
+    let numkeys = int_arg(&args[2]).map_err(|_| not_a_number())?;
     if numkeys > (args.len() - 3) as i64 {
         return Err(Reply::error(
             "ERR Number of keys can't be greater than number of args",
@@ -273,12 +283,8 @@ impl<'a> Script<'a> {
             Ok(compiled) => compiled,
             Err(reply) => return Ok(reply),
         };
-        if self.cache
-            && ks
-                .catalog_get(Catalog::Scripts, self.sha.as_bytes())?
-                .is_none()
-        {
-            ks.catalog_put(Catalog::Scripts, self.sha.as_bytes(), self.body)?;
+        if self.cache {
+            cache_script(ks, &self.sha, self.body)?;
         }
         run_in(&lua, ks, self.read_only, Origin::Eval, &self.sha, |lua| {
             state::set_arguments(lua, keys, argv)?;

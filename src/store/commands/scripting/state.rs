@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
@@ -198,6 +199,147 @@ pub fn load_text(lua: &Lua, code: &[u8], chunk_name: &str) -> mlua::Result<Funct
         .into_function()
 }
 
+/// A chunk of redraft's own Lua, compiled once per process: every script's state loads its
+/// bytecode instead of parsing the source again.
+pub struct OwnChunk {
+    /// Its chunk name (`=…`: the error handler skips these frames).
+    name: &'static str,
+    source: &'static str,
+    bytecode: OnceLock<Vec<u8>>,
+}
+
+impl OwnChunk {
+    /// A chunk named `name` (starting with `=`) of `source`.
+    pub const fn new(name: &'static str, source: &'static str) -> OwnChunk {
+        OwnChunk {
+            name,
+            source,
+            bytecode: OnceLock::new(),
+        }
+    }
+}
+
+/// `chunk` loaded into `lua`, from its cached bytecode (never from a client: see `load_text`).
+pub fn own_chunk(lua: &Lua, chunk: &OwnChunk) -> mlua::Result<Function> {
+    let bytecode = chunk.bytecode.get_or_init(|| {
+        Lua::new()
+            .load(chunk.source)
+            .set_name(chunk.name)
+            .into_function()
+            .expect("redraft's own Lua chunks compile")
+            .dump(false)
+    });
+    lua.load(&bytecode[..])
+        .set_name(chunk.name)
+        .set_mode(mlua::ChunkMode::Binary)
+        .into_function()
+}
+
+/// Returns a function that calls `f` with arguments under `handler` (see [`call_protected`]).
+static RUNNER_CHUNK: OwnChunk = OwnChunk::new(
+    "=runner",
+    r#"
+local xpcall, unpack, select = xpcall, unpack, select
+return function(handler, f, ...)
+    local n, args = select('#', ...), {...}
+    return xpcall(function() return f(unpack(args, 1, n)) end, handler)
+end
+"#,
+);
+
+/// Replaces pcall and xpcall (see `new_state`); takes `exhausted`, `plain` and the budget's
+/// error.
+static PCALL_CHUNK: OwnChunk = OwnChunk::new(
+    "=pcall",
+    r#"
+local base_pcall, base_xpcall, error = pcall, xpcall, error
+local exhausted, plain, message = ...
+local function check(ok, ...)
+    if exhausted() then error(message, 0) end
+    if ok then return ok, ... end
+    return ok, plain((...))
+end
+pcall = function(...) return check(base_pcall(...)) end
+xpcall = function(f, handler)
+    return check(base_xpcall(f, function(err) return handler(plain(err)) end))
+end
+"#,
+);
+
+/// Replaces loadstring and load with ones that refuse bytecode.
+static LOAD_CHUNK: OwnChunk = OwnChunk::new(
+    "=load",
+    r#"
+local base_loadstring, concat, type, sub, find = loadstring, table.concat, type, string.sub, string.find
+local function chunk_id(name)
+    local first = sub(name, 1, 1)
+    if first == '=' or first == '@' then return sub(name, 2) end
+    -- Lua's chunk id: the first line, cut at 63 bytes (Redis's LUA_IDSIZE is 80),
+    -- "..." when cut; a C string also ends at a NUL.
+    local stop = find(name, '[%z\10\13]') or (#name + 1)
+    local line = sub(name, 1, stop - 1)
+    local more = stop <= #name and sub(name, stop, stop) ~= '\0'
+    if #line > 63 then line, more = sub(line, 1, 63), true end
+    return '[string "' .. line .. (more and '..."]' or '"]')
+end
+loadstring = function(source, name)
+    if type(source) == 'string' and sub(source, 1, 1) == '\27' then
+        return nil, chunk_id(name or source) .. ":1: unexpected symbol near 'char(27)'"
+    end
+    return base_loadstring(source, name)
+end
+load = function(reader, name)
+    local parts = {}
+    while true do
+        local part = reader()
+        if part == nil or part == '' then break end
+        parts[#parts + 1] = part
+    end
+    return loadstring(concat(parts), name or '=(load)')
+end
+"#,
+);
+
+/// Replaces tostring with one that never shows an address.
+static TOSTRING_CHUNK: OwnChunk = OwnChunk::new(
+    "=tostring",
+    r#"
+local base_tostring, type, getmetatable, rawget, format = tostring, type, getmetatable, rawget, string.format
+local ids, count = setmetatable({}, {__mode = 'k'}), 0
+tostring = function(value)
+    local kind = type(value)
+    if kind == 'table' or kind == 'function' or kind == 'thread' then
+        local meta = getmetatable(value)
+        if not (type(meta) == 'table' and rawget(meta, '__tostring')) then
+            local id = ids[value]
+            if not id then
+                count = count + 1
+                id = count
+                ids[value] = id
+            end
+            return format('%s: 0x%08x', kind, id)
+        end
+    end
+    return base_tostring(value)
+end
+"#,
+);
+
+/// Makes globals read-only, with Redis's errors for reading a missing one or writing any.
+static PROTECT_CHUNK: OwnChunk = OwnChunk::new(
+    "=protect",
+    r#"
+setmetatable(_G, {
+    __index = function(_, name)
+        error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+    end,
+    __newindex = function()
+        error("Attempt to modify a readonly table", 2)
+    end,
+})
+"#,
+);
+
 /// Redis's version as `redis.REDIS_VERSION_NUM` gives it (`0x00MMmmpp`).
 fn version_number() -> i64 {
     crate::redis::REDIS_VERSION
@@ -225,18 +367,7 @@ pub fn new_state() -> mlua::Result<Lua> {
             Ok(VmState::Continue)
         },
     )?;
-    let runner: Function = lua
-        .load(
-            r#"
-            local xpcall, unpack, select = xpcall, unpack, select
-            return function(handler, f, ...)
-                local n, args = select('#', ...), {...}
-                return xpcall(function() return f(unpack(args, 1, n)) end, handler)
-            end
-            "#,
-        )
-        .set_name("=runner")
-        .eval()?;
+    let runner: Function = own_chunk(&lua, &RUNNER_CHUNK)?.call(())?;
     lua.set_named_registry_value(RUNNER, runner)?;
     // pcall and xpcall as Redis 7.0 gives them to scripts: an error a library function raised
     // is caught as its text (a `redis` library error's reply text, not an error object); and a
@@ -251,84 +382,13 @@ pub fn new_state() -> mlua::Result<Lua> {
             other => other,
         })
     })?;
-    lua.load(
-        r#"
-        local base_pcall, base_xpcall, error = pcall, xpcall, error
-        local exhausted, plain, message = ...
-        local function check(ok, ...)
-            if exhausted() then error(message, 0) end
-            if ok then return ok, ... end
-            return ok, plain((...))
-        end
-        pcall = function(...) return check(base_pcall(...)) end
-        xpcall = function(f, handler)
-            return check(base_xpcall(f, function(err) return handler(plain(err)) end))
-        end
-        "#,
-    )
-    .set_name("=pcall")
-    .call::<()>((exhausted, plain, BUDGET_EXCEEDED))?;
+    own_chunk(&lua, &PCALL_CHUNK)?.call::<()>((exhausted, plain, BUDGET_EXCEEDED))?;
     // loadstring and load compile source only, as Redis's do (see `load_text`).
-    lua.load(
-        r#"
-        local base_loadstring, concat, type, sub, find = loadstring, table.concat, type, string.sub, string.find
-        local function chunk_id(name)
-            local first = sub(name, 1, 1)
-            if first == '=' or first == '@' then return sub(name, 2) end
-            -- Lua's chunk id: the first line, cut at 63 bytes (Redis's LUA_IDSIZE is 80),
-            -- "..." when cut; a C string also ends at a NUL.
-            local stop = find(name, '[%z\10\13]') or (#name + 1)
-            local line = sub(name, 1, stop - 1)
-            local more = stop <= #name and sub(name, stop, stop) ~= '\0'
-            if #line > 63 then line, more = sub(line, 1, 63), true end
-            return '[string "' .. line .. (more and '..."]' or '"]')
-        end
-        loadstring = function(source, name)
-            if type(source) == 'string' and sub(source, 1, 1) == '\27' then
-                return nil, chunk_id(name or source) .. ":1: unexpected symbol near 'char(27)'"
-            end
-            return base_loadstring(source, name)
-        end
-        load = function(reader, name)
-            local parts = {}
-            while true do
-                local part = reader()
-                if part == nil or part == '' then break end
-                parts[#parts + 1] = part
-            end
-            return loadstring(concat(parts), name or '=(load)')
-        end
-        "#,
-    )
-    .set_name("=load")
-    .exec()?;
+    own_chunk(&lua, &LOAD_CHUNK)?.call::<()>(())?;
     // tostring of a table, function or coroutine names it by the order it was first printed,
     // not by its address: the address differs between nodes, and a script that stored it would
     // leave replicas different.
-    lua.load(
-        r#"
-        local base_tostring, type, getmetatable, rawget, format = tostring, type, getmetatable, rawget, string.format
-        local ids, count = setmetatable({}, {__mode = 'k'}), 0
-        tostring = function(value)
-            local kind = type(value)
-            if kind == 'table' or kind == 'function' or kind == 'thread' then
-                local meta = getmetatable(value)
-                if not (type(meta) == 'table' and rawget(meta, '__tostring')) then
-                    local id = ids[value]
-                    if not id then
-                        count = count + 1
-                        id = count
-                        ids[value] = id
-                    end
-                    return format('%s: 0x%08x', kind, id)
-                end
-            end
-            return base_tostring(value)
-        end
-        "#,
-    )
-    .set_name("=tostring")
-    .exec()?;
+    own_chunk(&lua, &TOSTRING_CHUNK)?.call::<()>(())?;
     lua.set_app_data(Resp::Two);
     let globals = lua.globals();
     for unsafe_function in ["loadfile", "dofile", "print"] {
@@ -535,20 +595,7 @@ pub fn set_arguments(lua: &Lua, keys: &[Bytes], argv: &[Bytes]) -> mlua::Result<
 
 /// Makes globals read-only, with Redis's errors for reading a missing one or writing any.
 pub fn protect_globals(lua: &Lua) -> mlua::Result<()> {
-    lua.load(
-        r#"
-        setmetatable(_G, {
-            __index = function(_, name)
-                error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
-            end,
-            __newindex = function()
-                error("Attempt to modify a readonly table", 2)
-            end,
-        })
-        "#,
-    )
-    .set_name("=protect")
-    .exec()
+    own_chunk(lua, &PROTECT_CHUNK)?.call(())
 }
 
 #[cfg(test)]
