@@ -1009,13 +1009,34 @@ impl LazyFs {
     /// the directories with unsynced changes keep a prefix of them), and mounts again.
     pub fn power_loss(&mut self, tear: Option<&mut dyn FnMut() -> u64>) -> std::io::Result<()> {
         if let Some(session) = self.session.take() {
-            session.umount_and_join()?;
+            unmount_when_unused(&self.mount_point)?;
+            // Unmounted: the session's thread ends (its own unmount would fail now).
+            session
+                .guard
+                .join()
+                .map_err(|_| std::io::Error::other("the lazy filesystem's thread panicked"))??;
         }
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .power_loss(tear);
         self.mount_again()
+    }
+}
+
+/// Unmounts `mount_point`, waiting (up to a deadline) while it is busy: a process another
+/// test thread starts can inherit a descriptor this one has open on the mount for the moment
+/// between its fork and its exec, and the kernel refuses the unmount until that child lets go.
+fn unmount_when_unused(mount_point: &Path) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match rustix::mount::unmount(mount_point, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
