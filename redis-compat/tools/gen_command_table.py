@@ -77,6 +77,10 @@ COMMANDS = [
     ("script", ["exists", "flush", "help", "kill", "load"]),
     ("eval", None), ("evalsha", None), ("eval_ro", None), ("evalsha_ro", None),
     ("fcall", None), ("fcall_ro", None),
+    ("lpush", None), ("rpush", None), ("lpushx", None), ("rpushx", None), ("lpop", None),
+    ("rpop", None), ("llen", None), ("lrange", None), ("lindex", None), ("lset", None),
+    ("linsert", None), ("lrem", None), ("ltrim", None), ("lpos", None), ("lmove", None),
+    ("rpoplpush", None), ("lmpop", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -7,6 +7,11 @@
 //!   hash's field count as u64 LE).
 //! - `fields`: hash fields, keyed by `u32 BE key length ‖ key ‖ field`, so one hash's fields are
 //!   one contiguous, ordered range.
+//! - The collections' rows, keyed like hash fields (`u32 BE key length ‖ key ‖ sub-key`) in one
+//!   table per [`Rows`]: `list_items` (a list's elements by position), `set_members`,
+//!   `zset_scores` (member → score) and `zset_order` (score ‖ member, in score order). What a
+//!   sub-key means is the type's family's (`store::commands`); a collection's record carries its
+//!   element count (u64 LE) and whatever else its family keeps there.
 //! - `expiry`: `deadline (u64 BE, sign-flipped) ‖ key` → empty, every key with a deadline in
 //!   deadline order, so active expiry finds due keys without a scan.
 //! - The [`Catalog`]s, replicated like keys and left by FLUSHALL: `scripts` (a script's SHA-1
@@ -57,6 +62,12 @@ pub enum Kind {
     String,
     /// A hash of fields to strings.
     Hash,
+    /// A list of strings.
+    List,
+    /// A set of strings.
+    Set,
+    /// A set of strings ordered by score.
+    ZSet,
 }
 
 impl Kind {
@@ -64,6 +75,9 @@ impl Kind {
         match self {
             Kind::String => 0,
             Kind::Hash => 1,
+            Kind::List => 2,
+            Kind::Set => 3,
+            Kind::ZSet => 4,
         }
     }
 
@@ -71,6 +85,9 @@ impl Kind {
         match tag {
             0 => Ok(Kind::String),
             1 => Ok(Kind::Hash),
+            2 => Ok(Kind::List),
+            3 => Ok(Kind::Set),
+            4 => Ok(Kind::ZSet),
             other => Err(StoreError::Corrupt(format!("unknown type tag {other}"))),
         }
     }
@@ -80,7 +97,63 @@ impl Kind {
         match self {
             Kind::String => "string",
             Kind::Hash => "hash",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::ZSet => "zset",
         }
+    }
+
+    /// The tables holding this type's rows (none for a string, whose value is its record).
+    pub fn row_tables(self) -> &'static [Table] {
+        match self {
+            Kind::String => &[],
+            Kind::Hash => &[Table::Fields],
+            Kind::List => &[Table::ListItems],
+            Kind::Set => &[Table::SetMembers],
+            Kind::ZSet => &[Table::ZsetScores, Table::ZsetOrder],
+        }
+    }
+}
+
+impl Kind {
+    /// The rows commands address for this type (none for a string or a hash, which have
+    /// their own methods).
+    pub fn element_rows(self) -> &'static [Rows] {
+        match self {
+            Kind::String | Kind::Hash => &[],
+            Kind::List => &[Rows::ListItems],
+            Kind::Set => &[Rows::SetMembers],
+            Kind::ZSet => &[Rows::ZsetScores, Rows::ZsetOrder],
+        }
+    }
+}
+
+/// The tables of collections' rows that commands address directly (see [`Keyspace::element`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// A list's elements, by position.
+    ListItems,
+    /// A set's members.
+    SetMembers,
+    /// A sorted set's members → scores.
+    ZsetScores,
+    /// A sorted set's members in score order.
+    ZsetOrder,
+}
+
+impl Rows {
+    fn table(self) -> Table {
+        match self {
+            Rows::ListItems => Table::ListItems,
+            Rows::SetMembers => Table::SetMembers,
+            Rows::ZsetScores => Table::ZsetScores,
+            Rows::ZsetOrder => Table::ZsetOrder,
+        }
+    }
+
+    /// Whether its rows are an index (no values).
+    fn is_index(self) -> bool {
+        matches!(self, Rows::SetMembers | Rows::ZsetOrder)
     }
 }
 
@@ -93,7 +166,8 @@ pub struct Record {
     pub expire_at_ms: Option<i64>,
     /// Log index of its last change.
     pub revision: u64,
-    /// A string's bytes, or a hash's field count (u64 LE).
+    /// A string's bytes, or a collection's element count (u64 LE) and what its family keeps
+    /// after it.
     pub payload: Bytes,
 }
 
@@ -124,6 +198,11 @@ impl Record {
 
     /// A hash's field count.
     pub fn field_count(&self) -> u64 {
+        self.element_count()
+    }
+
+    /// A collection's element count.
+    pub fn element_count(&self) -> u64 {
         self.payload
             .get(..8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -228,6 +307,35 @@ pub trait Keyspace {
     fn delete_field(&mut self, key: &[u8], field: &[u8]) -> StoreResult<bool>;
     /// Removes every key.
     fn flush(&mut self) -> StoreResult<()>;
+
+    /// Creates or updates a collection's record: `key` holds `kind` with `meta` as its payload
+    /// (its element count first), keeping a live key's deadline. A command changing a
+    /// collection's rows writes its record too, which moves its revision (WATCH).
+    fn put_collection(&mut self, key: &[u8], kind: Kind, meta: &[u8]) -> StoreResult<()>;
+    /// One row of `key`'s collection (an index row reads as empty). Callers look the key's
+    /// record up first: rows of an expired key are not hidden here.
+    fn element(&mut self, rows: Rows, key: &[u8], sub: &[u8]) -> StoreResult<Option<Bytes>>;
+    /// Calls `visit` with the rows of `key`'s collection whose sub-keys lie between `start`
+    /// and `end`, in sub-key order or (`reverse`) from the last, while it returns true.
+    fn visit_elements(
+        &mut self,
+        rows: Rows,
+        key: &[u8],
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> StoreResult<()>;
+    /// Writes a row of `key`'s collection; true when it is new.
+    fn put_element(
+        &mut self,
+        rows: Rows,
+        key: &[u8],
+        sub: &[u8],
+        value: &[u8],
+    ) -> StoreResult<bool>;
+    /// Removes a row of `key`'s collection; true when it existed.
+    fn remove_element(&mut self, rows: Rows, key: &[u8], sub: &[u8]) -> StoreResult<bool>;
 
     /// A catalog entry.
     fn catalog_get(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<Option<Bytes>>;
@@ -397,11 +505,11 @@ impl View {
             self.layers
                 .remove_index_row(Table::Expiry, &expiry_key(deadline, key));
         }
-        if record.kind == Kind::Hash {
-            let prefix = field_prefix(key);
-            let end = prefix_end(&prefix);
+        let prefix = field_prefix(key);
+        let end = prefix_end(&prefix);
+        for &table in record.kind.row_tables() {
             self.layers.remove_range(
-                Table::Fields,
+                table,
                 Bound::Included(&prefix),
                 end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
             )?;
@@ -547,7 +655,7 @@ impl Keyspace for View {
         let old = self.raw_record(key)?;
         let mut existed = old.is_some();
         match old {
-            Some(old) if old.kind == Kind::Hash => {
+            Some(old) if old.kind != Kind::String => {
                 self.remove_all(key, &old)?;
                 existed = false;
             }
@@ -652,6 +760,79 @@ impl Keyspace for View {
         self.recent = None;
         self.layers.clear();
         Ok(())
+    }
+
+    fn put_collection(&mut self, key: &[u8], kind: Kind, meta: &[u8]) -> StoreResult<()> {
+        self.writable()?;
+        let live = self.live_record(key)?;
+        let existed = live.is_some();
+        let record = Record {
+            kind,
+            expire_at_ms: live.and_then(|record| record.expire_at_ms),
+            revision: self.revision,
+            payload: Bytes::copy_from_slice(meta),
+        };
+        self.write_record(key, &record, existed)
+    }
+
+    fn element(&mut self, rows: Rows, key: &[u8], sub: &[u8]) -> StoreResult<Option<Bytes>> {
+        self.layers.get(rows.table(), &field_key(key, sub))
+    }
+
+    fn visit_elements(
+        &mut self,
+        rows: Rows,
+        key: &[u8],
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        visit: &mut dyn FnMut(&[u8], &Bytes) -> bool,
+    ) -> StoreResult<()> {
+        let prefix = field_prefix(key);
+        let bound = |bound: Bound<&[u8]>| match bound {
+            Bound::Included(sub) => Bound::Included(field_key(key, sub)),
+            Bound::Excluded(sub) => Bound::Excluded(field_key(key, sub)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let start = match bound(start) {
+            Bound::Unbounded => Bound::Included(prefix.clone()),
+            other => other,
+        };
+        let end = match bound(end) {
+            Bound::Unbounded => prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            other => other,
+        };
+        self.layers.range_in(
+            rows.table(),
+            start.as_ref().map(Vec::as_slice),
+            end.as_ref().map(Vec::as_slice),
+            reverse,
+            |row, value| Ok(visit(&row[prefix.len()..], value)),
+        )
+    }
+
+    fn put_element(
+        &mut self,
+        rows: Rows,
+        key: &[u8],
+        sub: &[u8],
+        value: &[u8],
+    ) -> StoreResult<bool> {
+        self.writable()?;
+        let row = field_key(key, sub);
+        if rows.is_index() {
+            let is_new = self.layers.get(rows.table(), &row)?.is_none();
+            if is_new {
+                self.layers.insert_index_row(rows.table(), &row);
+            }
+            return Ok(is_new);
+        }
+        Ok(!self.layers.insert(rows.table(), &row, value)?)
+    }
+
+    fn remove_element(&mut self, rows: Rows, key: &[u8], sub: &[u8]) -> StoreResult<bool> {
+        self.writable()?;
+        self.layers.remove(rows.table(), &field_key(key, sub))
     }
 
     fn catalog_get(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<Option<Bytes>> {

@@ -104,9 +104,10 @@ impl Base {
         table: Table,
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
+        reverse: bool,
     ) -> StoreResult<RowIter<'a>> {
         let rows = self.tables[table.slot()]
-            .range(start, end)
+            .range_in(start, end, reverse)
             .map_err(storage)?;
         Ok(Box::new(rows.map(|row| row.map_err(storage))))
     }
@@ -286,6 +287,19 @@ impl Layers {
         table: Table,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
+        visit: impl FnMut(&Bytes, &Bytes) -> StoreResult<bool>,
+    ) -> StoreResult<()> {
+        self.range_in(table, start, end, false, visit)
+    }
+
+    /// Calls `visit` with the rows of `table` in the range, in key order or (`reverse`) from
+    /// the last, while it returns true.
+    pub fn range_in(
+        &self,
+        table: Table,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
         mut visit: impl FnMut(&Bytes, &Bytes) -> StoreResult<bool>,
     ) -> StoreResult<()> {
         if !is_nonempty_range(start, end) {
@@ -294,8 +308,14 @@ impl Layers {
         let mut sources: Vec<Peekable<RowIter<'_>>> = Vec::with_capacity(3);
         let mut reaches_base = true;
         for layer in self.upper() {
-            let rows = layer.tables[table.slot()].range::<_, [u8]>((start, end));
-            let rows: RowIter<'_> = Box::new(rows.map(|(k, v)| Ok((k.clone(), v.clone()))));
+            let rows = layer.tables[table.slot()]
+                .range::<_, [u8]>((start, end))
+                .map(|(k, v)| Ok((k.clone(), v.clone())));
+            let rows: RowIter<'_> = if reverse {
+                Box::new(rows.rev())
+            } else {
+                Box::new(rows)
+            };
             sources.push(rows.peekable());
             if layer.hides(table) {
                 reaches_base = false;
@@ -303,16 +323,20 @@ impl Layers {
             }
         }
         if reaches_base {
-            sources.push(self.base.range(table, start, end)?.peekable());
+            sources.push(self.base.range(table, start, end, reverse)?.peekable());
         }
+        // Whether `key` comes before `best` in the walk's direction.
+        let precedes = |key: &Bytes, best: &Bytes| if reverse { key > best } else { key < best };
         loop {
-            // The smallest key any source holds next; the first (uppermost) source holding it
-            // decides its value.
+            // The first key in the walk's direction any source holds next; the first
+            // (uppermost) source holding it decides its value.
             let mut next: Option<(Bytes, Option<Bytes>)> = None;
             for source in &mut sources {
                 match source.peek() {
                     Some(Err(_)) => return Err(source.next().expect("peeked").unwrap_err()),
-                    Some(Ok((key, value))) if next.as_ref().is_none_or(|(best, _)| key < best) => {
+                    Some(Ok((key, value)))
+                        if next.as_ref().is_none_or(|(best, _)| precedes(key, best)) =>
+                    {
                         next = Some((key.clone(), value.clone()));
                     }
                     _ => {}
@@ -485,6 +509,18 @@ mod tests {
                     }).expect("range");
                     let expected: Vec<_> = model.range(start.clone()..).map(|(k, _)| k.clone()).take(3).collect();
                     prop_assert_eq!(index, expected);
+                    let mut backwards = Vec::new();
+                    layers.range_in(Table::Keys, Bound::Included(&start), Bound::Excluded(&end), true, |k, v| {
+                        backwards.push((k.to_vec(), v.to_vec()));
+                        Ok(backwards.len() < 4)
+                    }).expect("reverse range");
+                    let expected: Vec<_> = model
+                        .range(start.clone()..end.clone())
+                        .rev()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .take(4)
+                        .collect();
+                    prop_assert_eq!(backwards, expected);
                 }
             }
         }

@@ -37,6 +37,14 @@ pub const SCRIPTS: ValueDefinition = TableDefinition::new("scripts");
 pub const LIBRARIES: ValueDefinition = TableDefinition::new("libraries");
 /// Functions: a function's name → the name of the library that registers it.
 pub const FUNCTIONS: ValueDefinition = TableDefinition::new("functions");
+/// List elements, by position.
+pub const LIST_ITEMS: ValueDefinition = TableDefinition::new("list_items");
+/// Set members.
+pub const SET_MEMBERS: IndexDefinition = TableDefinition::new("set_members");
+/// Sorted-set members → their scores.
+pub const ZSET_SCORES: ValueDefinition = TableDefinition::new("zset_scores");
+/// Sorted-set members in score order.
+pub const ZSET_ORDER: IndexDefinition = TableDefinition::new("zset_order");
 
 /// The keyspace's tables. The discriminant is the table's place in [`SCHEMA`] and its tag in
 /// snapshot files, so a new table goes at the end.
@@ -56,6 +64,14 @@ pub enum Table {
     Libraries = 5,
     /// Which library registers each function (FCALL).
     Functions = 6,
+    /// List elements.
+    ListItems = 7,
+    /// Set members (rows without values).
+    SetMembers = 8,
+    /// Sorted-set members → scores.
+    ZsetScores = 9,
+    /// Sorted-set members in score order (rows without values).
+    ZsetOrder = 10,
 }
 
 /// How many tables there are.
@@ -92,7 +108,7 @@ pub struct TableSchema {
 }
 
 /// Every table, in [`Table`] order.
-pub const SCHEMA: [TableSchema; 7] = [
+pub const SCHEMA: [TableSchema; 11] = [
     TableSchema {
         table: Table::Keys,
         definition: Definition::Values(KEYS),
@@ -134,6 +150,30 @@ pub const SCHEMA: [TableSchema; 7] = [
         definition: Definition::Values(FUNCTIONS),
         stored_data: false,
         keyspace: false,
+    },
+    TableSchema {
+        table: Table::ListItems,
+        definition: Definition::Values(LIST_ITEMS),
+        stored_data: true,
+        keyspace: true,
+    },
+    TableSchema {
+        table: Table::SetMembers,
+        definition: Definition::Index(SET_MEMBERS),
+        stored_data: true,
+        keyspace: true,
+    },
+    TableSchema {
+        table: Table::ZsetScores,
+        definition: Definition::Values(ZSET_SCORES),
+        stored_data: true,
+        keyspace: true,
+    },
+    TableSchema {
+        table: Table::ZsetOrder,
+        definition: Definition::Index(ZSET_ORDER),
+        stored_data: false,
+        keyspace: true,
     },
 ];
 
@@ -202,18 +242,45 @@ impl ReadTable {
         start: Bound<&'a [u8]>,
         end: Bound<&'a [u8]>,
     ) -> Result<RowIter<'a>, redb::Error> {
+        self.range_in(start, end, false)
+    }
+
+    /// The rows between `start` and `end`, in key order or (`reverse`) from the last.
+    pub fn range_in<'a>(
+        &'a self,
+        start: Bound<&'a [u8]>,
+        end: Bound<&'a [u8]>,
+        reverse: bool,
+    ) -> Result<RowIter<'a>, redb::Error> {
+        /// Boxes `rows`, turned around when `reverse`.
+        fn directed<'a, I>(rows: I, reverse: bool) -> RowIter<'a>
+        where
+            I: DoubleEndedIterator<Item = Result<(Bytes, Option<Bytes>), redb::Error>> + 'a,
+        {
+            if reverse {
+                Box::new(rows.rev())
+            } else {
+                Box::new(rows)
+            }
+        }
         Ok(match self {
-            ReadTable::Values(t) => Box::new(t.range::<&[u8]>((start, end))?.map(|item| {
-                let (k, v) = item?;
-                Ok((
-                    Bytes::copy_from_slice(k.value()),
-                    Some(Bytes::copy_from_slice(v.value())),
-                ))
-            })),
-            ReadTable::Index(t) => Box::new(t.range::<&[u8]>((start, end))?.map(|item| {
-                let (k, _) = item?;
-                Ok((Bytes::copy_from_slice(k.value()), Some(Bytes::new())))
-            })),
+            ReadTable::Values(t) => directed(
+                t.range::<&[u8]>((start, end))?.map(|item| {
+                    let (k, v) = item?;
+                    Ok((
+                        Bytes::copy_from_slice(k.value()),
+                        Some(Bytes::copy_from_slice(v.value())),
+                    ))
+                }),
+                reverse,
+            ),
+            ReadTable::Index(t) => directed(
+                t.range::<&[u8]>((start, end))?.map(|item| {
+                    let (k, _) = item?;
+                    Ok((Bytes::copy_from_slice(k.value()), Some(Bytes::new())))
+                }),
+                reverse,
+            ),
         })
     }
 }

@@ -2246,4 +2246,291 @@ pub static COMMANDS: &[CommandSpec] = &[
             Arg::key("key", 0).optional().multiple(),
             Arg::string("arg").optional().multiple(),
         ]),
+    CommandSpec::new("lpush", -3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Prepend one or multiple elements to a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
+        )
+        .history(&[("2.4.0", "Accepts multiple `element` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("element").multiple()]),
+    CommandSpec::new("rpush", -3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Append one or multiple elements to a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
+        )
+        .history(&[("2.4.0", "Accepts multiple `element` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("element").multiple()]),
+    CommandSpec::new("lpushx", -3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Prepend an element to a list, only if the list exists")
+        .since("2.2.0")
+        .group("list")
+        .complexity(
+            "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
+        )
+        .history(&[("4.0.0", "Accepts multiple `element` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("element").multiple()]),
+    CommandSpec::new("rpushx", -3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Append an element to a list, only if the list exists")
+        .since("2.2.0")
+        .group("list")
+        .complexity(
+            "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
+        )
+        .history(&[("4.0.0", "Accepts multiple `element` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("element").multiple()]),
+    CommandSpec::new("lpop", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary("Remove and get the first elements in a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity("O(N) where N is the number of elements returned")
+        .history(&[("6.2.0", "Added the `count` argument.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("count").since("6.2.0").optional(),
+        ]),
+    CommandSpec::new("rpop", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary("Remove and get the last elements in a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity("O(N) where N is the number of elements returned")
+        .history(&[("6.2.0", "Added the `count` argument.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("count").since("6.2.0").optional(),
+        ]),
+    CommandSpec::new("llen", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "list", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the length of a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("lrange", 4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get a range of elements from a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(S+N) where S is the distance of start offset from HEAD for small lists, from nearest end (HEAD or TAIL) for large lists; and N is the number of elements in the specified range.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("stop"),
+        ]),
+    CommandSpec::new("lindex", 3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get an element from a list by its index")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(N) where N is the number of elements to traverse to get to the element at index. This makes asking for the first or the last element of the list O(1).",
+        )
+        .args(&[Arg::key("key", 0), Arg::integer("index")]),
+    CommandSpec::new("lset", 4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary("Set the value of an element in a list by its index")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(N) where N is the length of the list. Setting either the first or the last element of the list is O(1).",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("index"),
+            Arg::string("element"),
+        ]),
+    CommandSpec::new("linsert", 5)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary(
+            "Insert an element before or after another element in a list",
+        )
+        .since("2.2.0")
+        .group("list")
+        .complexity(
+            "O(N) where N is the number of elements to traverse before seeing the value pivot. This means that inserting somewhere on the left end on the list (head) can be considered O(1) and inserting somewhere on the right end (tail) is O(N).",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::oneof(
+                "where",
+                &[
+                    Arg::pure_token("before", "BEFORE"),
+                    Arg::pure_token("after", "AFTER"),
+                ],
+            ),
+            Arg::string("pivot"),
+            Arg::string("element"),
+        ]),
+    CommandSpec::new("lrem", 4)
+        .flags(&["write"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Remove elements from a list")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(N+M) where N is the length of the list and M is the number of elements removed.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("count"),
+            Arg::string("element"),
+        ]),
+    CommandSpec::new("ltrim", 4)
+        .flags(&["write"])
+        .keys(1, 1, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Trim a list to the specified range")
+        .since("1.0.0")
+        .group("list")
+        .complexity(
+            "O(N) where N is the number of elements to be removed by the operation.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("stop"),
+        ]),
+    CommandSpec::new("lpos", -3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "list", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Return the index of matching elements on a list")
+        .since("6.0.6")
+        .group("list")
+        .complexity(
+            "O(N) where N is the number of elements in the list, for the average case. When searching for elements near the head or the tail of the list, or when the MAXLEN option is provided, the command may run in constant time.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("element"),
+            Arg::integer("rank").token("RANK").optional(),
+            Arg::integer("num-matches").token("COUNT").optional(),
+            Arg::integer("len").token("MAXLEN").optional(),
+        ]),
+    CommandSpec::new("lmove", 5)
+        .flags(&["write", "denyoom"])
+        .keys(1, 2, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["RW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary(
+            "Pop an element from a list, push it to another list and return it",
+        )
+        .since("6.2.0")
+        .group("list")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("source", 0),
+            Arg::key("destination", 1),
+            Arg::oneof(
+                "wherefrom",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+            Arg::oneof(
+                "whereto",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+        ]),
+    CommandSpec::new("rpoplpush", 3)
+        .flags(&["write", "denyoom"])
+        .keys(1, 2, 1)
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["RW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary(
+            "Remove the last element in a list, prepend it to another list and return it",
+        )
+        .since("1.2.0")
+        .group("list")
+        .complexity("O(1)")
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`LMOVE` with the `RIGHT` and `LEFT` arguments")
+        .args(&[Arg::key("source", 0), Arg::key("destination", 1)]),
+    CommandSpec::new("lmpop", -4)
+        .flags(&["write", "movablekeys"])
+        .acl(&["write", "list", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "delete"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Pop elements from a list")
+        .since("7.0.0")
+        .group("list")
+        .complexity(
+            "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::oneof(
+                "where",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
 ];

@@ -18,6 +18,8 @@
 //! - A deadline of `i64::MAX` ms is kept as `i64::MAX - 1` (the record format reserves
 //!   `i64::MAX` for "no expiry").
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
@@ -436,6 +438,38 @@ fn copy_value<K: Keyspace + ?Sized>(
             }
             Ok(())
         }
+        kind => {
+            // Every row under the same sub-key, then the same record.
+            for &rows in kind.element_rows() {
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let mut batch: Vec<(Vec<u8>, Bytes)> = Vec::new();
+                    ks.visit_elements(
+                        rows,
+                        src,
+                        after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                        Bound::Unbounded,
+                        false,
+                        &mut |sub, value| {
+                            batch.push((sub.to_vec(), value.clone()));
+                            batch.len() < FIELD_BATCH
+                        },
+                    )?;
+                    let Some((last, _)) = batch.last() else {
+                        break;
+                    };
+                    after = Some(last.clone());
+                    for (sub, value) in &batch {
+                        ks.put_element(rows, dst, sub, value)?;
+                    }
+                }
+            }
+            ks.put_collection(dst, kind, &record.payload)?;
+            if let Some(deadline) = record.expire_at_ms {
+                ks.set_expiry(dst, Some(deadline))?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -574,6 +608,9 @@ fn encoding<K: Keyspace + ?Sized>(
                     .all(|(f, v)| f.len() <= LISTPACK_MAX_VALUE && v.len() <= LISTPACK_MAX_VALUE);
             if small { "listpack" } else { "hashtable" }
         }
+        Kind::List => super::lists::encoding(),
+        Kind::Set => "hashtable",
+        Kind::ZSet => "skiplist",
     })
 }
 

@@ -6,14 +6,16 @@
 //! the same reply and the same changes on every replica. Replies and error texts are Redis
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
-//! One file per family: [`strings`], [`keys`], [`hashes`].
+//! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`scripting`].
 
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod scripting;
 pub mod strings;
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
@@ -151,10 +153,11 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 5] = [
+const FAMILIES: [&[KeyspaceCommand]; 6] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
+    lists::COMMANDS,
     scripting::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];
@@ -224,6 +227,22 @@ fn memory_usage(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             .iter()
             .map(|(f, v)| f.len() + v.len() + 16)
             .sum(),
+        kind => {
+            // Rows of the first table the type keeps: its elements, each with its overhead.
+            let mut bytes = 0;
+            ks.visit_elements(
+                kind.element_rows()[0],
+                key,
+                Bound::Unbounded,
+                Bound::Unbounded,
+                false,
+                &mut |sub, value| {
+                    bytes += sub.len() + value.len() + 16;
+                    true
+                },
+            )?;
+            bytes
+        }
     };
     Ok(Reply::Integer(
         (KEY_OVERHEAD + key.len() + value_bytes) as i64,
