@@ -87,7 +87,12 @@ fn command(rng: &mut Rng) -> Vec<String> {
     let f = |rng: &mut Rng| rng.pick(FIELDS).to_string();
     let index = |rng: &mut Rng| rng.pick(INDEXES).to_string();
     let end = |rng: &mut Rng| rng.pick(&["LEFT", "RIGHT", "left", "middle"]).to_string();
-    match rng.below(75) {
+    let sets = |rng: &mut Rng, c: &mut Vec<String>| {
+        for _ in 0..=rng.below(3) {
+            c.push(k(rng));
+        }
+    };
+    match rng.below(93) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -417,6 +422,103 @@ return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
                 v(rng),
             ),
         },
+        75 | 76 => {
+            let mut c = vec!["SADD".into(), k(rng)];
+            for _ in 0..=rng.below(4) {
+                c.push(v(rng));
+            }
+            c
+        }
+        77 => {
+            let mut c = vec!["SREM".into(), k(rng)];
+            for _ in 0..=rng.below(3) {
+                c.push(v(rng));
+            }
+            c
+        }
+        78 => vec!["SMEMBERS".into(), k(rng)],
+        79 => vec!["SISMEMBER".into(), k(rng), v(rng)],
+        80 => vec!["SMISMEMBER".into(), k(rng), v(rng), v(rng)],
+        81 => vec!["SCARD".into(), k(rng)],
+        // Random picks compare only where the answer is the whole set or an error.
+        82 => match rng.below(2) {
+            0 => vec![
+                "SPOP".into(),
+                k(rng),
+                rng.pick(&["100", "0", "-1", "x", "9223372036854775807"])
+                    .into(),
+            ],
+            _ => vec![
+                "SRANDMEMBER".into(),
+                k(rng),
+                rng.pick(&[
+                    "100",
+                    "0",
+                    "x",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                ])
+                .into(),
+            ],
+        },
+        83 => vec!["SMOVE".into(), k(rng), k(rng), v(rng)],
+        84 => {
+            let mut c = vec![rng.pick(&["SINTER", "SUNION", "SDIFF"]).into()];
+            sets(rng, &mut c);
+            c
+        }
+        85 => {
+            let mut c = vec![
+                rng.pick(&["SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE"])
+                    .into(),
+                k(rng),
+            ];
+            sets(rng, &mut c);
+            c
+        }
+        86 => {
+            let mut c = vec![
+                "SINTERCARD".into(),
+                rng.pick(&["1", "2", "0", "x", "5"]).into(),
+            ];
+            sets(rng, &mut c);
+            if rng.below(2) == 0 {
+                c.push(rng.pick(&["LIMIT", "limit", "BOGUS"]).into());
+                c.push(rng.pick(&["0", "1", "2", "-1", "x"]).into());
+            }
+            c
+        }
+        87 => {
+            // Cursors other than 0 are positions in each server's own walk.
+            let mut c = vec!["SSCAN".into(), k(rng), rng.pick(&["0", "x"]).into()];
+            if rng.below(2) == 0 {
+                c.push("MATCH".into());
+                c.push(rng.pick(&["*1*", "a*", "*"]).into());
+            }
+            c.push("COUNT".into());
+            c.push(rng.pick(&["1000", "0", "x"]).into());
+            c
+        }
+        88 => {
+            let mut c = vec!["SADD".into(), k(rng)];
+            for _ in 0..=rng.below(8) {
+                c.push(rng.pick(&["1", "2", "3", "10", "-5", "99"]).into());
+            }
+            c
+        }
+        89 => vec![
+            "SPOP".into(),
+            k(rng),
+            rng.pick(&["1", "2", "3"]).into(),
+            "extra".into(),
+        ],
+        90 => vec![
+            "SREM".into(),
+            k(rng),
+            rng.pick(&["1", "2", "3", "10"]).into(),
+        ],
+        91 => vec!["SMEMBERS".into(), k(rng)],
+        92 => vec!["SUNION".into(), k(rng), k(rng)],
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),
@@ -474,6 +576,102 @@ fn sha1_hex(body: &str) -> String {
 /// A script over one key and one argument.
 fn script(command: &str, body: &str, key: String, arg: String) -> Vec<String> {
     vec![command.into(), body.into(), "1".into(), key, arg]
+}
+
+/// Commands whose replies list a set's members in an order Redis leaves unspecified (its
+/// hashtable order): compared with every list of plain strings in them sorted.
+const UNORDERED: &[&str] = &[
+    "SMEMBERS",
+    "SINTER",
+    "SUNION",
+    "SDIFF",
+    "SPOP",
+    "SRANDMEMBER",
+    "SSCAN",
+];
+
+/// A reply with the elements of every aggregate that holds only bulk strings sorted.
+fn unordered(reply: &[u8]) -> Vec<u8> {
+    /// One parsed value: its header line and, for an aggregate, its children.
+    struct Value {
+        header: Vec<u8>,
+        body: Vec<u8>,
+        children: Option<Vec<Value>>,
+    }
+    fn line(input: &[u8], at: &mut usize) -> Vec<u8> {
+        let end = *at
+            + input[*at..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("CRLF")
+            + 2;
+        let out = input[*at..end].to_vec();
+        *at = end;
+        out
+    }
+    fn parse(input: &[u8], at: &mut usize) -> Value {
+        let header = line(input, at);
+        let number = || -> i64 {
+            std::str::from_utf8(&header[1..header.len() - 2])
+                .expect("utf-8")
+                .parse()
+                .expect("length")
+        };
+        match header[0] {
+            b'$' | b'=' | b'!' if number() >= 0 => {
+                let len = number() as usize + 2;
+                let body = input[*at..*at + len].to_vec();
+                *at += len;
+                Value {
+                    header,
+                    body,
+                    children: None,
+                }
+            }
+            b'*' | b'~' | b'>' if number() >= 0 => {
+                let children = (0..number()).map(|_| parse(input, at)).collect();
+                Value {
+                    header,
+                    body: Vec::new(),
+                    children: Some(children),
+                }
+            }
+            b'%' => {
+                let children = (0..number() * 2).map(|_| parse(input, at)).collect();
+                Value {
+                    header,
+                    body: Vec::new(),
+                    children: Some(children),
+                }
+            }
+            _ => Value {
+                header,
+                body: Vec::new(),
+                children: None,
+            },
+        }
+    }
+    fn write(value: &Value, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.header);
+        out.extend_from_slice(&value.body);
+        if let Some(children) = &value.children {
+            let mut parts: Vec<Vec<u8>> = children
+                .iter()
+                .map(|child| {
+                    let mut part = Vec::new();
+                    write(child, &mut part);
+                    part
+                })
+                .collect();
+            if children.iter().all(|child| child.header[0] == b'$') {
+                parts.sort();
+            }
+            parts.iter().for_each(|part| out.extend_from_slice(part));
+        }
+    }
+    let mut out = Vec::new();
+    write(&parse(reply, &mut 0), &mut out);
+    out
 }
 
 /// Whether two TTL replies agree up to the clock: each server counts the seconds left from
@@ -567,6 +765,11 @@ fn differential(count: usize, seed: u64, resp3: bool) {
                     history.len(),
                     recent(&history)
                 );
+            };
+            let (expected, actual) = if UNORDERED.contains(&c[0].as_str()) {
+                (unordered(&expected), unordered(&actual))
+            } else {
+                (expected, actual)
             };
             if expected != actual && !same_remaining_time(&c, &expected, &actual) {
                 panic!(

@@ -81,6 +81,10 @@ COMMANDS = [
     ("rpop", None), ("llen", None), ("lrange", None), ("lindex", None), ("lset", None),
     ("linsert", None), ("lrem", None), ("ltrim", None), ("lpos", None), ("lmove", None),
     ("rpoplpush", None), ("lmpop", None),
+    ("sadd", None), ("srem", None), ("smembers", None), ("sismember", None), ("smismember", None),
+    ("scard", None), ("spop", None), ("srandmember", None), ("smove", None), ("sinter", None),
+    ("sintercard", None), ("sinterstore", None), ("sunion", None), ("sunionstore", None),
+    ("sdiff", None), ("sdiffstore", None), ("sscan", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -2533,4 +2533,255 @@ pub static COMMANDS: &[CommandSpec] = &[
             ),
             Arg::integer("count").token("COUNT").optional(),
         ]),
+    CommandSpec::new("sadd", -3)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "set", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Add one or more members to a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(1) for each element added, so O(N) to add N elements when the command is called with multiple arguments.",
+        )
+        .history(&[("2.4.0", "Accepts multiple `member` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("member").multiple()]),
+    CommandSpec::new("srem", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "set", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Remove one or more members from a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity("O(N) where N is the number of members to be removed.")
+        .history(&[("2.4.0", "Accepts multiple `member` arguments.")])
+        .args(&[Arg::key("key", 0), Arg::string("member").multiple()]),
+    CommandSpec::new("smembers", 2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get all the members in a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity("O(N) where N is the set cardinality.")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("sismember", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Determine if a given value is a member of a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("member")]),
+    CommandSpec::new("smismember", -3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Returns the membership associated with the given elements for a set",
+        )
+        .since("6.2.0")
+        .group("set")
+        .complexity(
+            "O(N) where N is the number of elements being checked for membership",
+        )
+        .args(&[Arg::key("key", 0), Arg::string("member").multiple()]),
+    CommandSpec::new("scard", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the number of members in a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("spop", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "set", "fast"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary(
+            "Remove and return one or multiple random members from a set",
+        )
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "Without the count argument O(1), otherwise O(N) where N is the value of the passed count.",
+        )
+        .history(&[("3.2.0", "Added the `count` argument.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("count").since("3.2.0").optional(),
+        ]),
+    CommandSpec::new("srandmember", -2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get one or multiple random members from a set")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "Without the count argument O(1), otherwise O(N) where N is the absolute value of the passed count.",
+        )
+        .history(&[("2.6.0", "Added the optional `count` argument.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("count").since("2.6.0").optional(),
+        ]),
+    CommandSpec::new("smove", 4)
+        .flags(&["write", "fast"])
+        .keys(1, 2, 1)
+        .acl(&["write", "set", "fast"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["RW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary("Move a member from one set to another")
+        .since("1.0.0")
+        .group("set")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("source", 0),
+            Arg::key("destination", 1),
+            Arg::string("member"),
+        ]),
+    CommandSpec::new("sinter", -2)
+        .flags(&["readonly"])
+        .keys(1, -1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, -1, 1, 0)])
+        .summary("Intersect multiple sets")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
+        )
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("sintercard", -3)
+        .flags(&["readonly", "movablekeys"])
+        .acl(&["read", "set", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Intersect multiple sets and return the cardinality of the result",
+        )
+        .since("7.0.0")
+        .group("set")
+        .complexity(
+            "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::integer("limit").token("LIMIT").optional(),
+        ]),
+    CommandSpec::new("sinterstore", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 1)
+        .acl(&["write", "set", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "update"], 1, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 2, -1, 1, 0),
+        ])
+        .summary(
+            "Intersect multiple sets and store the resulting set in a key",
+        )
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N*M) worst case where N is the cardinality of the smallest set and M is the number of sets.",
+        )
+        .args(&[Arg::key("destination", 0), Arg::key("key", 1).multiple()]),
+    CommandSpec::new("sunion", -2)
+        .flags(&["readonly"])
+        .keys(1, -1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, -1, 1, 0)])
+        .summary("Add multiple sets")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N) where N is the total number of elements in all given sets.",
+        )
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("sunionstore", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 1)
+        .acl(&["write", "set", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 2, -1, 1, 0),
+        ])
+        .summary("Add multiple sets and store the resulting set in a key")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N) where N is the total number of elements in all given sets.",
+        )
+        .args(&[Arg::key("destination", 0), Arg::key("key", 1).multiple()]),
+    CommandSpec::new("sdiff", -2)
+        .flags(&["readonly"])
+        .keys(1, -1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output_order"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, -1, 1, 0)])
+        .summary("Subtract multiple sets")
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N) where N is the total number of elements in all given sets.",
+        )
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("sdiffstore", -3)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 1)
+        .acl(&["write", "set", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 2, -1, 1, 0),
+        ])
+        .summary(
+            "Subtract multiple sets and store the resulting set in a key",
+        )
+        .since("1.0.0")
+        .group("set")
+        .complexity(
+            "O(N) where N is the total number of elements in all given sets.",
+        )
+        .args(&[Arg::key("destination", 0), Arg::key("key", 1).multiple()]),
+    CommandSpec::new("sscan", -3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Incrementally iterate Set elements")
+        .since("2.8.0")
+        .group("set")
+        .complexity(
+            "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection..",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("cursor"),
+            Arg::pattern("pattern").token("MATCH").optional(),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
 ];

@@ -25,7 +25,10 @@
 use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
-use super::{KeyspaceCommand, c_str, command, int_arg, parse_cursor, syntax_error, typed_record};
+use super::{
+    KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, scan_options, scan_reply,
+    syntax_error, typed_record,
+};
 use crate::redis::glob::glob_match;
 use crate::redis::table;
 use crate::resp::Reply;
@@ -270,24 +273,6 @@ fn hincrbyfloat<K: Keyspace + ?Sized>(
     Ok(Reply::Bulk(Bytes::from(text)))
 }
 
-/// SplitMix64: a small deterministic generator seeded from [`Keyspace::random_seed`].
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// The fields at the given positions (sorted, distinct) of a hash in field order, in one walk.
 fn fields_at<K: Keyspace + ?Sized>(
     ks: &mut K,
@@ -479,31 +464,13 @@ fn hscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         }
         Ok(Some(record)) => record.field_count(),
     };
-    let mut count: i64 = 10;
-    let mut pattern: Option<&[u8]> = None;
-    let mut i = 3;
-    while i < args.len() {
-        let option = c_str(&args[i]);
-        let value = args.get(i + 1);
-        match value {
-            Some(value) if option.eq_ignore_ascii_case(b"count") => {
-                count = match int_arg(value) {
-                    Ok(n) if n < 1 => return Ok(syntax_error()),
-                    Ok(n) => n,
-                    Err(reply) => return Ok(reply),
-                };
-            }
-            Some(value) if option.eq_ignore_ascii_case(b"match") => {
-                pattern = (value.as_ref() != b"*").then_some(value.as_ref());
-            }
-            _ => return Ok(syntax_error()),
-        }
-        i += 2;
-    }
+    let (count, pattern) = match scan_options(&args[3..]) {
+        Ok(options) => options,
+        Err(reply) => return Ok(reply),
+    };
     let (fields, next) = if size <= SMALL_HASH_FIELDS {
         (ks.fields(key, None, usize::MAX)?, 0)
     } else {
-        let count = usize::try_from(count).unwrap_or(usize::MAX);
         scan_fields(ks, key, cursor, count)?
     };
     let mut items = Vec::with_capacity(fields.len() * 2);
@@ -513,11 +480,7 @@ fn hscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             items.push(Reply::Bulk(value));
         }
     }
-    let mut digits = itoa::Buffer::new();
-    Ok(Reply::Array(vec![
-        Reply::bulk_str(digits.format(next)),
-        Reply::Array(items),
-    ]))
+    Ok(scan_reply(next, items))
 }
 
 #[cfg(test)]

@@ -609,7 +609,7 @@ fn encoding<K: Keyspace + ?Sized>(
             if small { "listpack" } else { "hashtable" }
         }
         Kind::List => super::lists::encoding(),
-        Kind::Set => "hashtable",
+        Kind::Set => super::sets::encoding(record),
         Kind::ZSet => "skiplist",
     })
 }

@@ -6,12 +6,13 @@
 //! the same reply and the same changes on every replica. Replies and error texts are Redis
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
-//! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`scripting`].
+//! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`scripting`].
 
 pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod scripting;
+pub mod sets;
 pub mod strings;
 
 use std::collections::HashMap;
@@ -153,11 +154,12 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 6] = [
+const FAMILIES: [&[KeyspaceCommand]; 7] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
+    sets::COMMANDS,
     scripting::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];
@@ -285,6 +287,59 @@ pub fn parse_cursor(arg: &[u8]) -> Option<u64> {
 }
 
 pub use crate::redis::table::c_str;
+
+/// SplitMix64: a small deterministic generator seeded from [`Keyspace::random_seed`].
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// The options of HSCAN, SSCAN and ZSCAN after the cursor: `COUNT n` (how many elements a
+/// step is about; 10 by default) and `MATCH pattern` (`None` for `*`), or Redis's error.
+pub fn scan_options(options: &[Bytes]) -> Result<(usize, Option<&[u8]>), Reply> {
+    let mut count: i64 = 10;
+    let mut pattern: Option<&[u8]> = None;
+    let mut i = 0;
+    while i < options.len() {
+        let option = c_str(&options[i]);
+        match options.get(i + 1) {
+            Some(value) if option.eq_ignore_ascii_case(b"count") => {
+                count = match int_arg(value)? {
+                    n if n < 1 => return Err(syntax_error()),
+                    n => n,
+                };
+            }
+            Some(value) if option.eq_ignore_ascii_case(b"match") => {
+                pattern = (value.as_ref() != b"*").then_some(value.as_ref());
+            }
+            _ => return Err(syntax_error()),
+        }
+        i += 2;
+    }
+    Ok((usize::try_from(count).unwrap_or(usize::MAX), pattern))
+}
+
+/// A SCAN-family reply: the next cursor and the elements of this step.
+pub fn scan_reply(next: u64, items: Vec<Reply>) -> Reply {
+    let mut digits = itoa::Buffer::new();
+    Reply::Array(vec![
+        Reply::bulk_str(digits.format(next)),
+        Reply::Array(items),
+    ])
+}
 
 #[cfg(test)]
 mod tests {
