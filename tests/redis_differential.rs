@@ -79,6 +79,28 @@ const INDEXES: &[&str] = &[
     "-9223372036854775808",
 ];
 
+/// Scores as ZADD and ZINCRBY read them, valid or not.
+const SCORES: &[&str] = &[
+    "0", "1", "-1", "1.5", "inf", "-inf", "2.5e3", "x", "nan", "-0", "1e400", "0x10", "3",
+];
+/// Score range bounds, open and closed, valid or not.
+const SCORE_BOUNDS: &[&str] = &[
+    "-inf", "+inf", "0", "(0", "1", "(1.5", "x", "(", "", "2", "(inf", " 1",
+];
+/// Lexicographic range bounds, valid or not.
+const LEX_BOUNDS: &[&str] = &[
+    "-",
+    "+",
+    "[a",
+    "(a",
+    "[hello world",
+    "(",
+    "[",
+    "x",
+    "[c",
+    "(b",
+];
+
 /// One random command.
 fn command(rng: &mut Rng) -> Vec<String> {
     let k = |rng: &mut Rng| rng.pick(KEYS).to_string();
@@ -92,7 +114,14 @@ fn command(rng: &mut Rng) -> Vec<String> {
             c.push(k(rng));
         }
     };
-    match rng.below(93) {
+    let score = |rng: &mut Rng| rng.pick(SCORES).to_string();
+    let bound = |rng: &mut Rng| rng.pick(SCORE_BOUNDS).to_string();
+    let lex = |rng: &mut Rng| rng.pick(LEX_BOUNDS).to_string();
+    let member = |rng: &mut Rng| {
+        rng.pick(&["a", "b", "c", "hello world", "1", ""])
+            .to_string()
+    };
+    match rng.below(125) {
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];
@@ -519,6 +548,224 @@ return {redis.call('TYPE', KEYS[1]), ARGV[1]}",
         ],
         91 => vec!["SMEMBERS".into(), k(rng)],
         92 => vec!["SUNION".into(), k(rng), k(rng)],
+        93..=95 => {
+            let mut c = vec!["ZADD".into(), k(rng)];
+            for _ in 0..rng.below(3) {
+                c.push(
+                    rng.pick(&["NX", "XX", "GT", "LT", "CH", "INCR", "ch"])
+                        .into(),
+                );
+            }
+            for _ in 0..=rng.below(3) {
+                c.push(score(rng));
+                c.push(member(rng));
+            }
+            c
+        }
+        96 => vec!["ZINCRBY".into(), k(rng), score(rng), member(rng)],
+        97 => vec!["ZSCORE".into(), k(rng), member(rng)],
+        98 => vec!["ZMSCORE".into(), k(rng), member(rng), member(rng)],
+        99 => vec!["ZCARD".into(), k(rng)],
+        100 => vec!["ZCOUNT".into(), k(rng), bound(rng), bound(rng)],
+        101 => vec!["ZLEXCOUNT".into(), k(rng), lex(rng), lex(rng)],
+        102 | 103 => {
+            let mut c = vec!["ZRANGE".into(), k(rng)];
+            let by = rng.below(3);
+            match by {
+                0 => {
+                    c.push(index(rng));
+                    c.push(index(rng));
+                }
+                1 => {
+                    c.push(bound(rng));
+                    c.push(bound(rng));
+                    c.push("BYSCORE".into());
+                }
+                _ => {
+                    c.push(lex(rng));
+                    c.push(lex(rng));
+                    c.push("BYLEX".into());
+                }
+            }
+            for _ in 0..rng.below(3) {
+                match rng.below(4) {
+                    0 => c.push("REV".into()),
+                    1 => c.push("WITHSCORES".into()),
+                    2 => {
+                        c.push("LIMIT".into());
+                        c.push(rng.pick(&["0", "1", "-1", "2"]).into());
+                        c.push(rng.pick(&["1", "2", "-1", "0", "x"]).into());
+                    }
+                    _ => c.push(rng.pick(&["BYSCORE", "BYLEX", "bogus"]).into()),
+                }
+            }
+            c
+        }
+        104 => {
+            let mut c = vec![
+                rng.pick(&["ZRANGEBYSCORE", "ZREVRANGEBYSCORE"]).into(),
+                k(rng),
+                bound(rng),
+                bound(rng),
+            ];
+            if rng.below(2) == 0 {
+                c.push("WITHSCORES".into());
+            }
+            if rng.below(2) == 0 {
+                c.push("LIMIT".into());
+                c.push(rng.pick(&["0", "1", "-1"]).into());
+                c.push(rng.pick(&["1", "2", "-1", "0"]).into());
+            }
+            c
+        }
+        105 => {
+            let mut c = vec![
+                rng.pick(&["ZRANGEBYLEX", "ZREVRANGEBYLEX"]).into(),
+                k(rng),
+                lex(rng),
+                lex(rng),
+            ];
+            if rng.below(3) == 0 {
+                c.push("LIMIT".into());
+                c.push(rng.pick(&["0", "1"]).into());
+                c.push(rng.pick(&["1", "2", "-1"]).into());
+            }
+            c
+        }
+        106 => {
+            let mut c = vec!["ZREVRANGE".into(), k(rng), index(rng), index(rng)];
+            if rng.below(2) == 0 {
+                c.push("WITHSCORES".into());
+            }
+            c
+        }
+        107 => vec![rng.pick(&["ZRANK", "ZREVRANK"]).into(), k(rng), member(rng)],
+        108 => vec!["ZREM".into(), k(rng), member(rng), member(rng)],
+        109 => vec!["ZREMRANGEBYRANK".into(), k(rng), index(rng), index(rng)],
+        110 => vec!["ZREMRANGEBYSCORE".into(), k(rng), bound(rng), bound(rng)],
+        111 => vec!["ZREMRANGEBYLEX".into(), k(rng), lex(rng), lex(rng)],
+        112 => {
+            let mut c = vec![rng.pick(&["ZPOPMIN", "ZPOPMAX"]).into(), k(rng)];
+            if rng.below(2) == 0 {
+                c.push(index(rng));
+            }
+            c
+        }
+        113 => {
+            let mut c = vec![
+                "ZMPOP".into(),
+                rng.pick(&["1", "2", "0", "x"]).into(),
+                k(rng),
+            ];
+            if rng.below(2) == 0 {
+                c.push(k(rng));
+            }
+            c.push(rng.pick(&["MIN", "max", "middle"]).into());
+            if rng.below(2) == 0 {
+                c.push("COUNT".into());
+                c.push(index(rng));
+            }
+            c
+        }
+        114 | 115 => {
+            let store = rng.below(2) == 0;
+            let op = rng.pick(&["ZUNION", "ZINTER", "ZDIFF"]);
+            let mut c = vec![if store {
+                format!("{op}STORE")
+            } else {
+                op.into()
+            }];
+            if store {
+                c.push(k(rng));
+            }
+            let n = 1 + rng.below(3);
+            c.push(if rng.below(10) == 0 {
+                "0".into()
+            } else {
+                n.to_string()
+            });
+            for _ in 0..n {
+                c.push(k(rng));
+            }
+            if rng.below(2) == 0 {
+                c.push("WEIGHTS".into());
+                for _ in 0..n {
+                    c.push(rng.pick(&["1", "2", "-1", "0", "inf", "x"]).into());
+                }
+            }
+            if rng.below(2) == 0 {
+                c.push("AGGREGATE".into());
+                c.push(rng.pick(&["SUM", "min", "MAX", "avg"]).into());
+            }
+            if rng.below(2) == 0 {
+                c.push("WITHSCORES".into());
+            }
+            c
+        }
+        116 => {
+            let mut c = vec!["ZINTERCARD".into(), rng.pick(&["1", "2", "0", "5"]).into()];
+            c.push(k(rng));
+            c.push(k(rng));
+            if rng.below(2) == 0 {
+                c.push("LIMIT".into());
+                c.push(rng.pick(&["0", "1", "-1"]).into());
+            }
+            c
+        }
+        117 => {
+            let mut c = vec!["ZRANDMEMBER".into(), k(rng)];
+            c.push(rng.pick(&["100", "0", "x", "-9223372036854775808"]).into());
+            if rng.below(2) == 0 {
+                c.push("WITHSCORES".into());
+            }
+            c
+        }
+        118 => {
+            let mut c = vec!["ZSCAN".into(), k(rng), rng.pick(&["0", "x"]).into()];
+            if rng.below(2) == 0 {
+                c.push("MATCH".into());
+                c.push(rng.pick(&["*l*", "a*", "*"]).into());
+            }
+            c
+        }
+        119 => {
+            let mut c = vec![
+                "ZRANGESTORE".into(),
+                k(rng),
+                k(rng),
+                bound(rng),
+                bound(rng),
+                "BYSCORE".into(),
+            ];
+            if rng.below(2) == 0 {
+                c.push("REV".into());
+            }
+            c
+        }
+        120 => vec!["ZRANGESTORE".into(), k(rng), k(rng), index(rng), index(rng)],
+        121..=124 => {
+            // Members of one score, for lexicographic ranges as they are meant.
+            let mut c = vec!["ZADD".into(), "zl".into()];
+            for _ in 0..=rng.below(3) {
+                c.push("0".into());
+                c.push(rng.pick(&["a", "b", "c", "d", "ab", "ba", ""]).into());
+            }
+            if rng.below(3) == 0 {
+                return vec![
+                    rng.pick(&[
+                        "ZRANGEBYLEX",
+                        "ZREVRANGEBYLEX",
+                        "ZLEXCOUNT",
+                        "ZREMRANGEBYLEX",
+                    ])
+                    .into(),
+                    "zl".into(),
+                    lex(rng),
+                    lex(rng),
+                ];
+            }
+            c
+        }
         22 => vec![
             "HINCRBYFLOAT".into(),
             k(rng),

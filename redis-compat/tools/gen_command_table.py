@@ -85,6 +85,15 @@ COMMANDS = [
     ("scard", None), ("spop", None), ("srandmember", None), ("smove", None), ("sinter", None),
     ("sintercard", None), ("sinterstore", None), ("sunion", None), ("sunionstore", None),
     ("sdiff", None), ("sdiffstore", None), ("sscan", None),
+    ("zadd", None), ("zincrby", None), ("zscore", None), ("zmscore", None), ("zcard", None),
+    ("zcount", None), ("zlexcount", None), ("zrange", None), ("zrangestore", None),
+    ("zrevrange", None), ("zrangebyscore", None), ("zrevrangebyscore", None),
+    ("zrangebylex", None), ("zrevrangebylex", None), ("zrank", None), ("zrevrank", None),
+    ("zrem", None), ("zremrangebyrank", None), ("zremrangebyscore", None),
+    ("zremrangebylex", None), ("zpopmin", None), ("zpopmax", None), ("zmpop", None),
+    ("zunion", None), ("zinter", None), ("zdiff", None), ("zunionstore", None),
+    ("zinterstore", None), ("zdiffstore", None), ("zintercard", None), ("zrandmember", None),
+    ("zscan", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -6,6 +6,7 @@
 /// The Redis version redraft answers as (INFO, HELLO, scripts' `redis.REDIS_VERSION`).
 pub const REDIS_VERSION: &str = "7.0.15";
 
+pub mod double;
 pub mod glob;
 pub mod long_double;
 pub mod table;

@@ -9,7 +9,7 @@
 //!   one contiguous, ordered range.
 //! - The collections' rows, keyed like hash fields (`u32 BE key length ‖ key ‖ sub-key`) in one
 //!   table per [`Rows`]: `list_items` (a list's elements by position), `set_members`,
-//!   `zset_scores` (member → score) and `zset_order` (score ‖ member, in score order). What a
+//!   `zset_scores` (member → score) and `zset_order` (score ‖ member → score, in score order). What a
 //!   sub-key means is the type's family's (`store::commands`); a collection's record carries its
 //!   element count (u64 LE) and whatever else its family keeps there.
 //! - `expiry`: `deadline (u64 BE, sign-flipped) ‖ key` → empty, every key with a deadline in
@@ -153,7 +153,7 @@ impl Rows {
 
     /// Whether its rows are an index (no values).
     fn is_index(self) -> bool {
-        matches!(self, Rows::SetMembers | Rows::ZsetOrder)
+        matches!(self, Rows::SetMembers)
     }
 }
 

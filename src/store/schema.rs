@@ -43,8 +43,8 @@ pub const LIST_ITEMS: ValueDefinition = TableDefinition::new("list_items");
 pub const SET_MEMBERS: IndexDefinition = TableDefinition::new("set_members");
 /// Sorted-set members → their scores.
 pub const ZSET_SCORES: ValueDefinition = TableDefinition::new("zset_scores");
-/// Sorted-set members in score order.
-pub const ZSET_ORDER: IndexDefinition = TableDefinition::new("zset_order");
+/// Sorted-set members in score order → their exact scores.
+pub const ZSET_ORDER: ValueDefinition = TableDefinition::new("zset_order");
 
 /// The keyspace's tables. The discriminant is the table's place in [`SCHEMA`] and its tag in
 /// snapshot files, so a new table goes at the end.
@@ -70,7 +70,7 @@ pub enum Table {
     SetMembers = 8,
     /// Sorted-set members → scores.
     ZsetScores = 9,
-    /// Sorted-set members in score order (rows without values).
+    /// Sorted-set members in score order.
     ZsetOrder = 10,
 }
 
@@ -171,7 +171,7 @@ pub const SCHEMA: [TableSchema; 11] = [
     },
     TableSchema {
         table: Table::ZsetOrder,
-        definition: Definition::Index(ZSET_ORDER),
+        definition: Definition::Values(ZSET_ORDER),
         stored_data: false,
         keyspace: true,
     },

@@ -2784,4 +2784,723 @@ pub static COMMANDS: &[CommandSpec] = &[
             Arg::pattern("pattern").token("MATCH").optional(),
             Arg::integer("count").token("COUNT").optional(),
         ]),
+    CommandSpec::new("zadd", -4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Add one or more members to a sorted set, or update its score if it already exists",
+        )
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) for each item added, where N is the number of elements in the sorted set.",
+        )
+        .history(&[
+            ("2.4.0", "Accepts multiple elements."),
+            ("3.0.2", "Added the `XX`, `NX`, `CH` and `INCR` options."),
+            ("6.2.0", "Added the `GT` and `LT` options."),
+        ])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::oneof(
+                "condition",
+                &[Arg::pure_token("nx", "NX"), Arg::pure_token("xx", "XX")],
+            )
+            .since("3.0.2")
+            .optional(),
+            Arg::oneof(
+                "comparison",
+                &[Arg::pure_token("gt", "GT"), Arg::pure_token("lt", "LT")],
+            )
+            .since("6.2.0")
+            .optional(),
+            Arg::pure_token("change", "CH").since("3.0.2").optional(),
+            Arg::pure_token("increment", "INCR")
+                .since("3.0.2")
+                .optional(),
+            Arg::block(
+                "score_member",
+                &[Arg::double("score"), Arg::string("member")],
+            )
+            .multiple(),
+        ]),
+    CommandSpec::new("zincrby", 4)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary("Increment the score of a member in a sorted set")
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) where N is the number of elements in the sorted set.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("increment"),
+            Arg::string("member"),
+        ]),
+    CommandSpec::new("zscore", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Get the score associated with the given member in a sorted set",
+        )
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::string("member")]),
+    CommandSpec::new("zmscore", -3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Get the score associated with the given members in a sorted set",
+        )
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity("O(N) where N is the number of members being requested.")
+        .args(&[Arg::key("key", 0), Arg::string("member").multiple()]),
+    CommandSpec::new("zcard", 2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO"], 1, 0, 1, 0)])
+        .summary("Get the number of members in a sorted set")
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("zcount", 4)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Count the members in a sorted set with scores within the given values",
+        )
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) with N being the number of elements in the sorted set.",
+        )
+        .args(&[Arg::key("key", 0), Arg::double("min"), Arg::double("max")]),
+    CommandSpec::new("zlexcount", 4)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Count the number of members in a sorted set between a given lexicographical range",
+        )
+        .since("2.8.9")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) with N being the number of elements in the sorted set.",
+        )
+        .args(&[Arg::key("key", 0), Arg::string("min"), Arg::string("max")]),
+    CommandSpec::new("zrange", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Return a range of members in a sorted set")
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
+        )
+        .history(&[
+            (
+                "6.2.0",
+                "Added the `REV`, `BYSCORE`, `BYLEX` and `LIMIT` options.",
+            ),
+        ])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("start"),
+            Arg::string("stop"),
+            Arg::oneof(
+                "sortby",
+                &[
+                    Arg::pure_token("byscore", "BYSCORE"),
+                    Arg::pure_token("bylex", "BYLEX"),
+                ],
+            )
+            .since("6.2.0")
+            .optional(),
+            Arg::pure_token("rev", "REV").since("6.2.0").optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .since("6.2.0")
+            .optional(),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+        ]),
+    CommandSpec::new("zrangestore", -5)
+        .flags(&["write", "denyoom"])
+        .keys(1, 2, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 2, 0, 1, 0),
+        ])
+        .summary("Store a range of members from sorted set into another key")
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements stored into the destination key.",
+        )
+        .args(&[
+            Arg::key("dst", 0),
+            Arg::key("src", 1),
+            Arg::string("min"),
+            Arg::string("max"),
+            Arg::oneof(
+                "sortby",
+                &[
+                    Arg::pure_token("byscore", "BYSCORE"),
+                    Arg::pure_token("bylex", "BYLEX"),
+                ],
+            )
+            .optional(),
+            Arg::pure_token("rev", "REV").optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+        ]),
+    CommandSpec::new("zrevrange", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Return a range of members in a sorted set, by index, with scores ordered from high to low",
+        )
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements returned.",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`ZRANGE` with the `REV` argument")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("stop"),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+        ]),
+    CommandSpec::new("zrangebyscore", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Return a range of members in a sorted set, by score")
+        .since("1.0.5")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`ZRANGE` with the `BYSCORE` argument")
+        .history(&[("2.0.0", "Added the `WITHSCORES` modifier.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::double("min"),
+            Arg::double("max"),
+            Arg::pure_token("withscores", "WITHSCORES")
+                .since("2.0.0")
+                .optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+        ]),
+    CommandSpec::new("zrevrangebyscore", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Return a range of members in a sorted set, by score, with scores ordered from high to low",
+        )
+        .since("2.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`ZRANGE` with the `REV` and `BYSCORE` arguments")
+        .history(&[("2.1.6", "`min` and `max` can be exclusive.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::double("max"),
+            Arg::double("min"),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+        ]),
+    CommandSpec::new("zrangebylex", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Return a range of members in a sorted set, by lexicographical range",
+        )
+        .since("2.8.9")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`ZRANGE` with the `BYLEX` argument")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("min"),
+            Arg::string("max"),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+        ]),
+    CommandSpec::new("zrevrangebylex", -4)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Return a range of members in a sorted set, by lexicographical range, ordered from higher to lower strings.",
+        )
+        .since("2.8.9")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements being returned. If M is constant (e.g. always asking for the first 10 elements with LIMIT), you can consider it O(log(N)).",
+        )
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`ZRANGE` with the `REV` and `BYLEX` arguments")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("max"),
+            Arg::string("min"),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+        ]),
+    CommandSpec::new("zrank", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Determine the index of a member in a sorted set")
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity("O(log(N))")
+        .args(&[Arg::key("key", 0), Arg::string("member")]),
+    CommandSpec::new("zrevrank", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Determine the index of a member in a sorted set, with scores ordered from high to low",
+        )
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity("O(log(N))")
+        .args(&[Arg::key("key", 0), Arg::string("member")]),
+    CommandSpec::new("zrem", -3)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Remove one or more members from a sorted set")
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(M*log(N)) with N being the number of elements in the sorted set and M the number of elements to be removed.",
+        )
+        .history(&[("2.4.0", "Accepts multiple elements.")])
+        .args(&[Arg::key("key", 0), Arg::string("member").multiple()]),
+    CommandSpec::new("zremrangebyrank", 4)
+        .flags(&["write"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary(
+            "Remove all members in a sorted set within the given indexes",
+        )
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("start"),
+            Arg::integer("stop"),
+        ]),
+    CommandSpec::new("zremrangebyscore", 4)
+        .flags(&["write"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary("Remove all members in a sorted set within the given scores")
+        .since("1.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
+        )
+        .args(&[Arg::key("key", 0), Arg::double("min"), Arg::double("max")]),
+    CommandSpec::new("zremrangebylex", 4)
+        .flags(&["write"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "delete"], 1, 0, 1, 0)])
+        .summary(
+            "Remove all members in a sorted set between the given lexicographical range",
+        )
+        .since("2.8.9")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)+M) with N being the number of elements in the sorted set and M the number of elements removed by the operation.",
+        )
+        .args(&[Arg::key("key", 0), Arg::string("min"), Arg::string("max")]),
+    CommandSpec::new("zpopmin", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary(
+            "Remove and return members with the lowest scores in a sorted set",
+        )
+        .since("5.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
+        )
+        .args(&[Arg::key("key", 0), Arg::integer("count").optional()]),
+    CommandSpec::new("zpopmax", -2)
+        .flags(&["write", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0)])
+        .summary(
+            "Remove and return members with the highest scores in a sorted set",
+        )
+        .since("5.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)*M) with N being the number of elements in the sorted set, and M being the number of elements popped.",
+        )
+        .args(&[Arg::key("key", 0), Arg::integer("count").optional()]),
+    CommandSpec::new("zmpop", -4)
+        .flags(&["write", "movablekeys"])
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "delete"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Remove and return members with scores in a sorted set")
+        .since("7.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::oneof(
+                "where",
+                &[Arg::pure_token("min", "MIN"), Arg::pure_token("max", "MAX")],
+            ),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
+    CommandSpec::new("zunion", -3)
+        .flags(&["readonly", "movablekeys"])
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Add multiple sorted sets")
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(N)+O(M*log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::integer("weight")
+                .token("WEIGHTS")
+                .optional()
+                .multiple(),
+            Arg::oneof(
+                "aggregate",
+                &[
+                    Arg::pure_token("sum", "SUM"),
+                    Arg::pure_token("min", "MIN"),
+                    Arg::pure_token("max", "MAX"),
+                ],
+            )
+            .token("AGGREGATE")
+            .optional(),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+        ]),
+    CommandSpec::new("zinter", -3)
+        .flags(&["readonly", "movablekeys"])
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Intersect multiple sorted sets")
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::integer("weight")
+                .token("WEIGHTS")
+                .optional()
+                .multiple(),
+            Arg::oneof(
+                "aggregate",
+                &[
+                    Arg::pure_token("sum", "SUM"),
+                    Arg::pure_token("min", "MIN"),
+                    Arg::pure_token("max", "MAX"),
+                ],
+            )
+            .token("AGGREGATE")
+            .optional(),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+        ]),
+    CommandSpec::new("zdiff", -3)
+        .flags(&["readonly", "movablekeys"])
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Subtract multiple sorted sets")
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::pure_token("withscores", "WITHSCORES").optional(),
+        ]),
+    CommandSpec::new("zunionstore", -4)
+        .flags(&["write", "denyoom", "movablekeys"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Add multiple sorted sets and store the resulting sorted set in a new key",
+        )
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(N)+O(M log(M)) with N being the sum of the sizes of the input sorted sets, and M being the number of elements in the resulting sorted set.",
+        )
+        .args(&[
+            Arg::key("destination", 0),
+            Arg::integer("numkeys"),
+            Arg::key("key", 1).multiple(),
+            Arg::integer("weight")
+                .token("WEIGHTS")
+                .optional()
+                .multiple(),
+            Arg::oneof(
+                "aggregate",
+                &[
+                    Arg::pure_token("sum", "SUM"),
+                    Arg::pure_token("min", "MIN"),
+                    Arg::pure_token("max", "MAX"),
+                ],
+            )
+            .token("AGGREGATE")
+            .optional(),
+        ]),
+    CommandSpec::new("zinterstore", -4)
+        .flags(&["write", "denyoom", "movablekeys"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Intersect multiple sorted sets and store the resulting sorted set in a new key",
+        )
+        .since("2.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(N*K)+O(M*log(M)) worst case with N being the smallest input sorted set, K being the number of input sorted sets and M being the number of elements in the resulting sorted set.",
+        )
+        .args(&[
+            Arg::key("destination", 0),
+            Arg::integer("numkeys"),
+            Arg::key("key", 1).multiple(),
+            Arg::integer("weight")
+                .token("WEIGHTS")
+                .optional()
+                .multiple(),
+            Arg::oneof(
+                "aggregate",
+                &[
+                    Arg::pure_token("sum", "SUM"),
+                    Arg::pure_token("min", "MIN"),
+                    Arg::pure_token("max", "MAX"),
+                ],
+            )
+            .token("AGGREGATE")
+            .optional(),
+        ]),
+    CommandSpec::new("zdiffstore", -4)
+        .flags(&["write", "denyoom", "movablekeys"])
+        .keys(1, 1, 1)
+        .acl(&["write", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 1, 0, 1, 0),
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Subtract multiple sorted sets and store the resulting sorted set in a new key",
+        )
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity(
+            "O(L + (N-K)log(N)) worst case where L is the total number of elements in all the sets, N is the size of the first set, and K is the size of the result set.",
+        )
+        .args(&[
+            Arg::key("destination", 0),
+            Arg::integer("numkeys"),
+            Arg::key("key", 1).multiple(),
+        ]),
+    CommandSpec::new("zintercard", -3)
+        .flags(&["readonly", "movablekeys"])
+        .acl(&["read", "sortedset", "slow"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RO", "access"],
+                BeginSearch::Index(1),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Intersect multiple sorted sets and return the cardinality of the result",
+        )
+        .since("7.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(N*K) worst case with N being the smallest input sorted set, K being the number of input sorted sets.",
+        )
+        .args(&[
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::integer("limit").token("LIMIT").optional(),
+        ]),
+    CommandSpec::new("zrandmember", -2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Get one or multiple random elements from a sorted set")
+        .since("6.2.0")
+        .group("sorted-set")
+        .complexity("O(N) where N is the number of elements returned")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block(
+                "options",
+                &[
+                    Arg::integer("count"),
+                    Arg::pure_token("withscores", "WITHSCORES").optional(),
+                ],
+            )
+            .optional(),
+        ]),
+    CommandSpec::new("zscan", -3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "sortedset", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Incrementally iterate sorted sets elements and associated scores",
+        )
+        .since("2.8.0")
+        .group("sorted-set")
+        .complexity(
+            "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection..",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("cursor"),
+            Arg::pattern("pattern").token("MATCH").optional(),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
 ];

@@ -610,7 +610,7 @@ fn encoding<K: Keyspace + ?Sized>(
         }
         Kind::List => super::lists::encoding(),
         Kind::Set => super::sets::encoding(record),
-        Kind::ZSet => "skiplist",
+        Kind::ZSet => super::sorted_sets::encoding(record),
     })
 }
 

@@ -6,13 +6,15 @@
 //! the same reply and the same changes on every replica. Replies and error texts are Redis
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
-//! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`scripting`].
+//! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
+//! [`scripting`].
 
 pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod scripting;
 pub mod sets;
+pub mod sorted_sets;
 pub mod strings;
 
 use std::collections::HashMap;
@@ -154,12 +156,13 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 7] = [
+const FAMILIES: [&[KeyspaceCommand]; 8] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
     sets::COMMANDS,
+    sorted_sets::COMMANDS,
     scripting::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];

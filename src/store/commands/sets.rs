@@ -134,8 +134,8 @@ pub fn encoding(record: &Record) -> &'static str {
     }
 }
 
-/// A member's row sub-key: its hash, then its bytes.
-fn member_key(member: &[u8]) -> Vec<u8> {
+/// A member's row sub-key in a set or a sorted set: its hash, then its bytes.
+pub fn member_key(member: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + member.len());
     out.extend_from_slice(&scan_hash(member).to_be_bytes());
     out.extend_from_slice(member);
@@ -202,25 +202,90 @@ fn is_member<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], member: &[u8]) -> Sto
         .is_some())
 }
 
-/// Calls `visit` with members in hash order from hash `from`, while it returns true.
+/// Calls `visit` with the members of `key`'s `rows` (a set's members or a sorted set's
+/// scores), their hashes and their rows' values, in hash order from hash `from`, while it
+/// returns true.
+pub fn visit_hashed<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    rows: Rows,
+    key: &[u8],
+    from: u64,
+    visit: &mut dyn FnMut(u64, Bytes, &Bytes) -> bool,
+) -> StoreResult<()> {
+    let start = from.to_be_bytes();
+    ks.visit_elements(
+        rows,
+        key,
+        Bound::Included(&start),
+        Bound::Unbounded,
+        false,
+        &mut |sub, value| {
+            let hash = u64::from_be_bytes(sub[..8].try_into().expect("8-byte hash"));
+            visit(hash, Bytes::copy_from_slice(&sub[8..]), value)
+        },
+    )
+}
+
+/// Calls `visit` with a set's members in hash order from hash `from`, while it returns true.
 fn visit_members<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
     from: u64,
     visit: &mut dyn FnMut(u64, Bytes) -> bool,
 ) -> StoreResult<()> {
-    let start = from.to_be_bytes();
-    ks.visit_elements(
-        Rows::SetMembers,
-        key,
-        Bound::Included(&start),
-        Bound::Unbounded,
-        false,
-        &mut |sub, _| {
-            let hash = u64::from_be_bytes(sub[..8].try_into().expect("8-byte hash"));
-            visit(hash, Bytes::copy_from_slice(&sub[8..]))
-        },
-    )
+    visit_hashed(ks, Rows::SetMembers, key, from, &mut |hash, member, _| {
+        visit(hash, member)
+    })
+}
+
+/// One SCAN step over hashed members: about `count` of them from hash `cursor`, never ending
+/// between two members of the same hash, each passed to `visit` with its row's value; the
+/// next cursor (the hash it stopped at, 0 at the end).
+pub fn scan_hashed<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    rows: Rows,
+    key: &[u8],
+    cursor: u64,
+    count: usize,
+    visit: &mut dyn FnMut(Bytes, &Bytes),
+) -> StoreResult<u64> {
+    let mut taken = 0usize;
+    let mut last_hash = None;
+    let mut next = 0;
+    visit_hashed(ks, rows, key, cursor, &mut |hash, member, value| {
+        if taken >= count.max(1) && last_hash != Some(hash) {
+            next = hash.max(1);
+            return false;
+        }
+        taken += 1;
+        last_hash = Some(hash);
+        visit(member, value);
+        true
+    })?;
+    Ok(next)
+}
+
+/// One member of `key`'s `rows` picked at random, with its row's value: the first at or after
+/// a random hash, wrapping around.
+pub fn pick_hashed<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    rows: Rows,
+    key: &[u8],
+    rng: &mut SplitMix,
+) -> StoreResult<(Bytes, Bytes)> {
+    let mut found = None;
+    for from in [rng.next_u64(), 0] {
+        visit_hashed(ks, rows, key, from, &mut |_, member, value| {
+            found = Some((member, value.clone()));
+            false
+        })?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+    }
+    Err(crate::store::keyspace::StoreError::Corrupt(
+        "a collection's record counts members it does not have".into(),
+    ))
 }
 
 /// Every member, in the order Redis would list them (see the module docs).
@@ -333,25 +398,13 @@ fn pick_distinct<K: Keyspace + ?Sized>(
     Ok(out)
 }
 
-/// One member picked at random: the first at or after a random hash, wrapping around.
+/// One member picked at random (see [`pick_hashed`]).
 fn pick_one<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
     rng: &mut SplitMix,
 ) -> StoreResult<Bytes> {
-    let mut found = None;
-    for from in [rng.next_u64(), 0] {
-        visit_members(ks, key, from, &mut |_, member| {
-            found = Some(member);
-            false
-        })?;
-        if let Some(member) = found {
-            return Ok(member);
-        }
-    }
-    Err(crate::store::keyspace::StoreError::Corrupt(
-        "a set's record counts members it does not have".into(),
-    ))
+    Ok(pick_hashed(ks, Rows::SetMembers, key, rng)?.0)
 }
 
 fn spop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
@@ -670,24 +723,19 @@ fn sscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             .collect();
         return Ok(scan_reply(0, items));
     }
-    // A step of about `count` members from hash `cursor`, never ending between two members
-    // of the same hash; the next cursor is the hash it stopped at.
     let mut items = Vec::new();
-    let mut taken = 0usize;
-    let mut last_hash = None;
-    let mut next = 0;
-    visit_members(ks, key, cursor, &mut |hash, member| {
-        if taken >= count.max(1) && last_hash != Some(hash) {
-            next = hash.max(1);
-            return false;
-        }
-        taken += 1;
-        last_hash = Some(hash);
-        if matches(&member) {
-            items.push(Reply::Bulk(member));
-        }
-        true
-    })?;
+    let next = scan_hashed(
+        ks,
+        Rows::SetMembers,
+        key,
+        cursor,
+        count,
+        &mut |member, _| {
+            if matches(&member) {
+                items.push(Reply::Bulk(member));
+            }
+        },
+    )?;
     Ok(scan_reply(next, items))
 }
 
