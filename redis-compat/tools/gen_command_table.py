@@ -94,6 +94,8 @@ COMMANDS = [
     ("zunion", None), ("zinter", None), ("zdiff", None), ("zunionstore", None),
     ("zinterstore", None), ("zdiffstore", None), ("zintercard", None), ("zrandmember", None),
     ("zscan", None),
+    ("blpop", None), ("brpop", None), ("blmove", None), ("brpoplpush", None), ("blmpop", None),
+    ("bzpopmin", None), ("bzpopmax", None), ("bzmpop", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

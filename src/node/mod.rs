@@ -512,6 +512,12 @@ impl Node {
         pending
     }
 
+    /// A receiver that sees a change whenever this node has applied more of the log (or
+    /// installed a snapshot).
+    pub fn applied_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reader.changes()
+    }
+
     /// Number of keys in this node's applied state, without linearizing (INFO keyspace).
     pub fn local_key_count(&self) -> Option<u64> {
         self.reader.key_count().ok()

@@ -136,7 +136,7 @@ impl Server {
                 ("connected_clients", self.clients.connected().to_string()),
                 ("cluster_connections", "0".into()),
                 ("maxclients", self.config.maxclients.to_string()),
-                ("blocked_clients", "0".into()),
+                ("blocked_clients", self.blocked.count().to_string()),
                 ("tracking_clients", "0".into()),
                 ("clients_in_timeout_table", "0".into()),
             ],

@@ -4,6 +4,7 @@
 //! It owns sockets and nothing below them: keyspace commands go to the [`Node`], where
 //! `router` says and `submit` takes them.
 
+pub mod blocking;
 pub mod clients;
 pub mod connection;
 mod info;
@@ -49,6 +50,8 @@ pub struct Server {
     pub port: u16,
     /// Forwards commands to the leader when this node follows (proxy mode).
     pub proxy: Proxy,
+    /// The blocking pops waiting at this node, in the order they blocked.
+    pub blocked: blocking::Waiters,
     started: Instant,
     run_id: String,
 }
@@ -98,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         proxy,
         clients: ClientRegistry::default(),
         stats: Stats::default(),
+        blocked: blocking::Waiters::default(),
         port: local.port(),
         started: Instant::now(),
         run_id: new_run_id(),

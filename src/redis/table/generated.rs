@@ -3503,4 +3503,198 @@ pub static COMMANDS: &[CommandSpec] = &[
             Arg::pattern("pattern").token("MATCH").optional(),
             Arg::integer("count").token("COUNT").optional(),
         ]),
+    CommandSpec::new("blpop", -3)
+        .flags(&["write", "noscript", "blocking"])
+        .keys(1, -2, 1)
+        .acl(&["write", "list", "slow", "blocking"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .summary(
+            "Remove and get the first element in a list, or block until one is available",
+        )
+        .since("2.0.0")
+        .group("list")
+        .complexity("O(N) where N is the number of provided keys.")
+        .history(&[
+            (
+                "6.0.0",
+                "`timeout` is interpreted as a double instead of an integer.",
+            ),
+        ])
+        .args(&[Arg::key("key", 0).multiple(), Arg::double("timeout")]),
+    CommandSpec::new("brpop", -3)
+        .flags(&["write", "noscript", "blocking"])
+        .keys(1, -2, 1)
+        .acl(&["write", "list", "slow", "blocking"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .summary(
+            "Remove and get the last element in a list, or block until one is available",
+        )
+        .since("2.0.0")
+        .group("list")
+        .complexity("O(N) where N is the number of provided keys.")
+        .history(&[
+            (
+                "6.0.0",
+                "`timeout` is interpreted as a double instead of an integer.",
+            ),
+        ])
+        .args(&[Arg::key("key", 0).multiple(), Arg::double("timeout")]),
+    CommandSpec::new("blmove", 6)
+        .flags(&["write", "denyoom", "noscript", "blocking"])
+        .keys(1, 2, 1)
+        .acl(&["write", "list", "slow", "blocking"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["RW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary(
+            "Pop an element from a list, push it to another list and return it; or block until one is available",
+        )
+        .since("6.2.0")
+        .group("list")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("source", 0),
+            Arg::key("destination", 1),
+            Arg::oneof(
+                "wherefrom",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+            Arg::oneof(
+                "whereto",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+            Arg::double("timeout"),
+        ]),
+    CommandSpec::new("brpoplpush", 4)
+        .flags(&["write", "denyoom", "noscript", "blocking"])
+        .keys(1, 2, 1)
+        .acl(&["write", "list", "slow", "blocking"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "delete"], 1, 0, 1, 0),
+            KeySpec::range(&["RW", "insert"], 2, 0, 1, 0),
+        ])
+        .summary(
+            "Pop an element from a list, push it to another list and return it; or block until one is available",
+        )
+        .since("2.2.0")
+        .group("list")
+        .complexity("O(1)")
+        .doc_flags(&["deprecated"])
+        .deprecated_since("6.2.0")
+        .replaced_by("`BLMOVE` with the `RIGHT` and `LEFT` arguments")
+        .history(&[
+            (
+                "6.0.0",
+                "`timeout` is interpreted as a double instead of an integer.",
+            ),
+        ])
+        .args(&[
+            Arg::key("source", 0),
+            Arg::key("destination", 1),
+            Arg::double("timeout"),
+        ]),
+    CommandSpec::new("blmpop", -5)
+        .flags(&["write", "blocking", "movablekeys"])
+        .acl(&["write", "list", "slow", "blocking"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "delete"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary("Pop elements from a list, or block until one is available")
+        .since("7.0.0")
+        .group("list")
+        .complexity(
+            "O(N+M) where N is the number of provided keys and M is the number of elements returned.",
+        )
+        .args(&[
+            Arg::double("timeout"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::oneof(
+                "where",
+                &[
+                    Arg::pure_token("left", "LEFT"),
+                    Arg::pure_token("right", "RIGHT"),
+                ],
+            ),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
+    CommandSpec::new("bzpopmin", -3)
+        .flags(&["write", "noscript", "blocking", "fast"])
+        .keys(1, -2, 1)
+        .acl(&["write", "sortedset", "fast", "blocking"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .summary(
+            "Remove and return the member with the lowest score from one or more sorted sets, or block until one is available",
+        )
+        .since("5.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) with N being the number of elements in the sorted set.",
+        )
+        .history(&[
+            (
+                "6.0.0",
+                "`timeout` is interpreted as a double instead of an integer.",
+            ),
+        ])
+        .args(&[Arg::key("key", 0).multiple(), Arg::double("timeout")]),
+    CommandSpec::new("bzpopmax", -3)
+        .flags(&["write", "noscript", "blocking", "fast"])
+        .keys(1, -2, 1)
+        .acl(&["write", "sortedset", "fast", "blocking"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "delete"], 1, -2, 1, 0)])
+        .summary(
+            "Remove and return the member with the highest score from one or more sorted sets, or block until one is available",
+        )
+        .since("5.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(log(N)) with N being the number of elements in the sorted set.",
+        )
+        .history(&[
+            (
+                "6.0.0",
+                "`timeout` is interpreted as a double instead of an integer.",
+            ),
+        ])
+        .args(&[Arg::key("key", 0).multiple(), Arg::double("timeout")]),
+    CommandSpec::new("bzmpop", -5)
+        .flags(&["write", "blocking", "movablekeys"])
+        .acl(&["write", "sortedset", "slow", "blocking"])
+        .key_specs(&[
+            KeySpec::new(
+                &["RW", "access", "delete"],
+                BeginSearch::Index(2),
+                FindKeys::Keynum { keynumidx: 0, firstkey: 1, keystep: 1 },
+            ),
+        ])
+        .summary(
+            "Remove and return members with scores in a sorted set or block until one is available",
+        )
+        .since("7.0.0")
+        .group("sorted-set")
+        .complexity(
+            "O(K) + O(M*log(N)) where K is the number of provided keys, N being the number of elements in the sorted set, and M being the number of elements popped.",
+        )
+        .args(&[
+            Arg::double("timeout"),
+            Arg::integer("numkeys"),
+            Arg::key("key", 0).multiple(),
+            Arg::oneof(
+                "where",
+                &[Arg::pure_token("min", "MIN"), Arg::pure_token("max", "MAX")],
+            ),
+            Arg::integer("count").token("COUNT").optional(),
+        ]),
 ];

@@ -52,6 +52,7 @@ use crate::error::Error;
 use crate::raft::Request;
 use crate::redis::table;
 use crate::resp::{ParserLimits, Protocol, Reply, RequestParser};
+use crate::server::blocking::{self, BlockingCall};
 use crate::server::clients::ClientHandle;
 use crate::server::router::{self, Mode, Route};
 use crate::server::submit::{
@@ -169,6 +170,9 @@ struct Session {
     /// The leader this connection's in-flight keyspace commands went to (this node's id when
     /// it led); a command for another leader waits until they are answered.
     route_in_flight: u64,
+    /// A blocking pop of this connection is waiting (`server::blocking`): as on Redis, nothing
+    /// after it runs until it is answered, and the connection closing ends the wait.
+    blocking: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What dispatching one command produced.
@@ -226,6 +230,7 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         exec_local: Vec::new(),
         gate: Arc::default(),
         route_in_flight: 0,
+        blocking: Arc::default(),
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -269,6 +274,10 @@ impl Session {
                 read = reader.read_buf(&mut input), if can_read => {
                     let n = read?;
                     if n == 0 {
+                        if self.blocking.load(Relaxed) {
+                            // Gone while blocked: stop waiting, as Redis frees such a client.
+                            return Ok(());
+                        }
                         eof = true;
                     } else {
                         self.server.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
@@ -355,7 +364,10 @@ impl Session {
             self.gate.reset_if_idle();
             self.route_in_flight = leader;
         }
-        order || rerouting || (data && pipeline.data >= DATA_IN_FLIGHT_MAX)
+        order
+            || rerouting
+            || (data && pipeline.data >= DATA_IN_FLIGHT_MAX)
+            || self.blocking.load(Relaxed)
     }
 
     /// Encodes `first` and the replies ready after it, until the output holds
@@ -492,7 +504,18 @@ impl Session {
             }
             Route::Here | Route::Proxy { .. } | Route::Moved { .. } | Route::WaitForLeader => {}
         }
-        let submission = Submission {
+        let submission = self.submission();
+        if !self.proxied
+            && let Some(call) = BlockingCall::of(&command)
+        {
+            return self.block(submission, command, call);
+        }
+        Outcome::Pending(submit(submission, command).boxed())
+    }
+
+    /// What submitting one more command of this connection needs.
+    fn submission(&self) -> Submission {
+        Submission {
             server: self.server.clone(),
             protocol: self.protocol,
             client_id: self.client.id,
@@ -500,8 +523,46 @@ impl Session {
             ticket: self.gate.ticket(),
             watched: self.watched.clone(),
             last_write_index: self.last_write_index.clone(),
-        };
-        Outcome::Pending(submit(submission, command).boxed())
+        }
+    }
+
+    /// A blocking pop: sent once like any write; when it finds nothing, it waits at this node
+    /// (`server::blocking`), sent again whenever a key may have filled, until its timeout.
+    fn block(&mut self, first: Submission, command: Command, call: BlockingCall) -> Outcome {
+        let server = self.server.clone();
+        let (protocol, client_id) = (self.protocol, self.client.id);
+        let (gate, watched, last_write_index) = (
+            self.gate.clone(),
+            self.watched.clone(),
+            self.last_write_index.clone(),
+        );
+        let blocking = self.blocking.clone();
+        blocking.store(true, Relaxed);
+        Outcome::Pending(
+            async move {
+                let reply = submit(first, command).await;
+                let reply = if blocking::found_nothing(&reply) {
+                    let attempt = |command| {
+                        let submission = Submission {
+                            server: server.clone(),
+                            protocol,
+                            client_id,
+                            gate: gate.clone(),
+                            ticket: gate.ticket(),
+                            watched: watched.clone(),
+                            last_write_index: last_write_index.clone(),
+                        };
+                        submit(submission, command)
+                    };
+                    blocking::wait(&server.node, &server.blocked, call, attempt).await
+                } else {
+                    reply
+                };
+                blocking.store(false, Relaxed);
+                reply
+            }
+            .boxed(),
+        )
     }
 
     /// Runs a keyspace command, WATCH or transaction on this node (the leader).

@@ -1,5 +1,9 @@
 //! List commands: LPUSH, RPUSH, LPUSHX, RPUSHX, LPOP, RPOP, LLEN, LRANGE, LINDEX, LSET,
-//! LINSERT, LREM, LTRIM, LPOS, LMOVE, RPOPLPUSH and LMPOP, with Redis 7.0's replies and errors.
+//! LINSERT, LREM, LTRIM, LPOS, LMOVE, RPOPLPUSH and LMPOP, with Redis 7.0's replies and errors;
+//! and the blocking pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) as the state machine runs
+//! them: as Redis runs them inside MULTI or a script, answering at once (nil when every list is
+//! empty). Waiting for a list to fill is the connection's (`server::blocking`), which sends them
+//! again when one may have.
 //!
 //! # Storage
 //! A list's elements are rows of `list_items` keyed by a position: a signed 64-bit sequence
@@ -15,7 +19,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
-use super::{KeyspaceCommand, command, int_arg, syntax_error, typed_record};
+use super::{KeyspaceCommand, command, int_arg, parse_timeout, syntax_error, typed_record};
 use crate::resp::Reply;
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult};
 
@@ -42,6 +46,11 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
         Data,
     ),
     command("lmpop", lmpop, Data),
+    command("blpop", |ks, args| blocking_pop(ks, args, End::Left), Data),
+    command("brpop", |ks, args| blocking_pop(ks, args, End::Right), Data),
+    command("blmove", blmove, Data),
+    command("brpoplpush", brpoplpush, Data),
+    command("blmpop", blmpop, Data),
 ];
 
 /// Which end of a list.
@@ -723,6 +732,55 @@ fn lmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         ]));
     }
     Ok(Reply::NilArray)
+}
+
+/// BLPOP and BRPOP, not blocking: the first non-empty list's first (last) element with its
+/// key, nil when every list is empty.
+fn blocking_pop(ks: &mut dyn Keyspace, args: &[Bytes], end: End) -> StoreResult<Reply> {
+    let (keys, timeout) = args[1..].split_at(args.len() - 2);
+    if let Err(reply) = parse_timeout(&timeout[0], ks.now_ms()) {
+        return Ok(reply);
+    }
+    for key in keys {
+        let mut meta = match list(ks, key)? {
+            Err(reply) => return Ok(reply),
+            Ok(None) => continue,
+            Ok(Some(meta)) => meta,
+        };
+        if let Some(element) = pop_values(ks, key, &mut meta, end, 1)?.pop() {
+            return Ok(Reply::Array(vec![
+                Reply::Bulk(key.clone()),
+                Reply::Bulk(element),
+            ]));
+        }
+    }
+    Ok(Reply::NilArray)
+}
+
+fn blmove(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    let (from, to) = match (End::parse(&args[3]), End::parse(&args[4])) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
+    };
+    if let Err(reply) = parse_timeout(&args[5], ks.now_ms()) {
+        return Ok(reply);
+    }
+    move_element(ks, &args[1], &args[2], from, to)
+}
+
+fn brpoplpush(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if let Err(reply) = parse_timeout(&args[3], ks.now_ms()) {
+        return Ok(reply);
+    }
+    move_element(ks, &args[1], &args[2], End::Right, End::Left)
+}
+
+/// BLMPOP: its timeout, then LMPOP's arguments.
+fn blmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if let Err(reply) = parse_timeout(&args[1], ks.now_ms()) {
+        return Ok(reply);
+    }
+    lmpop(ks, &args[1..])
 }
 
 /// What OBJECT ENCODING answers for a list: Redis 7.0 keeps every list as a quicklist.

@@ -335,6 +335,35 @@ pub fn scan_options(options: &[Bytes]) -> Result<(usize, Option<&[u8]>), Reply> 
     Ok((usize::try_from(count).unwrap_or(usize::MAX), pattern))
 }
 
+/// Redis's `(long long) ceill(seconds * 1000)`: C converts a value outside long long's range
+/// to LLONG_MIN on x86-64.
+pub fn timeout_ms(seconds: f64) -> i64 {
+    let ms = (seconds * 1000.0).ceil();
+    // 2^63: the first value outside long long's range.
+    let limit = 2f64.powi(63);
+    if ms.is_finite() && (-limit..limit).contains(&ms) {
+        ms as i64
+    } else {
+        i64::MIN
+    }
+}
+
+/// A blocking command's timeout in seconds (a decimal, 0 for none) as Redis reads it, checked
+/// against the time `now_ms` the command runs at: the milliseconds, or Redis's error.
+pub fn parse_timeout(arg: &[u8], now_ms: i64) -> Result<u64, Reply> {
+    let Some(seconds) = crate::redis::double::parse_strict(arg) else {
+        return Err(Reply::error("ERR timeout is not a float or out of range"));
+    };
+    let ms = timeout_ms(seconds);
+    if ms < 0 {
+        return Err(Reply::error("ERR timeout is negative"));
+    }
+    if ms > 0 && ms > i64::MAX - now_ms.max(0) {
+        return Err(Reply::error("ERR timeout is out of range"));
+    }
+    Ok(ms as u64)
+}
+
 /// A SCAN-family reply: the next cursor and the elements of this step.
 pub fn scan_reply(next: u64, items: Vec<Reply>) -> Reply {
     let mut digits = itoa::Buffer::new();

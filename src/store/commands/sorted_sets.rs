@@ -29,8 +29,8 @@ use bytes::Bytes;
 use super::ReplySize::{Data, Small};
 use super::sets::{member_key, pick_hashed, scan_hashed};
 use super::{
-    KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, scan_options, scan_reply,
-    syntax_error, typed_record,
+    KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, parse_timeout, scan_options,
+    scan_reply, syntax_error, typed_record,
 };
 use crate::redis::double::{parse_lenient, parse_strict};
 use crate::redis::glob::glob_match;
@@ -137,6 +137,9 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("zintercard", zintercard, Small),
     command("zrandmember", zrandmember, Data),
     command("zscan", zscan, Data),
+    command("bzpopmin", |ks, args| blocking_zpop(ks, args, false), Data),
+    command("bzpopmax", |ks, args| blocking_zpop(ks, args, true), Data),
+    command("bzmpop", bzmpop, Data),
 ];
 
 /// A sorted set's record: its member count and whether it ever outgrew a listpack.
@@ -1115,6 +1118,38 @@ fn zmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         ]));
     }
     Ok(Reply::NilArray)
+}
+
+/// BZPOPMIN and BZPOPMAX, not blocking (see `lists`): the first non-empty set's lowest
+/// (highest) member as `[key, member, score]`, nil when every set is empty.
+fn blocking_zpop(ks: &mut dyn Keyspace, args: &[Bytes], highest: bool) -> StoreResult<Reply> {
+    let (keys, timeout) = args[1..].split_at(args.len() - 2);
+    if let Err(reply) = parse_timeout(&timeout[0], ks.now_ms()) {
+        return Ok(reply);
+    }
+    for key in keys {
+        let mut meta = match zset(ks, key)? {
+            Err(reply) => return Ok(reply),
+            Ok(None) => continue,
+            Ok(Some(meta)) => meta,
+        };
+        if let Some((member, score)) = pop_members(ks, key, &mut meta, highest, 1)?.pop() {
+            return Ok(Reply::Array(vec![
+                Reply::Bulk(key.clone()),
+                Reply::Bulk(member),
+                Reply::Double(score),
+            ]));
+        }
+    }
+    Ok(Reply::NilArray)
+}
+
+/// BZMPOP: its timeout, then ZMPOP's arguments.
+fn bzmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
+    if let Err(reply) = parse_timeout(&args[1], ks.now_ms()) {
+        return Ok(reply);
+    }
+    zmpop(ks, &args[1..])
 }
 
 /// ZUNION, ZINTER and ZDIFF.

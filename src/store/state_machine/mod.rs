@@ -237,6 +237,11 @@ impl StoreReader {
         lock(&self.shared.published).applied.sessions.counts()
     }
 
+    /// A receiver that sees a change after every applied batch and installed snapshot.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
     /// Number of keys, without linearizing (INFO keyspace).
     pub fn key_count(&self) -> io::Result<u64> {
         let mut view = View::reader(self.shared.layers(), self.now_ms());
@@ -328,6 +333,8 @@ struct Shared {
     writer: Mutex<()>,
     /// Told when a flush has made admitted writes durable.
     disk: DiskSpace,
+    /// Moves after every applied batch and installed snapshot (blocked clients look again).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Locks a mutex; a panic while it was held already stopped the node, so poison is ignored.
@@ -485,6 +492,7 @@ impl StateMachine {
             flushed: Condvar::new(),
             writer: Mutex::new(()),
             disk: disk.clone(),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         // Until the state machine is dropped, flush layers that no apply came to flush.
         let idle = Arc::downgrade(&shared);
@@ -744,6 +752,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 responder.send(response);
             }
         }
+        self.shared.changes.send_modify(|changes| *changes += 1);
         Ok(())
     }
 
@@ -795,7 +804,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshots.remove_all_but(&final_path)
         })
         .await
-        .map_err(io_error)?
+        .map_err(io_error)??;
+        self.shared.changes.send_modify(|changes| *changes += 1);
+        Ok(())
     }
 
     async fn get_current_snapshot(
