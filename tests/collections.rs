@@ -302,6 +302,63 @@ fn collections_are_the_same_on_every_node_across_a_restart() {
     assert_eq!(collections_of(cluster.nodes[follower].port), expected);
 }
 
+/// A client blocked on a follower (proxy mode) is served by a push on the leader; one blocked
+/// on a follower while the leader is killed keeps waiting and is served by the new leader.
+#[test]
+fn a_client_blocked_on_a_follower_is_served_across_a_leader_kill() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = cluster.a_follower();
+    let follower_port = cluster.nodes[follower].port;
+    let waiter = std::thread::spawn(move || {
+        let reply: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(20)
+            .query(&mut connect(follower_port))
+            .unwrap();
+        reply
+    });
+    wait_blocked(follower_port, 1);
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("first")
+        .query(&mut cluster.nodes[leader].client())
+        .unwrap();
+    assert_eq!(
+        waiter.join().unwrap(),
+        Some(("jobs".to_string(), "first".to_string()))
+    );
+    // Blocked on a follower; the leader dies; a push through the new leader serves it.
+    let waiter = std::thread::spawn(move || {
+        let reply: Option<(String, String)> = redis::cmd("BRPOP")
+            .arg("jobs")
+            .arg(60)
+            .query(&mut connect(follower_port))
+            .unwrap();
+        reply
+    });
+    wait_blocked(follower_port, 1);
+    cluster.nodes[leader].kill9();
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    assert_ne!(new_leader, leader);
+    let other = (0..3).find(|&i| i != leader && i != follower).unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("second")
+        .query(&mut cluster.nodes[other].client())
+        .unwrap();
+    assert_eq!(
+        waiter.join().unwrap(),
+        Some(("jobs".to_string(), "second".to_string()))
+    );
+    let left: i64 = redis::cmd("LLEN")
+        .arg("jobs")
+        .query(&mut cluster.nodes[new_leader].client())
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
 /// A queue through every node while the leader is killed: producers RPUSH numbered items,
 /// consumers BLMOVE them into their own processing lists; afterwards every acknowledged item
 /// is in exactly one place (the queue or one processing list) and every item a consumer

@@ -4,8 +4,9 @@
 //! numbers come from the log), the script cache is replicated state (EVALSHA works on every
 //! node and after failover), and the lock and rate-limit libraries apps use run unchanged
 //! through a follower across a leader kill, never letting two holders in at once. Method: real
-//! binaries on 127.0.0.1 driven by the `redis` crate, redis-py (`Lock`) and ioredis
-//! (node-redlock, rate-limiter-flexible), installed by `bash .ci/test`.
+//! binaries on 127.0.0.1 driven by the `redis` crate, redis-py (`Lock`), python-redis-lock
+//! (which waits in BLPOP) and ioredis (node-redlock, rate-limiter-flexible), installed by
+//! `bash .ci/test`.
 
 mod common;
 
@@ -296,6 +297,19 @@ fn redis_py_lock_keeps_mutual_exclusion_through_followers_across_a_leader_kill()
     assert!(
         line.trim().ends_with(" 0"),
         "errors seen by redis-py: {line}"
+    );
+}
+
+#[test]
+fn python_redis_lock_keeps_mutual_exclusion_through_followers_across_a_leader_kill() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/python_redis_lock.py"
+    );
+    let line = run_across_leader_kill(&common::python(), script, &[]);
+    assert!(
+        line.trim().ends_with(" 0"),
+        "errors seen by python-redis-lock: {line}"
     );
 }
 

@@ -151,9 +151,23 @@ fn keyspace_command(args: Vec<Bytes>, key: Option<Bytes>) -> Command {
     }
 }
 
-/// Whether a reply means the call found nothing to pop (and so waits).
+/// Whether a reply means the call found nothing to pop (and so waits): a nil, or the leader's
+/// nil relayed by the proxy as it was encoded (RESP2 or RESP3).
 pub fn found_nothing(reply: &Reply) -> bool {
-    matches!(reply, Reply::NilArray | Reply::Nil)
+    match reply {
+        Reply::NilArray | Reply::Nil => true,
+        Reply::Raw(encoded) => matches!(encoded.as_ref(), b"*-1\r\n" | b"$-1\r\n" | b"_\r\n"),
+        _ => false,
+    }
+}
+
+/// Whether a reply is WRONGTYPE (here or relayed by the proxy).
+fn wrong_type(reply: &Reply) -> bool {
+    match reply {
+        Reply::Error(text) => text.starts_with(b"WRONGTYPE"),
+        Reply::Raw(encoded) => encoded.starts_with(b"-WRONGTYPE"),
+        _ => false,
+    }
 }
 
 /// The calls blocked at this node, in the order they blocked.
@@ -251,8 +265,7 @@ where
             let reply = attempt(call.for_key(key)).await;
             // A key emptied (or retyped) by someone else meanwhile: wait on, as Redis's
             // blocked clients do.
-            let retyped = matches!(&reply, Reply::Error(text) if text.starts_with(b"WRONGTYPE"));
-            if !found_nothing(&reply) && !retyped {
+            if !found_nothing(&reply) && !wrong_type(&reply) {
                 return reply;
             }
         }
