@@ -1,8 +1,8 @@
 //! Real client libraries running the patterns applications use.
 //!
-//! Goal: counters, SET NX EX locks, MULTI/EXEC, WATCH retry loops and pipelines work unchanged
-//! through redis-py (sync and asyncio, RESP2 and RESP3), ioredis (npm, RESP2) and the `redis`
-//! crate. Method: each test starts the real binary and runs the library against it; the
+//! Goal: counters, SET NX EX locks, MULTI/EXEC, WATCH retry loops, pipelines, rate limiters,
+//! leaderboards and work queues work unchanged through redis-py (sync and asyncio, RESP2 and
+//! RESP3), ioredis (npm, RESP2) and the `redis` crate. Method: each test starts the real binary and runs the library against it; the
 //! scripts live in `redis-compat/clients/` (`bash .ci/test` installs redis-py in
 //! `target/pyenv` and ioredis, pinned by its `package-lock.json`, in
 //! `redis-compat/clients/ioredis/node_modules`).
@@ -29,6 +29,30 @@ fn clients_redis_py_sync_and_asyncio_patterns() {
     assert!(
         output.status.success(),
         "redis-py patterns failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
+
+/// A sliding-window rate limiter, a leaderboard, a work queue (LPUSH/BRPOP) and tags through
+/// redis-py, RESP2 and RESP3 (`redis-compat/clients/redis_py_collections.py`).
+#[test]
+fn clients_redis_py_collections_rate_limiter_leaderboard_and_queue() {
+    let server = TestServer::start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/redis_py_collections.py"
+    );
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(common::python())
+        .arg(script)
+        .arg(server.port.to_string())
+        .output()
+        .expect("python3 with redis-py (bash .ci/test installs it)");
+    assert!(
+        output.status.success(),
+        "redis-py collections failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
