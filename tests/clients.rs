@@ -12,50 +12,38 @@ mod common;
 use common::TestServer;
 use redis::Commands;
 
-#[test]
-fn clients_redis_py_sync_and_asyncio_patterns() {
+/// Runs a redis-py script of `redis-compat/clients/` against a fresh server; it prints OK.
+fn run_redis_py(script: &str) {
     let server = TestServer::start();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/redis-compat/clients/redis_py_patterns.py"
+    let path = format!(
+        "{}/redis-compat/clients/{script}",
+        env!("CARGO_MANIFEST_DIR")
     );
     let output = std::process::Command::new("timeout")
         .arg("120")
         .arg(common::python())
-        .arg(script)
+        .arg(&path)
         .arg(server.port.to_string())
         .output()
         .expect("python3 with redis-py (bash .ci/test installs it)");
     assert!(
         output.status.success(),
-        "redis-py patterns failed:\n{}",
+        "{script} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
 
+#[test]
+fn clients_redis_py_sync_and_asyncio_patterns() {
+    run_redis_py("redis_py_patterns.py");
+}
+
 /// A sliding-window rate limiter, a leaderboard, a work queue (LPUSH/BRPOP) and tags through
-/// redis-py, RESP2 and RESP3 (`redis-compat/clients/redis_py_collections.py`).
+/// redis-py, RESP2 and RESP3.
 #[test]
 fn clients_redis_py_collections_rate_limiter_leaderboard_and_queue() {
-    let server = TestServer::start();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/redis-compat/clients/redis_py_collections.py"
-    );
-    let output = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(common::python())
-        .arg(script)
-        .arg(server.port.to_string())
-        .output()
-        .expect("python3 with redis-py (bash .ci/test installs it)");
-    assert!(
-        output.status.success(),
-        "redis-py collections failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+    run_redis_py("redis_py_collections.py");
 }
 
 #[test]

@@ -6,11 +6,11 @@ Usage: redis_py_lock.py PORT [PORT...]   (ports of nodes that stay up: followers
 1. The Lock API: acquire, non-blocking and blocking acquire, extend, reacquire, locked, owned,
    release, and release of a lock no longer owned. Release, extend and reacquire are Lua
    scripts run by EVALSHA (redis-py loads them with SCRIPT LOAD on NOSCRIPT).
-2. Mutual exclusion: WORKERS threads, each with its own connection to one of the ports,
-   repeatedly take one shared lock, draw a fencing token (INCR) inside it, and check that no
-   one else is inside and that tokens only grow in the order holders enter. After
-   SECTIONS_BEFORE critical sections it prints READY and waits for a line on stdin (the test
-   kills the leader meanwhile), then runs SECTIONS_AFTER more.
+2. Mutual exclusion (`lock_check.py`): WORKERS threads, each with its own connection to one
+   of the ports, repeatedly take one shared lock, draw a fencing token (INCR) inside it, and
+   check that no one else is inside and that tokens only grow in the order holders enter.
+   After SECTIONS_BEFORE critical sections it prints READY and waits for a line on stdin (the
+   test kills the leader meanwhile), then runs SECTIONS_AFTER more.
 Prints "OK <sections> <errors>" and exits 0 when every check held; an error reply or
 exception seen by the application counts as an error. Only 127.0.0.1.
 """
@@ -20,6 +20,8 @@ import time
 
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
+
+import lock_check
 
 WORKERS = 4
 SECTIONS_BEFORE = 40
@@ -89,20 +91,6 @@ def check_api(r):
     taker.release()
 
 
-class Shared:
-    """What the workers share: who is inside, the tokens seen, counts."""
-
-    def __init__(self):
-        self.guard = threading.Lock()
-        self.inside = None
-        self.last_token = 0
-        self.sections = 0
-        self.errors = 0
-        self.violations = []
-        self.resume = threading.Event()
-        self.stop = threading.Event()
-
-
 def worker(me, port, shared):
     r = client(port)
     while not shared.stop.is_set():
@@ -113,72 +101,21 @@ def worker(me, port, shared):
                     shared.errors += 1
                 continue
         except redis.RedisError as err:
-            print(f"worker {me}: acquire: {type(err).__name__}: {err}", file=sys.stderr)
-            with shared.guard:
-                shared.errors += 1
+            shared.error(me, "acquire", err)
             time.sleep(0.1)
             continue
-        try:
-            token = r.incr("py:lock:fence")
-            with shared.guard:
-                if shared.inside is not None:
-                    shared.violations.append(f"{me} entered while {shared.inside} was inside")
-                if token <= shared.last_token:
-                    shared.violations.append(f"token {token} after {shared.last_token}")
-                shared.inside = me
-                shared.last_token = token
-            time.sleep(0.002)
-            with shared.guard:
-                if shared.inside != me:
-                    shared.violations.append(f"{shared.inside} got in while {me} was inside")
-                shared.inside = None
-                shared.sections += 1
-        except redis.RedisError as err:
-            print(f"worker {me}: inside: {type(err).__name__}: {err}", file=sys.stderr)
-            with shared.guard:
-                shared.errors += 1
-                shared.inside = None
+        shared.critical_section(me, r)
         try:
             lock.release()
         except (redis.RedisError, LockError) as err:
-            print(f"worker {me}: release: {type(err).__name__}: {err}", file=sys.stderr)
-            with shared.guard:
-                shared.errors += 1
-
-
-def wait_for_sections(shared, count, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with shared.guard:
-            if shared.sections >= count:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {shared.sections} of {count} critical sections")
-        time.sleep(0.01)
+            shared.error(me, "release", err)
 
 
 def main():
     ports = [int(p) for p in sys.argv[1:]]
     check_api(client(ports[0]))
-    shared = Shared()
-    threads = [
-        threading.Thread(target=worker, args=(i, ports[i % len(ports)], shared))
-        for i in range(WORKERS)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for_sections(shared, SECTIONS_BEFORE, 60)
-        print("READY", flush=True)
-        sys.stdin.readline()
-        with shared.guard:
-            target = shared.sections + SECTIONS_AFTER
-        wait_for_sections(shared, target, 90)
-    finally:
-        shared.stop.set()
-        for thread in threads:
-            thread.join()
-    assert not shared.violations, shared.violations
+    shared = lock_check.run(ports, worker, "py:lock:fence", WORKERS, SECTIONS_BEFORE,
+                            SECTIONS_AFTER)
     fence = int(client(ports[0]).get("py:lock:fence"))
     assert fence >= shared.sections, (fence, shared.sections)
     print(f"OK {shared.sections} {shared.errors}")

@@ -26,8 +26,8 @@ use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
 use super::{
-    KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, scan_options, scan_reply,
-    syntax_error, typed_record,
+    KeyspaceCommand, SplitMix, command, int_arg, parse_cursor, random_count, scan_options,
+    scan_reply, typed_record,
 };
 use crate::redis::glob::glob_match;
 use crate::redis::table;
@@ -322,7 +322,7 @@ fn random_reply(picked: Vec<(Bytes, Bytes)>, with_values: bool) -> Reply {
 
 fn hrandfield(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let key = &args[1];
-    let Some(count) = args.get(2) else {
+    let Some(_) = args.get(2) else {
         let size = match hash(ks, key)? {
             Err(reply) => return Ok(reply),
             Ok(None) => return Ok(Reply::Nil),
@@ -336,24 +336,10 @@ fn hrandfield(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             .pop()
             .map_or(Reply::Nil, |(field, _)| Reply::Bulk(field)));
     };
-    let count = match int_arg(count) {
-        Ok(i64::MIN) => {
-            return Ok(Reply::error(
-                "ERR value is out of range, value must between -9223372036854775807 and \
-                 9223372036854775807",
-            ));
-        }
-        Ok(n) => n,
+    let (count, with_values) = match random_count(args, Some("withvalues")) {
+        Ok(parsed) => parsed,
         Err(reply) => return Ok(reply),
     };
-    let with_values = match args.get(3) {
-        None => false,
-        Some(arg) if args.len() == 4 && c_str(arg).eq_ignore_ascii_case(b"withvalues") => true,
-        Some(_) => return Ok(syntax_error()),
-    };
-    if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
-        return Ok(Reply::error("ERR value is out of range"));
-    }
     let size = match hash(ks, key)? {
         Err(reply) => return Ok(reply),
         Ok(None) => return Ok(Reply::Array(Vec::new())),

@@ -19,7 +19,9 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
-use super::{KeyspaceCommand, command, int_arg, parse_timeout, syntax_error, typed_record};
+use super::{
+    KeyspaceCommand, command, int_arg, parse_timeout, store_collection, syntax_error, typed_meta,
+};
 use crate::resp::Reply;
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult};
 
@@ -117,17 +119,12 @@ fn list<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
 ) -> StoreResult<Result<Option<ListMeta>, Reply>> {
-    Ok(typed_record(ks, key, Kind::List)?.map(|record| record.as_ref().map(ListMeta::of)))
+    typed_meta(ks, key, Kind::List, ListMeta::of)
 }
 
 /// Writes a list's record, or deletes the key when the list is empty.
 fn store<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], meta: ListMeta) -> StoreResult<()> {
-    if meta.len == 0 {
-        ks.delete(key)?;
-        Ok(())
-    } else {
-        ks.put_collection(key, Kind::List, &meta.encode())
-    }
+    store_collection(ks, key, Kind::List, &meta.encode())
 }
 
 /// Adds `values` at `end`, one after the other (so LPUSH reverses them), and writes the record.

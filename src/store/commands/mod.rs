@@ -68,6 +68,66 @@ pub fn string_value<K: Keyspace + ?Sized>(
     Ok(typed_record(ks, key, Kind::String)?.map(|r| r.map(|r| r.payload)))
 }
 
+/// A set's or a sorted set's record: its element count, and whether it ever outgrew its
+/// compact encoding (an intset, a listpack), which Redis never undoes (OBJECT ENCODING).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CountedRecord {
+    /// Elements.
+    pub len: u64,
+    /// Whether it ever outgrew its compact encoding.
+    pub outgrown: bool,
+}
+
+impl CountedRecord {
+    /// A collection about to be created.
+    pub const EMPTY: CountedRecord = CountedRecord {
+        len: 0,
+        outgrown: false,
+    };
+
+    /// Decodes a record's payload.
+    pub fn of(record: &Record) -> CountedRecord {
+        CountedRecord {
+            len: record.element_count(),
+            outgrown: record.payload.get(8).is_some_and(|&flag| flag != 0),
+        }
+    }
+
+    /// The payload it is stored as.
+    pub fn encode(self) -> [u8; 9] {
+        let mut out = [0; 9];
+        out[..8].copy_from_slice(&self.len.to_le_bytes());
+        out[8] = u8::from(self.outgrown);
+        out
+    }
+}
+
+/// Writes a collection's record (`meta`, its element count first: u64 LE), or deletes the key
+/// when no element is left.
+pub fn store_collection<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    kind: Kind,
+    meta: &[u8],
+) -> StoreResult<()> {
+    if meta.get(..8).is_none_or(|count| count == [0; 8]) {
+        ks.delete(key)?;
+        Ok(())
+    } else {
+        ks.put_collection(key, kind, meta)
+    }
+}
+
+/// The live record of `key` decoded by `decode` if it holds `kind`; WRONGTYPE otherwise.
+pub fn typed_meta<K: Keyspace + ?Sized, M>(
+    ks: &mut K,
+    key: &[u8],
+    kind: Kind,
+    decode: fn(&Record) -> M,
+) -> StoreResult<Result<Option<M>, Reply>> {
+    Ok(typed_record(ks, key, kind)?.map(|record| record.as_ref().map(decode)))
+}
+
 /// Runs one keyspace command: `args` is the whole command, name first, with as many arguments
 /// as the command table's arity allows (checked by [`execute`] before it calls).
 pub type Run = fn(&mut dyn Keyspace, &[Bytes]) -> StoreResult<Reply>;
@@ -362,6 +422,34 @@ pub fn parse_timeout(arg: &[u8], now_ms: i64) -> Result<u64, Reply> {
         return Err(Reply::error("ERR timeout is out of range"));
     }
     Ok(ms as u64)
+}
+
+/// HRANDFIELD's, SRANDMEMBER's and ZRANDMEMBER's `count [WITH…]` (`args[2..]`): the count and
+/// whether `with` (`withvalues`, `withscores`; `None` where the command has no such option)
+/// was given, or Redis's error.
+pub fn random_count(args: &[Bytes], with: Option<&str>) -> Result<(i64, bool), Reply> {
+    let count = match int_arg(&args[2])? {
+        i64::MIN => {
+            return Err(Reply::error(
+                "ERR value is out of range, value must between -9223372036854775807 and \
+                 9223372036854775807",
+            ));
+        }
+        n => n,
+    };
+    let with = match (args.get(3), with) {
+        (None, _) => false,
+        (Some(arg), Some(word))
+            if args.len() == 4 && c_str(arg).eq_ignore_ascii_case(word.as_bytes()) =>
+        {
+            true
+        }
+        (Some(_), _) => return Err(syntax_error()),
+    };
+    if with && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+        return Err(Reply::error("ERR value is out of range"));
+    }
+    Ok((count, with))
 }
 
 /// A SCAN-family reply: the next cursor and the elements of this step.

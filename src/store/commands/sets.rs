@@ -30,8 +30,8 @@ use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
 use super::{
-    KeyspaceCommand, SplitMix, command, int_arg, parse_cursor, scan_options, scan_reply,
-    syntax_error, typed_record,
+    CountedRecord, KeyspaceCommand, SplitMix, command, parse_cursor, random_count, scan_options,
+    scan_reply, store_collection, syntax_error, typed_meta,
 };
 use crate::redis::glob::glob_match;
 use crate::resp::{Reply, string2ll};
@@ -92,42 +92,12 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("sscan", sscan, Data),
 ];
 
-/// A set's record: its member count and whether it ever outgrew an intset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SetMeta {
-    len: u64,
-    hashtable: bool,
-}
-
-impl SetMeta {
-    const EMPTY: SetMeta = SetMeta {
-        len: 0,
-        hashtable: false,
-    };
-
-    fn of(record: &Record) -> SetMeta {
-        SetMeta {
-            len: record.element_count(),
-            hashtable: record.payload.get(8).is_some_and(|&flag| flag != 0),
-        }
-    }
-
-    fn encode(self) -> [u8; 9] {
-        let mut out = [0; 9];
-        out[..8].copy_from_slice(&self.len.to_le_bytes());
-        out[8] = u8::from(self.hashtable);
-        out
-    }
-
-    /// Whether Redis would hold this set as an intset.
-    fn intset(self) -> bool {
-        !self.hashtable
-    }
-}
+/// A set's record; `outgrown`: it is (as Redis would hold it) a hashtable, not an intset.
+type SetMeta = CountedRecord;
 
 /// What OBJECT ENCODING answers for a set.
 pub fn encoding(record: &Record) -> &'static str {
-    if SetMeta::of(record).intset() {
+    if !SetMeta::of(record).outgrown {
         "intset"
     } else {
         "hashtable"
@@ -152,17 +122,12 @@ fn set<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
 ) -> StoreResult<Result<Option<SetMeta>, Reply>> {
-    Ok(typed_record(ks, key, Kind::Set)?.map(|record| record.as_ref().map(SetMeta::of)))
+    typed_meta(ks, key, Kind::Set, SetMeta::of)
 }
 
 /// Writes a set's record, or deletes the key when the set is empty.
 fn store<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], meta: SetMeta) -> StoreResult<()> {
-    if meta.len == 0 {
-        ks.delete(key)?;
-        Ok(())
-    } else {
-        ks.put_collection(key, Kind::Set, &meta.encode())
-    }
+    store_collection(ks, key, Kind::Set, &meta.encode())
 }
 
 /// Adds `member`; true when it is new. The caller writes the record.
@@ -176,7 +141,7 @@ fn add<K: Keyspace + ?Sized>(
     if added {
         meta.len += 1;
         if !is_integer(member) || meta.len > INTSET_MAX_ENTRIES {
-            meta.hashtable = true;
+            meta.outgrown = true;
         }
     }
     Ok(added)
@@ -295,7 +260,7 @@ fn members<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], meta: SetMeta) -> Store
         out.push(member);
         true
     })?;
-    if meta.intset() {
+    if !meta.outgrown {
         out.sort_by_key(|member| string2ll(member).unwrap_or(0));
     }
     Ok(out)
@@ -455,7 +420,7 @@ fn srandmember(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(syntax_error());
     }
     let key = &args[1];
-    let Some(count) = args.get(2) else {
+    let Some(_) = args.get(2) else {
         return Ok(match set(ks, key)? {
             Err(reply) => reply,
             Ok(None) => Reply::Nil,
@@ -465,14 +430,8 @@ fn srandmember(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             }
         });
     };
-    let count = match int_arg(count) {
-        Ok(i64::MIN) => {
-            return Ok(Reply::error(
-                "ERR value is out of range, value must between -9223372036854775807 and \
-                 9223372036854775807",
-            ));
-        }
-        Ok(n) => n,
+    let count = match random_count(args, None) {
+        Ok((count, _)) => count,
         Err(reply) => return Ok(reply),
     };
     let meta = match set(ks, key)? {
@@ -534,7 +493,7 @@ fn smove(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     store(ks, source, source_meta)?;
     let mut meta = destination_meta.take().unwrap_or(SetMeta {
         len: 0,
-        hashtable: !is_integer(member),
+        outgrown: !is_integer(member),
     });
     add(ks, destination, &mut meta, member)?;
     store(ks, destination, meta)?;
@@ -714,7 +673,7 @@ fn sscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         Err(reply) => return Ok(reply),
     };
     let matches = |member: &[u8]| pattern.is_none_or(|p| glob_match(p, member, false));
-    if meta.intset() {
+    if !meta.outgrown {
         // Redis answers a small (intset) set whole.
         let items = members(ks, key, meta)?
             .into_iter()

@@ -29,8 +29,8 @@ use bytes::Bytes;
 use super::ReplySize::{Data, Small};
 use super::sets::{member_key, pick_hashed, scan_hashed};
 use super::{
-    KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, parse_timeout, scan_options,
-    scan_reply, syntax_error, typed_record,
+    CountedRecord, KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, parse_timeout,
+    random_count, scan_options, scan_reply, store_collection, syntax_error, typed_meta,
 };
 use crate::redis::double::{parse_lenient, parse_strict};
 use crate::redis::glob::glob_match;
@@ -142,37 +142,13 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("bzmpop", bzmpop, Data),
 ];
 
-/// A sorted set's record: its member count and whether it ever outgrew a listpack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ZsetMeta {
-    len: u64,
-    skiplist: bool,
-}
-
-impl ZsetMeta {
-    const EMPTY: ZsetMeta = ZsetMeta {
-        len: 0,
-        skiplist: false,
-    };
-
-    fn of(record: &Record) -> ZsetMeta {
-        ZsetMeta {
-            len: record.element_count(),
-            skiplist: record.payload.get(8).is_some_and(|&flag| flag != 0),
-        }
-    }
-
-    fn encode(self) -> [u8; 9] {
-        let mut out = [0; 9];
-        out[..8].copy_from_slice(&self.len.to_le_bytes());
-        out[8] = u8::from(self.skiplist);
-        out
-    }
-}
+/// A sorted set's record; `outgrown`: it is (as Redis would hold it) a skiplist, not a
+/// listpack.
+type ZsetMeta = CountedRecord;
 
 /// What OBJECT ENCODING answers for a sorted set.
 pub fn encoding(record: &Record) -> &'static str {
-    if ZsetMeta::of(record).skiplist {
+    if ZsetMeta::of(record).outgrown {
         "skiplist"
     } else {
         "listpack"
@@ -208,17 +184,12 @@ fn zset<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
 ) -> StoreResult<Result<Option<ZsetMeta>, Reply>> {
-    Ok(typed_record(ks, key, Kind::ZSet)?.map(|record| record.as_ref().map(ZsetMeta::of)))
+    typed_meta(ks, key, Kind::ZSet, ZsetMeta::of)
 }
 
 /// Writes a sorted set's record, or deletes the key when it is empty.
 fn store<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], meta: ZsetMeta) -> StoreResult<()> {
-    if meta.len == 0 {
-        ks.delete(key)?;
-        Ok(())
-    } else {
-        ks.put_collection(key, Kind::ZSet, &meta.encode())
-    }
+    store_collection(ks, key, Kind::ZSet, &meta.encode())
 }
 
 fn score_of<K: Keyspace + ?Sized>(
@@ -245,11 +216,11 @@ fn put<K: Keyspace + ?Sized>(
     } else {
         meta.len += 1;
         if meta.len > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE {
-            meta.skiplist = true;
+            meta.outgrown = true;
         }
     }
     // A listpack keeps a score as text, where -0 reads back as the integer 0.
-    let score = if !meta.skiplist && score == 0.0 {
+    let score = if !meta.outgrown && score == 0.0 {
         0.0
     } else {
         score
@@ -599,7 +570,7 @@ fn store_members<K: Keyspace + ?Sized>(
         put(ks, destination, &mut meta, member, *score, None)?;
     }
     // A stored result is a listpack when it is small enough, whatever built it.
-    meta.skiplist = meta.len > LISTPACK_MAX_ENTRIES
+    meta.outgrown = meta.len > LISTPACK_MAX_ENTRIES
         || members.iter().any(|(m, _)| m.len() > LISTPACK_MAX_VALUE);
     store(ks, destination, meta)?;
     Ok(meta.len as i64)
@@ -672,7 +643,7 @@ fn zadd(ks: &mut dyn Keyspace, args: &[Bytes], zincrby: bool) -> StoreResult<Rep
             .chunks_exact(2)
             .any(|pair| pair[1].len() > LISTPACK_MAX_VALUE)
     {
-        meta.skiplist = true;
+        meta.outgrown = true;
     }
     let (mut added, mut updated, mut processed) = (0, 0, 0);
     let mut last_score = 0.0;
@@ -1451,7 +1422,7 @@ fn zintercard(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 
 fn zrandmember(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let key = &args[1];
-    let Some(count) = args.get(2) else {
+    let Some(_) = args.get(2) else {
         return Ok(match zset(ks, key)? {
             Err(reply) => reply,
             Ok(None) => Reply::Nil,
@@ -1461,24 +1432,10 @@ fn zrandmember(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             }
         });
     };
-    let count = match int_arg(count) {
-        Ok(i64::MIN) => {
-            return Ok(Reply::error(
-                "ERR value is out of range, value must between -9223372036854775807 and \
-                 9223372036854775807",
-            ));
-        }
-        Ok(n) => n,
+    let (count, with_scores) = match random_count(args, Some("withscores")) {
+        Ok(parsed) => parsed,
         Err(reply) => return Ok(reply),
     };
-    let with_scores = match args.get(3) {
-        None => false,
-        Some(arg) if args.len() == 4 && c_str(arg).eq_ignore_ascii_case(b"withscores") => true,
-        Some(_) => return Ok(syntax_error()),
-    };
-    if with_scores && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
-        return Ok(Reply::error("ERR value is out of range"));
-    }
     let meta = match zset(ks, key)? {
         Err(reply) => return Ok(reply),
         Ok(None) => return Ok(Reply::Array(Vec::new())),
@@ -1538,7 +1495,7 @@ fn zscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             items.push(Reply::bulk(format_double(score)));
         }
     };
-    if !meta.skiplist {
+    if !meta.outgrown {
         // Redis answers a small (listpack) sorted set whole, in score order.
         for (member, score) in select(ks, key, meta, &Selection::Rank(0, -1), false, 0, -1)? {
             push(member, score);
