@@ -788,31 +788,8 @@ pub fn encoding() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commands::execute;
+    use crate::store::commands::test_support::{exec, strings};
     use crate::store::keyspace::testing::TestStore;
-
-    /// Runs a space-separated command line as log entry `index`.
-    fn exec(db: &TestStore, index: u64, line: &str) -> Reply {
-        let args: Vec<Bytes> = line
-            .split(' ')
-            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
-            .collect();
-        db.write(1_000, index, |view| execute(view, &args).expect("store"))
-    }
-
-    fn strings(reply: Reply) -> Vec<String> {
-        match reply {
-            Reply::Array(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-                    Reply::Integer(n) => n.to_string(),
-                    other => panic!("not a string: {other:?}"),
-                })
-                .collect(),
-            other => panic!("not an array: {other:?}"),
-        }
-    }
 
     /// A model list beside the store: random pushes, pops, inserts, removals, trims and sets
     /// leave both with the same elements.

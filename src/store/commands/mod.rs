@@ -461,6 +461,37 @@ pub fn scan_reply(next: u64, items: Vec<Reply>) -> Reply {
     ])
 }
 
+/// What the families' unit tests share: running a command line, reading a reply's strings.
+#[cfg(test)]
+pub mod test_support {
+    use super::*;
+    use crate::store::keyspace::testing::TestStore;
+
+    /// Runs a space-separated command line as log entry `index` (at time 1000).
+    pub fn exec(db: &TestStore, index: u64, line: &str) -> Reply {
+        let args: Vec<Bytes> = line
+            .split(' ')
+            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
+            .collect();
+        db.write(1_000, index, |view| execute(view, &args).expect("store"))
+    }
+
+    /// The bulk strings (or integers) of an array or set reply, in order.
+    pub fn strings(reply: Reply) -> Vec<String> {
+        match reply {
+            Reply::Array(items) | Reply::Set(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Reply::Integer(n) => n.to_string(),
+                    other => panic!("not a string: {other:?}"),
+                })
+                .collect(),
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

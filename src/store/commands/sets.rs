@@ -701,29 +701,11 @@ fn sscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commands::execute;
+    use crate::store::commands::test_support::{exec, strings};
     use crate::store::keyspace::testing::TestStore;
 
-    fn exec(db: &TestStore, index: u64, line: &str) -> Reply {
-        let args: Vec<Bytes> = line
-            .split(' ')
-            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
-            .collect();
-        db.write(1_000, index, |view| execute(view, &args).expect("store"))
-    }
-
     fn sorted(reply: Reply) -> Vec<String> {
-        let items = match reply {
-            Reply::Array(items) | Reply::Set(items) => items,
-            other => panic!("not a collection: {other:?}"),
-        };
-        let mut out: Vec<String> = items
-            .into_iter()
-            .map(|item| match item {
-                Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-                other => panic!("not a bulk: {other:?}"),
-            })
-            .collect();
+        let mut out = strings(reply);
         out.sort();
         out
     }

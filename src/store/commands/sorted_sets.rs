@@ -1518,29 +1518,8 @@ fn zscan(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::commands::execute;
+    use crate::store::commands::test_support::{exec, strings};
     use crate::store::keyspace::testing::TestStore;
-
-    fn exec(db: &TestStore, index: u64, line: &str) -> Reply {
-        let args: Vec<Bytes> = line
-            .split(' ')
-            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
-            .collect();
-        db.write(1_000, index, |view| execute(view, &args).expect("store"))
-    }
-
-    fn names(reply: Reply) -> Vec<String> {
-        match reply {
-            Reply::Array(items) => items
-                .into_iter()
-                .map(|item| match item {
-                    Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-                    other => panic!("not a bulk: {other:?}"),
-                })
-                .collect(),
-            other => panic!("not an array: {other:?}"),
-        }
-    }
 
     /// A model (member → score) beside the store: random ZADD, ZINCRBY, ZREM and ZPOPMIN keep
     /// both equal, read by rank from both ends, by score and by rank of each member.
@@ -1577,13 +1556,17 @@ mod tests {
                 model.iter().map(|(m, s)| (*s, m.clone())).collect();
             ordered.sort();
             let expected: Vec<String> = ordered.iter().map(|(_, m)| m.clone()).collect();
-            assert_eq!(names(exec(&db, index, "ZRANGE z 0 -1")), expected, "{line}");
+            assert_eq!(
+                strings(exec(&db, index, "ZRANGE z 0 -1")),
+                expected,
+                "{line}"
+            );
             let mut reversed = expected.clone();
             reversed.reverse();
-            assert_eq!(names(exec(&db, index, "ZRANGE z 0 -1 REV")), reversed);
+            assert_eq!(strings(exec(&db, index, "ZRANGE z 0 -1 REV")), reversed);
             if expected.len() > 4 {
                 assert_eq!(
-                    names(exec(&db, index, "ZRANGE z -3 -2")),
+                    strings(exec(&db, index, "ZRANGE z -3 -2")),
                     expected[expected.len() - 3..expected.len() - 1]
                 );
                 let (rank, member) = (2, &expected[2]);
@@ -1597,7 +1580,7 @@ mod tests {
                 .filter(|(s, _)| (-3..5).contains(s))
                 .map(|(_, m)| m.clone())
                 .collect();
-            assert_eq!(names(exec(&db, index, "ZRANGEBYSCORE z -3 (5")), in_range);
+            assert_eq!(strings(exec(&db, index, "ZRANGEBYSCORE z -3 (5")), in_range);
         }
     }
 
