@@ -160,25 +160,21 @@ fn pop_values<K: Keyspace + ?Sized>(
 ) -> StoreResult<Vec<Bytes>> {
     let count = count.min(meta.len);
     let mut popped = Vec::with_capacity(count.min(1024) as usize);
-    if count > 0 {
-        ks.visit_elements(
-            Rows::ListItems,
-            key,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            end == End::Right,
-            &mut |_, value| {
-                popped.push(value.clone());
-                (popped.len() as u64) < count
-            },
-        )?;
-    }
-    for offset in 0..popped.len() as u64 {
+    // Each position is known: looked up one by one, never walked to. (A walk from an end
+    // would step over the rows popped since the last flush, still in memory as deletions.)
+    for offset in 0..count {
         let index = match end {
             End::Left => offset,
             End::Right => meta.len - 1 - offset,
         };
-        ks.remove_element(Rows::ListItems, key, &meta.position(index))?;
+        let position = meta.position(index);
+        let Some(element) = ks.element(Rows::ListItems, key, &position)? else {
+            return Err(crate::store::keyspace::StoreError::Corrupt(
+                "a list's record counts an element it does not have".into(),
+            ));
+        };
+        ks.remove_element(Rows::ListItems, key, &position)?;
+        popped.push(element);
     }
     if end == End::Left {
         meta.head += popped.len() as i64;
@@ -220,12 +216,16 @@ fn walk<K: Keyspace + ?Sized>(
     from_tail: bool,
     mut visit: impl FnMut(u64, &Bytes) -> bool,
 ) -> StoreResult<()> {
+    if meta.len == 0 {
+        return Ok(());
+    }
     let mut seen = 0u64;
+    // Bounded by the first and last positions: rows deleted past either end are not walked.
     ks.visit_elements(
         Rows::ListItems,
         key,
-        Bound::Unbounded,
-        Bound::Unbounded,
+        Bound::Included(&meta.position(0)),
+        Bound::Included(&meta.position(meta.len - 1)),
         from_tail,
         &mut |_, value| {
             let index = if from_tail { meta.len - 1 - seen } else { seen };

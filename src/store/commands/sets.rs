@@ -17,7 +17,7 @@
 //!
 //! # Random choices
 //! SPOP and SRANDMEMBER pick from [`Keyspace::random_seed`] (the log index in apply, so every
-//! replica picks the same). A set of at most [`SMALL_SET`] members, or a count above half the
+//! replica picks the same). A set of at most 64 members, or a count above half the
 //! set, is read whole and sampled uniformly; otherwise each pick is the member at or after a
 //! random hash, which favours members after wide gaps in hash order about as Redis's bucket
 //! sampling does. SRANDMEMBER with a negative count answers at most

@@ -142,9 +142,144 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("bzmpop", bzmpop, Data),
 ];
 
-/// A sorted set's record; `outgrown`: it is (as Redis would hold it) a skiplist, not a
-/// listpack.
-type ZsetMeta = CountedRecord;
+/// A sorted set's record: its member count, whether it ever outgrew a listpack (it is then,
+/// as Redis would hold it, a skiplist), and where its walks may start.
+///
+/// # Why the bounds
+/// Popped members stay in the applied layer as deletions until it is flushed (about a
+/// second), and a walk from an end steps over every one of them: ZPOPMIN after ZPOPMIN, or a
+/// poller's `ZRANGEBYSCORE key -inf now LIMIT 0 1`, would cost more at each call. So the record
+/// keeps a lower bound of its order keys (where ZPOPMIN stopped) and an upper one (where
+/// ZPOPMAX stopped), moved by every insert beyond them, and walks start there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ZsetMeta {
+    len: u64,
+    outgrown: bool,
+    /// Every order key is at or above this one.
+    low: Bound32,
+    /// Every order key is below the first key after everything that starts with this one.
+    high: Bound32,
+}
+
+/// An order key cut to at most 32 bytes (a cut key bounds the key from below, and the keys
+/// starting with it from above); empty: no bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bound32 {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl Bound32 {
+    const NONE: Bound32 = Bound32 {
+        len: 0,
+        bytes: [0; 32],
+    };
+
+    fn of(key: &[u8]) -> Bound32 {
+        let len = key.len().min(32);
+        let mut bytes = [0; 32];
+        bytes[..len].copy_from_slice(&key[..len]);
+        Bound32 {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        (self.len > 0).then(|| &self.bytes[..self.len as usize])
+    }
+
+    fn decode(raw: &[u8]) -> Bound32 {
+        match raw.split_first() {
+            Some((&len, rest)) if (1..=32).contains(&len) && rest.len() >= len as usize => {
+                Bound32::of(&rest[..len as usize])
+            }
+            _ => Bound32::NONE,
+        }
+    }
+
+    fn encode(&self, out: &mut [u8]) {
+        out[0] = self.len;
+        out[1..33].copy_from_slice(&self.bytes);
+    }
+}
+
+/// The first byte string after every string that starts with `prefix` (None: there is none).
+fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+impl ZsetMeta {
+    const EMPTY: ZsetMeta = ZsetMeta {
+        len: 0,
+        outgrown: false,
+        low: Bound32::NONE,
+        high: Bound32::NONE,
+    };
+
+    fn of(record: &Record) -> ZsetMeta {
+        let counted = CountedRecord::of(record);
+        let payload = &record.payload;
+        ZsetMeta {
+            len: counted.len,
+            outgrown: counted.outgrown,
+            low: payload.get(9..42).map_or(Bound32::NONE, Bound32::decode),
+            high: payload.get(42..75).map_or(Bound32::NONE, Bound32::decode),
+        }
+    }
+
+    fn encode(self) -> [u8; 75] {
+        let mut out = [0; 75];
+        out[..9].copy_from_slice(
+            &CountedRecord {
+                len: self.len,
+                outgrown: self.outgrown,
+            }
+            .encode(),
+        );
+        self.low.encode(&mut out[9..42]);
+        self.high.encode(&mut out[42..75]);
+        out
+    }
+
+    /// Keeps the bounds true of a key now in the set.
+    fn admit(&mut self, key: &[u8]) {
+        if self.low.get().is_some_and(|low| key < low) {
+            self.low = Bound32::of(key);
+        }
+        if let Some(high) = self.high.get()
+            && after_prefix(high).is_some_and(|end| key >= end.as_slice())
+        {
+            self.high = Bound32::of(key);
+        }
+    }
+
+    /// `start..end` narrowed to the bounds.
+    fn narrow(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        let start = match (start, self.low.get()) {
+            (Bound::Unbounded, Some(low)) => Bound::Included(low.to_vec()),
+            (Bound::Included(s) | Bound::Excluded(s), Some(low)) if s < low => {
+                Bound::Included(low.to_vec())
+            }
+            (other, _) => other.map(<[u8]>::to_vec),
+        };
+        let end = match (end, self.high.get().and_then(after_prefix)) {
+            (Bound::Unbounded, Some(high)) => Bound::Excluded(high),
+            (Bound::Included(e) | Bound::Excluded(e), Some(high)) if e >= high.as_slice() => {
+                Bound::Excluded(high)
+            }
+            (other, _) => other.map(<[u8]>::to_vec),
+        };
+        (start, end)
+    }
+}
 
 /// What OBJECT ENCODING answers for a sorted set.
 pub fn encoding(record: &Record) -> &'static str {
@@ -226,8 +361,10 @@ fn put<K: Keyspace + ?Sized>(
         score
     };
     let bits = score.to_bits().to_be_bytes();
+    let order = order_key(score, member);
+    meta.admit(&order);
     ks.put_element(Rows::ZsetScores, key, &member_key(member), &bits)?;
-    ks.put_element(Rows::ZsetOrder, key, &order_key(score, member), &bits)?;
+    ks.put_element(Rows::ZsetOrder, key, &order, &bits)?;
     Ok(())
 }
 
@@ -246,15 +383,21 @@ fn remove<K: Keyspace + ?Sized>(
 }
 
 /// Calls `visit` with members and scores in score order (or from the highest, `reverse`)
-/// between two `zset_order` sub-key bounds, while it returns true.
+/// between two `zset_order` sub-key bounds (narrowed to the record's), while it returns true.
 fn visit_order<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
+    meta: &ZsetMeta,
     start: Bound<&[u8]>,
     end: Bound<&[u8]>,
     reverse: bool,
     visit: &mut dyn FnMut(Bytes, f64) -> bool,
 ) -> StoreResult<()> {
+    let (start, end) = meta.narrow(start, end);
+    let (start, end) = (
+        start.as_ref().map(Vec::as_slice),
+        end.as_ref().map(Vec::as_slice),
+    );
     ks.visit_elements(
         Rows::ZsetOrder,
         key,
@@ -409,6 +552,7 @@ fn select<K: Keyspace + ?Sized>(
             visit_order(
                 ks,
                 key,
+                &meta,
                 Bound::Unbounded,
                 Bound::Unbounded,
                 from_end,
@@ -431,6 +575,7 @@ fn select<K: Keyspace + ?Sized>(
             visit_order(
                 ks,
                 key,
+                &meta,
                 start.as_ref().map(Vec::as_slice),
                 end.as_ref().map(Vec::as_slice),
                 reverse,
@@ -445,7 +590,7 @@ fn select<K: Keyspace + ?Sized>(
             )?;
         }
         Selection::Lex(min, max) => {
-            if !lex_range_possible(ks, key, min, max)? {
+            if !lex_range_possible(ks, key, &meta, min, max)? {
                 return Ok(out);
             }
             // As Redis walks a listpack: to the first member past the near bound (stopping
@@ -456,6 +601,7 @@ fn select<K: Keyspace + ?Sized>(
             visit_order(
                 ks,
                 key,
+                &meta,
                 Bound::Unbounded,
                 Bound::Unbounded,
                 reverse,
@@ -496,6 +642,7 @@ fn select<K: Keyspace + ?Sized>(
 fn lex_range_possible<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
+    meta: &ZsetMeta,
     min: &LexBound,
     max: &LexBound,
 ) -> StoreResult<bool> {
@@ -517,6 +664,7 @@ fn lex_range_possible<K: Keyspace + ?Sized>(
         visit_order(
             ks,
             key,
+            meta,
             Bound::Unbounded,
             Bound::Unbounded,
             reverse,
@@ -989,6 +1137,7 @@ fn pop_members<K: Keyspace + ?Sized>(
         visit_order(
             ks,
             key,
+            meta,
             Bound::Unbounded,
             Bound::Unbounded,
             highest,
@@ -1000,6 +1149,15 @@ fn pop_members<K: Keyspace + ?Sized>(
     }
     for (member, score) in &popped {
         remove(ks, key, meta, member, *score)?;
+    }
+    // The members left are all beyond the last one popped: later walks start there.
+    if let Some((member, score)) = popped.last() {
+        let bound = Bound32::of(&order_key(*score, member));
+        if highest {
+            meta.high = bound;
+        } else {
+            meta.low = bound;
+        }
     }
     store(ks, key, *meta)?;
     Ok(popped)
@@ -1196,9 +1354,10 @@ fn source_members<K: Keyspace + ?Sized>(
     let mut out = Vec::new();
     match source {
         Source::Missing => {}
-        Source::Zset(_) => visit_order(
+        Source::Zset(meta) => visit_order(
             ks,
             key,
+            meta,
             Bound::Unbounded,
             Bound::Unbounded,
             false,
@@ -1537,7 +1696,10 @@ mod tests {
         for index in 1..1_500u64 {
             let member = format!("m{}", next(40));
             let score = next(20) as i64 - 10;
-            let line = match next(4) {
+            let mut ordered: Vec<(i64, String)> =
+                model.iter().map(|(m, s)| (*s, m.clone())).collect();
+            ordered.sort();
+            let line = match next(6) {
                 0 | 1 => {
                     model.insert(member.clone(), score);
                     format!("ZADD z {score} {member}")
@@ -1546,9 +1708,22 @@ mod tests {
                     *model.entry(member.clone()).or_insert(0) += score;
                     format!("ZINCRBY z {score} {member}")
                 }
-                _ => {
+                3 => {
                     model.remove(&member);
                     format!("ZREM z {member}")
+                }
+                // Pops move the record's walk bounds; inserts beyond them must move them back.
+                4 => {
+                    for (_, popped) in ordered.iter().take(2) {
+                        model.remove(popped);
+                    }
+                    "ZPOPMIN z 2".to_string()
+                }
+                _ => {
+                    for (_, popped) in ordered.iter().rev().take(2) {
+                        model.remove(popped);
+                    }
+                    "ZPOPMAX z 2".to_string()
                 }
             };
             exec(&db, index, &line);
