@@ -96,11 +96,14 @@ COMMANDS = [
     ("zscan", None),
     ("blpop", None), ("brpop", None), ("blmove", None), ("brpoplpush", None), ("blmpop", None),
     ("bzpopmin", None), ("bzpopmax", None), ("bzmpop", None),
+    ("sort", None), ("sort_ro", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.
 GETKEYS = {
     "set": "set_getkeys",
+    "sort": "sort_getkeys",
+    "sort_ro": "sort_ro_getkeys",
 }
 
 # Subcommands Redis 7.0 does not have but the project serves (both arrived in Redis 7.2).

@@ -541,6 +541,43 @@ fn set_getkeys(args: &[Bytes]) -> Vec<KeyRef> {
     vec![KeyRef { pos: 1, flags }]
 }
 
+/// SORT's keys (Redis's `sortGetKeys`): the sorted key, and the last `STORE` destination,
+/// skipping the arguments of `LIMIT`, `GET` and `BY`.
+fn sort_getkeys(args: &[Bytes]) -> Vec<KeyRef> {
+    let mut keys = vec![KeyRef {
+        pos: 1,
+        flags: &["RO", "access"],
+    }];
+    let mut store = None;
+    let mut i = 2;
+    while i < args.len() {
+        let arg = c_str(&args[i]);
+        if arg.eq_ignore_ascii_case(b"limit") {
+            i += 2;
+        } else if arg.eq_ignore_ascii_case(b"get") || arg.eq_ignore_ascii_case(b"by") {
+            i += 1;
+        } else if arg.eq_ignore_ascii_case(b"store") && i + 1 < args.len() {
+            store = Some(i + 1);
+        }
+        i += 1;
+    }
+    if let Some(pos) = store {
+        keys.push(KeyRef {
+            pos,
+            flags: &["OW", "update"],
+        });
+    }
+    keys
+}
+
+/// SORT_RO's key (Redis's `sortROGetKeys`): the sorted key.
+fn sort_ro_getkeys(_: &[Bytes]) -> Vec<KeyRef> {
+    vec![KeyRef {
+        pos: 1,
+        flags: &["RO", "access"],
+    }]
+}
+
 /// Longest name [`lookup`] considers; no Redis command name comes close.
 const MAX_NAME_LEN: usize = 64;
 

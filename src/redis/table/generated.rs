@@ -3697,4 +3697,103 @@ pub static COMMANDS: &[CommandSpec] = &[
             ),
             Arg::integer("count").token("COUNT").optional(),
         ]),
+    CommandSpec::new("sort", -2)
+        .flags(&["write", "denyoom", "movablekeys"])
+        .keys(1, 1, 1)
+        .acl(&["write", "set", "sortedset", "list", "slow", "dangerous"])
+        .key_specs(&[
+            KeySpec::range(&["RO", "access"], 1, 0, 1, 0),
+            KeySpec::new(&["RO", "access"], BeginSearch::Unknown, FindKeys::Unknown)
+                .notes(
+                    "For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort",
+                ),
+            KeySpec::new(&["OW", "update"], BeginSearch::Unknown, FindKeys::Unknown)
+                .notes(
+                    "For the optional STORE keyword. It is marked 'unknown' because the keyword can appear anywhere in the argument array",
+                ),
+        ])
+        .getkeys(sort_getkeys)
+        .summary("Sort the elements in a list, set or sorted set")
+        .since("1.0.0")
+        .group("generic")
+        .complexity(
+            "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N).",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::pattern("pattern")
+                .key_spec_index(1)
+                .token("BY")
+                .optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+            Arg::pattern("pattern")
+                .key_spec_index(1)
+                .token("GET")
+                .optional()
+                .multiple()
+                .multiple_token(),
+            Arg::oneof(
+                "order",
+                &[
+                    Arg::pure_token("asc", "ASC"),
+                    Arg::pure_token("desc", "DESC"),
+                ],
+            )
+            .optional(),
+            Arg::pure_token("sorting", "ALPHA").optional(),
+            Arg::key("destination", 2).token("STORE").optional(),
+        ]),
+    CommandSpec::new("sort_ro", -2)
+        .flags(&["readonly", "movablekeys"])
+        .keys(1, 1, 1)
+        .acl(&["read", "set", "sortedset", "list", "slow", "dangerous"])
+        .key_specs(&[
+            KeySpec::range(&["RO", "access"], 1, 0, 1, 0),
+            KeySpec::new(&["RO", "access"], BeginSearch::Unknown, FindKeys::Unknown)
+                .notes(
+                    "For the optional BY/GET keyword. It is marked 'unknown' because the key names derive from the content of the key we sort",
+                ),
+        ])
+        .getkeys(sort_ro_getkeys)
+        .summary(
+            "Sort the elements in a list, set or sorted set. Read-only variant of SORT.",
+        )
+        .since("7.0.0")
+        .group("generic")
+        .complexity(
+            "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N).",
+        )
+        .args(&[
+            Arg::key("key", 0),
+            Arg::pattern("pattern")
+                .key_spec_index(1)
+                .token("BY")
+                .optional(),
+            Arg::block(
+                "offset_count",
+                &[Arg::integer("offset"), Arg::integer("count")],
+            )
+            .token("LIMIT")
+            .optional(),
+            Arg::pattern("pattern")
+                .key_spec_index(1)
+                .token("GET")
+                .optional()
+                .multiple()
+                .multiple_token(),
+            Arg::oneof(
+                "order",
+                &[
+                    Arg::pure_token("asc", "ASC"),
+                    Arg::pure_token("desc", "DESC"),
+                ],
+            )
+            .optional(),
+            Arg::pure_token("sorting", "ALPHA").optional(),
+        ]),
 ];

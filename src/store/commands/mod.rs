@@ -7,13 +7,14 @@
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
 //! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
-//! [`scripting`].
+//! [`sort`], [`scripting`].
 
 pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod scripting;
 pub mod sets;
+pub mod sort;
 pub mod sorted_sets;
 pub mod strings;
 
@@ -216,13 +217,14 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 8] = [
+const FAMILIES: [&[KeyspaceCommand]; 9] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
     sets::COMMANDS,
     sorted_sets::COMMANDS,
+    sort::COMMANDS,
     scripting::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];
