@@ -66,6 +66,18 @@ enum Shape {
     TimeoutThenKeys,
 }
 
+/// The blocking commands: what each waits for a key to hold, and where its keys are.
+const BLOCKING_COMMANDS: [(&str, Holds, Shape); 8] = [
+    ("blpop", Holds::List, Shape::KeysThenTimeout),
+    ("brpop", Holds::List, Shape::KeysThenTimeout),
+    ("bzpopmin", Holds::SortedSet, Shape::KeysThenTimeout),
+    ("bzpopmax", Holds::SortedSet, Shape::KeysThenTimeout),
+    ("blmove", Holds::List, Shape::Source),
+    ("brpoplpush", Holds::List, Shape::Source),
+    ("blmpop", Holds::List, Shape::TimeoutThenKeys),
+    ("bzmpop", Holds::SortedSet, Shape::TimeoutThenKeys),
+];
+
 /// A blocking call as the connection waits on it.
 #[derive(Clone, Debug)]
 pub struct BlockingCall {
@@ -84,15 +96,12 @@ impl BlockingCall {
         let Command::Keyspace { args, .. } = command else {
             return None;
         };
-        let name = args.first()?.to_ascii_lowercase();
-        let (holds, shape) = match name.as_slice() {
-            b"blpop" | b"brpop" => (Holds::List, Shape::KeysThenTimeout),
-            b"bzpopmin" | b"bzpopmax" => (Holds::SortedSet, Shape::KeysThenTimeout),
-            b"blmove" | b"brpoplpush" => (Holds::List, Shape::Source),
-            b"blmpop" => (Holds::List, Shape::TimeoutThenKeys),
-            b"bzmpop" => (Holds::SortedSet, Shape::TimeoutThenKeys),
-            _ => return None,
-        };
+        // Asked of every command a connection routes: compared in place, nothing copied.
+        let name = args.first()?;
+        let (_, holds, shape) = BLOCKING_COMMANDS
+            .iter()
+            .find(|(blocking, _, _)| name.eq_ignore_ascii_case(blocking.as_bytes()))?;
+        let (holds, shape) = (*holds, *shape);
         let (timeout, keys) = match shape {
             Shape::KeysThenTimeout => (args.last()?, args.get(1..args.len() - 1)?.to_vec()),
             Shape::Source => (args.last()?, vec![args.get(1)?.clone()]),

@@ -102,17 +102,6 @@ impl Kind {
             Kind::ZSet => "zset",
         }
     }
-
-    /// The tables holding this type's rows (none for a string, whose value is its record).
-    pub fn row_tables(self) -> &'static [Table] {
-        match self {
-            Kind::String => &[],
-            Kind::Hash => &[Table::Fields],
-            Kind::List => &[Table::ListItems],
-            Kind::Set => &[Table::SetMembers],
-            Kind::ZSet => &[Table::ZsetScores, Table::ZsetOrder],
-        }
-    }
 }
 
 impl Kind {
@@ -241,7 +230,7 @@ fn field_prefix(key: &[u8]) -> Vec<u8> {
 }
 
 /// The first byte string after every string that starts with `prefix` (None: there is none).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -507,7 +496,12 @@ impl View {
         }
         let prefix = field_prefix(key);
         let end = prefix_end(&prefix);
-        for &table in record.kind.row_tables() {
+        // A hash's fields, or a collection's rows.
+        let tables = (record.kind == Kind::Hash)
+            .then_some(Table::Fields)
+            .into_iter()
+            .chain(record.kind.element_rows().iter().map(|rows| rows.table()));
+        for table in tables {
             self.layers.remove_range(
                 table,
                 Bound::Included(&prefix),

@@ -20,7 +20,8 @@ use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
 use super::{
-    KeyspaceCommand, command, int_arg, parse_timeout, store_collection, syntax_error, typed_meta,
+    KeyspaceCommand, command, int_arg, mpop_args, parse_timeout, store_collection, syntax_error,
+    typed_meta,
 };
 use crate::resp::Reply;
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult};
@@ -690,39 +691,17 @@ pub fn move_element(
 }
 
 fn lmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
-    let numkeys = match crate::resp::string2ll(&args[1]) {
-        Some(n) if n > 0 => n as u64,
-        _ => return Ok(Reply::error("ERR numkeys should be greater than 0")),
-    };
-    let keys_end = 2u64.saturating_add(numkeys);
-    if keys_end >= args.len() as u64 {
-        return Ok(syntax_error());
-    }
-    let keys_end = keys_end as usize;
-    let end = match End::parse(&args[keys_end]) {
-        Ok(end) => end,
+    let (keys, end, count) = match mpop_args(args, |word| End::parse(word).ok()) {
+        Ok(parsed) => parsed,
         Err(reply) => return Ok(reply),
     };
-    let mut count = None;
-    let mut at = keys_end + 1;
-    while at < args.len() {
-        if count.is_none() && args[at].eq_ignore_ascii_case(b"count") && at + 1 < args.len() {
-            count = match crate::resp::string2ll(&args[at + 1]) {
-                Some(n) if n > 0 => Some(n as u64),
-                _ => return Ok(Reply::error("ERR count should be greater than 0")),
-            };
-            at += 2;
-        } else {
-            return Ok(syntax_error());
-        }
-    }
-    for key in &args[2..keys_end] {
+    for key in keys {
         let mut meta = match list(ks, key)? {
             Err(reply) => return Ok(reply),
             Ok(None) => continue,
             Ok(Some(meta)) => meta,
         };
-        let popped = pop_values(ks, key, &mut meta, end, count.unwrap_or(1))?;
+        let popped = pop_values(ks, key, &mut meta, end, count)?;
         return Ok(Reply::Array(vec![
             Reply::Bulk(key.clone()),
             Reply::Array(popped.into_iter().map(Reply::Bulk).collect()),

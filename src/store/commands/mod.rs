@@ -426,6 +426,39 @@ pub fn parse_timeout(arg: &[u8], now_ms: i64) -> Result<u64, Reply> {
     Ok(ms as u64)
 }
 
+/// LMPOP's and ZMPOP's `numkeys key… <where> [COUNT n]` (`args[1..]`): the keys, what
+/// `parse_where` reads `<where>` as, and the count (1 when absent); or Redis's error.
+pub fn mpop_args<W>(
+    args: &[Bytes],
+    parse_where: impl Fn(&[u8]) -> Option<W>,
+) -> Result<(&[Bytes], W, u64), Reply> {
+    let numkeys = match crate::resp::string2ll(&args[1]) {
+        Some(n) if n > 0 => n as u64,
+        _ => return Err(Reply::error("ERR numkeys should be greater than 0")),
+    };
+    let where_at = 2u64.saturating_add(numkeys);
+    if where_at >= args.len() as u64 {
+        return Err(syntax_error());
+    }
+    let where_at = where_at as usize;
+    let at_where = parse_where(c_str(&args[where_at])).ok_or_else(syntax_error)?;
+    let mut count = None;
+    let mut at = where_at + 1;
+    while at < args.len() {
+        if count.is_none() && c_str(&args[at]).eq_ignore_ascii_case(b"count") && at + 1 < args.len()
+        {
+            count = match crate::resp::string2ll(&args[at + 1]) {
+                Some(n) if n > 0 => Some(n as u64),
+                _ => return Err(Reply::error("ERR count should be greater than 0")),
+            };
+            at += 2;
+        } else {
+            return Err(syntax_error());
+        }
+    }
+    Ok((&args[2..where_at], at_where, count.unwrap_or(1)))
+}
+
 /// HRANDFIELD's, SRANDMEMBER's and ZRANDMEMBER's `count [WITH…]` (`args[2..]`): the count and
 /// whether `with` (`withvalues`, `withscores`; `None` where the command has no such option)
 /// was given, or Redis's error.

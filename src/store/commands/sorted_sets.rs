@@ -29,14 +29,15 @@ use bytes::Bytes;
 use super::ReplySize::{Data, Small};
 use super::sets::{member_key, pick_hashed, scan_hashed};
 use super::{
-    CountedRecord, KeyspaceCommand, SplitMix, c_str, command, int_arg, parse_cursor, parse_timeout,
-    random_count, scan_options, scan_reply, store_collection, syntax_error, typed_meta,
+    CountedRecord, KeyspaceCommand, SplitMix, c_str, command, int_arg, mpop_args, parse_cursor,
+    parse_timeout, random_count, scan_options, scan_reply, store_collection, syntax_error,
+    typed_meta,
 };
 use crate::redis::double::{parse_lenient, parse_strict};
 use crate::redis::glob::glob_match;
 use crate::resp::reply::format_double;
 use crate::resp::{Reply, string2ll};
-use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult};
+use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult, prefix_end};
 
 /// Redis's default `zset-max-listpack-entries`.
 pub const LISTPACK_MAX_ENTRIES: u64 = 128;
@@ -92,17 +93,17 @@ pub const COMMANDS: &[KeyspaceCommand] = &[
     command("zrem", zrem, Small),
     command(
         "zremrangebyrank",
-        |ks, args| zremrange(ks, args, Kind3::Rank),
+        |ks, args| zremrange(ks, args, RangeBy::Rank),
         Small,
     ),
     command(
         "zremrangebyscore",
-        |ks, args| zremrange(ks, args, Kind3::Score),
+        |ks, args| zremrange(ks, args, RangeBy::Score),
         Small,
     ),
     command(
         "zremrangebylex",
-        |ks, args| zremrange(ks, args, Kind3::Lex),
+        |ks, args| zremrange(ks, args, RangeBy::Lex),
         Small,
     ),
     command("zpopmin", |ks, args| zpop(ks, args, false), Data),
@@ -204,18 +205,6 @@ impl Bound32 {
     }
 }
 
-/// The first byte string after every string that starts with `prefix` (None: there is none).
-fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 impl ZsetMeta {
     const EMPTY: ZsetMeta = ZsetMeta {
         len: 0,
@@ -255,7 +244,7 @@ impl ZsetMeta {
             self.low = Bound32::of(key);
         }
         if let Some(high) = self.high.get()
-            && after_prefix(high).is_some_and(|end| key >= end.as_slice())
+            && prefix_end(high).is_some_and(|end| key >= end.as_slice())
         {
             self.high = Bound32::of(key);
         }
@@ -270,7 +259,7 @@ impl ZsetMeta {
             }
             (other, _) => other.map(<[u8]>::to_vec),
         };
-        let end = match (end, self.high.get().and_then(after_prefix)) {
+        let end = match (end, self.high.get().and_then(prefix_end)) {
             (Bound::Unbounded, Some(high)) => Bound::Excluded(high),
             (Bound::Included(e) | Bound::Excluded(e), Some(high)) if e >= high.as_slice() => {
                 Bound::Excluded(high)
@@ -912,55 +901,35 @@ struct RangeCommand {
     /// ZRANGESTORE: a destination first, no WITHSCORES.
     store: bool,
     /// The range kind the command fixes (`None`: chosen by BYSCORE/BYLEX, ranks otherwise).
-    fixed: Option<Kind3>,
+    fixed: Option<RangeBy>,
     /// Whether the command itself reads backwards (ZREV…).
     reverse: bool,
 }
 
-/// Ranks, scores or members.
+/// What a range selects by: ranks, scores or members.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind3 {
+enum RangeBy {
     Rank,
     Score,
     Lex,
 }
 
 impl RangeCommand {
-    const ZRANGE: RangeCommand = RangeCommand {
-        store: false,
-        fixed: None,
-        reverse: false,
-    };
-    const ZRANGESTORE: RangeCommand = RangeCommand {
-        store: true,
-        fixed: None,
-        reverse: false,
-    };
-    const ZREVRANGE: RangeCommand = RangeCommand {
-        store: false,
-        fixed: Some(Kind3::Rank),
-        reverse: true,
-    };
-    const ZRANGEBYSCORE: RangeCommand = RangeCommand {
-        store: false,
-        fixed: Some(Kind3::Score),
-        reverse: false,
-    };
-    const ZREVRANGEBYSCORE: RangeCommand = RangeCommand {
-        store: false,
-        fixed: Some(Kind3::Score),
-        reverse: true,
-    };
-    const ZRANGEBYLEX: RangeCommand = RangeCommand {
-        store: false,
-        fixed: Some(Kind3::Lex),
-        reverse: false,
-    };
-    const ZREVRANGEBYLEX: RangeCommand = RangeCommand {
-        store: false,
-        fixed: Some(Kind3::Lex),
-        reverse: true,
-    };
+    const fn new(store: bool, fixed: Option<RangeBy>, reverse: bool) -> RangeCommand {
+        RangeCommand {
+            store,
+            fixed,
+            reverse,
+        }
+    }
+
+    const ZRANGE: RangeCommand = RangeCommand::new(false, None, false);
+    const ZRANGESTORE: RangeCommand = RangeCommand::new(true, None, false);
+    const ZREVRANGE: RangeCommand = RangeCommand::new(false, Some(RangeBy::Rank), true);
+    const ZRANGEBYSCORE: RangeCommand = RangeCommand::new(false, Some(RangeBy::Score), false);
+    const ZREVRANGEBYSCORE: RangeCommand = RangeCommand::new(false, Some(RangeBy::Score), true);
+    const ZRANGEBYLEX: RangeCommand = RangeCommand::new(false, Some(RangeBy::Lex), false);
+    const ZREVRANGEBYLEX: RangeCommand = RangeCommand::new(false, Some(RangeBy::Lex), true);
 }
 
 /// Redis's `zrangeGenericCommand`: every range read, and ZRANGESTORE.
@@ -989,41 +958,41 @@ fn zrange(ks: &mut dyn Keyspace, args: &[Bytes], how: RangeCommand) -> StoreResu
         } else if reverse.is_none() && option.eq_ignore_ascii_case(b"rev") {
             reverse = Some(true);
         } else if kind.is_none() && option.eq_ignore_ascii_case(b"bylex") {
-            kind = Some(Kind3::Lex);
+            kind = Some(RangeBy::Lex);
         } else if kind.is_none() && option.eq_ignore_ascii_case(b"byscore") {
-            kind = Some(Kind3::Score);
+            kind = Some(RangeBy::Score);
         } else {
             return Ok(syntax_error());
         }
         at += 1;
     }
     let reverse = reverse.unwrap_or(false);
-    let kind = kind.unwrap_or(Kind3::Rank);
-    if limited && kind == Kind3::Rank {
+    let kind = kind.unwrap_or(RangeBy::Rank);
+    if limited && kind == RangeBy::Rank {
         return Ok(Reply::error(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or \
              BYLEX",
         ));
     }
-    if with_scores && kind == Kind3::Lex {
+    if with_scores && kind == RangeBy::Lex {
         return Ok(Reply::error(
             "ERR syntax error, WITHSCORES not supported in combination with BYLEX",
         ));
     }
     let (mut min, mut max) = (&args[first + 1], &args[first + 2]);
-    if reverse && kind != Kind3::Rank {
+    if reverse && kind != RangeBy::Rank {
         std::mem::swap(&mut min, &mut max);
     }
     let selection = match kind {
-        Kind3::Rank => match (int_arg(min), int_arg(max)) {
+        RangeBy::Rank => match (int_arg(min), int_arg(max)) {
             (Ok(start), Ok(stop)) => Selection::Rank(start, stop),
             (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
         },
-        Kind3::Score => match parse_selection(false, min, max) {
+        RangeBy::Score => match parse_selection(false, min, max) {
             Ok(selection) => selection,
             Err(reply) => return Ok(reply),
         },
-        Kind3::Lex => match parse_selection(true, min, max) {
+        RangeBy::Lex => match parse_selection(true, min, max) {
             Ok(selection) => selection,
             Err(reply) => return Ok(reply),
         },
@@ -1097,13 +1066,13 @@ fn zrem(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(Reply::Integer(removed))
 }
 
-fn zremrange(ks: &mut dyn Keyspace, args: &[Bytes], kind: Kind3) -> StoreResult<Reply> {
+fn zremrange(ks: &mut dyn Keyspace, args: &[Bytes], kind: RangeBy) -> StoreResult<Reply> {
     let selection = match kind {
-        Kind3::Rank => match (int_arg(&args[2]), int_arg(&args[3])) {
+        RangeBy::Rank => match (int_arg(&args[2]), int_arg(&args[3])) {
             (Ok(start), Ok(stop)) => Selection::Rank(start, stop),
             (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
         },
-        _ => match parse_selection(kind == Kind3::Lex, &args[2], &args[3]) {
+        _ => match parse_selection(kind == RangeBy::Lex, &args[2], &args[3]) {
             Ok(selection) => selection,
             Err(reply) => return Ok(reply),
         },
@@ -1197,43 +1166,26 @@ fn zpop(ks: &mut dyn Keyspace, args: &[Bytes], highest: bool) -> StoreResult<Rep
 }
 
 fn zmpop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
-    let numkeys = match string2ll(&args[1]) {
-        Some(n) if n > 0 => n as u64,
-        _ => return Ok(Reply::error("ERR numkeys should be greater than 0")),
-    };
-    let where_at = 2u64.saturating_add(numkeys);
-    if where_at >= args.len() as u64 {
-        return Ok(syntax_error());
-    }
-    let where_at = where_at as usize;
-    let highest = if c_str(&args[where_at]).eq_ignore_ascii_case(b"min") {
-        false
-    } else if c_str(&args[where_at]).eq_ignore_ascii_case(b"max") {
-        true
-    } else {
-        return Ok(syntax_error());
-    };
-    let mut count = None;
-    let mut at = where_at + 1;
-    while at < args.len() {
-        if count.is_none() && c_str(&args[at]).eq_ignore_ascii_case(b"count") && at + 1 < args.len()
-        {
-            count = match string2ll(&args[at + 1]) {
-                Some(n) if n > 0 => Some(n as u64),
-                _ => return Ok(Reply::error("ERR count should be greater than 0")),
-            };
-            at += 2;
+    let lowest_or_highest = |word: &[u8]| {
+        if word.eq_ignore_ascii_case(b"min") {
+            Some(false)
+        } else if word.eq_ignore_ascii_case(b"max") {
+            Some(true)
         } else {
-            return Ok(syntax_error());
+            None
         }
-    }
-    for key in &args[2..where_at] {
+    };
+    let (keys, highest, count) = match mpop_args(args, lowest_or_highest) {
+        Ok(parsed) => parsed,
+        Err(reply) => return Ok(reply),
+    };
+    for key in keys {
         let mut meta = match zset(ks, key)? {
             Err(reply) => return Ok(reply),
             Ok(None) => continue,
             Ok(Some(meta)) => meta,
         };
-        let popped = pop_members(ks, key, &mut meta, highest, count.unwrap_or(1))?;
+        let popped = pop_members(ks, key, &mut meta, highest, count)?;
         return Ok(Reply::Array(vec![
             Reply::Bulk(key.clone()),
             Reply::Array(
