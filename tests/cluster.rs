@@ -355,6 +355,57 @@ fn cluster_add_a_fourth_node_and_remove_one_under_load() {
 }
 
 #[test]
+fn cluster_refuses_a_removal_that_would_leave_no_quorum_of_running_voters() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let (stopped, running) = {
+        let mut followers = (0..3).filter(|&i| i != leader);
+        (followers.next().unwrap(), followers.next().unwrap())
+    };
+    let stopped_id = cluster.nodes[stopped].id.to_string();
+    let running_id = cluster.nodes[running].id.to_string();
+    cluster.nodes[stopped].kill9();
+    // The leader's view of the stopped node ages past the health window (RAFT.MEMBERS and
+    // INFO show it), while the running one keeps answering.
+    wait_for(
+        "the leader to see the stopped node silent",
+        Duration::from_secs(30),
+        || {
+            let members = cluster.nodes[leader].info_field("raft_members")?;
+            let ack = members
+                .split(';')
+                .find(|m| m.starts_with(&format!("id={stopped_id},")))?
+                .rsplit_once("ack_ms=")?
+                .1
+                .to_string();
+            (ack == "?" || ack.parse::<u64>().ok()? > 5000).then_some(())
+        },
+    );
+
+    // Removing the running follower would leave {leader, stopped}: the joint configuration
+    // could never commit and every write would stall. Refused, and nothing changed.
+    let reply = cluster.nodes[leader].cli(&["RAFT.REMOVENODE", &running_id]);
+    assert!(
+        reply.contains("refused") && reply.contains("quorum"),
+        "removal was not refused: {reply}"
+    );
+    let members = cluster.nodes[leader].info_field("raft_members").unwrap();
+    assert!(members.contains(&format!("id={running_id},")), "{members}");
+    let mut con = cluster.nodes[leader].client();
+    let _: () = con.set("still-writable", "yes").unwrap();
+
+    // Removing the stopped one is the operation that makes sense, and it goes through.
+    let reply = cluster.nodes[leader].cli(&["RAFT.REMOVENODE", &stopped_id]);
+    assert_eq!(reply, "OK\n");
+    let _: () = con.set("after-removal", "yes").unwrap();
+    let mut follower = cluster.nodes[running].client();
+    let _: () = redis::cmd("READONLY").query(&mut follower).unwrap();
+    let value: String = follower.get("after-removal").unwrap();
+    assert_eq!(value, "yes");
+}
+
+#[test]
 fn cluster_of_five_survives_the_loss_of_two() {
     let _serial = serial();
     let mut cluster = TestCluster::start(5, &[]);

@@ -489,6 +489,7 @@ mod tests {
             },
             voter,
             matched_index,
+            last_ack: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use openraft::async_runtime::watch::WatchReceiver as _;
-use openraft::{ChangeMembers, ReadPolicy, ServerState};
+use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
 use tokio::sync::oneshot;
 
 use crate::config::Member;
@@ -30,6 +30,9 @@ const FOLLOWER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a leadership transfer may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A voter the leader heard from within this long counts as started when a removal checks
+/// that the voters left keep a quorum (etcd's `HealthInterval`).
+const HEALTHY_WITHIN: Duration = Duration::from_secs(5);
 
 impl Node {
     /// This node's addresses.
@@ -74,6 +77,7 @@ impl Node {
                 } else {
                     matched.get(id).and_then(|m| m.as_ref().map(|l| l.index))
                 },
+                last_ack: last_ack(&metrics, *id),
             })
             .collect();
         let my_role = match metrics.state {
@@ -328,6 +332,22 @@ impl MembershipService {
             return AppResponse::Error(format!("node {id} is not a member"));
         };
         let change = if membership.voter_ids().any(|v| v == id) {
+            let left: Vec<NodeId> = membership.voter_ids().filter(|v| *v != id).collect();
+            let started = left
+                .iter()
+                .filter(|v| last_ack(&metrics, **v).is_some_and(|ago| ago < HEALTHY_WITHIN))
+                .count();
+            if started <= left.len() / 2 {
+                // Joint consensus needs a quorum of the voters left too: committing the change
+                // would stall every write until a stopped voter came back.
+                return AppResponse::Error(format!(
+                    "removing node {id} refused: only {started} of the {} voters left have \
+                     answered the leader within {}s, fewer than a quorum (restart the \
+                     stopped ones first)",
+                    left.len(),
+                    HEALTHY_WITHIN.as_secs()
+                ));
+            }
             ChangeMembers::RemoveVoters([id].into())
         } else {
             ChangeMembers::RemoveNodes([id].into())
@@ -351,6 +371,19 @@ impl MembershipService {
             Err(err) => AppResponse::Error(format!("removing node {id}: {err}")),
         }
     }
+}
+
+/// How long ago `id` last acknowledged this node as leader (zero for the leader itself);
+/// `None` when this node does not lead or `id` never answered.
+fn last_ack(
+    metrics: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+    id: NodeId,
+) -> Option<Duration> {
+    let acked = metrics.heartbeat.as_ref()?;
+    if id == metrics.id {
+        return Some(Duration::ZERO);
+    }
+    acked.get(&id).copied().flatten().map(|at| at.elapsed())
 }
 
 impl AppHandler for MembershipService {

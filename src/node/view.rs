@@ -28,6 +28,9 @@ pub struct MemberView {
     pub voter: bool,
     /// Highest log index known to be replicated to it (leader's view), if known.
     pub matched_index: Option<u64>,
+    /// How long ago it last acknowledged the leader (leader's view: zero for the leader
+    /// itself, `None` on other nodes or if it never answered).
+    pub last_ack: Option<std::time::Duration>,
 }
 
 impl ClusterView {

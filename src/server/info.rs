@@ -19,11 +19,13 @@ fn members_summary(view: &crate::node::ClusterView) -> String {
         .map(|m| {
             let role = view.role_name(m);
             format!(
-                "id={},addr={},role={},matched={}",
+                "id={},addr={},role={},matched={},ack_ms={}",
                 m.id,
                 m.member.client_addr,
                 role,
-                m.matched_index.map_or("?".to_string(), |i| i.to_string())
+                m.matched_index.map_or("?".to_string(), |i| i.to_string()),
+                m.last_ack
+                    .map_or("?".to_string(), |ago| ago.as_millis().to_string())
             )
         })
         .collect::<Vec<_>>()

@@ -225,8 +225,14 @@ fn run(settings: &Settings) -> bool {
     let write_times = std::mem::take(&mut *shared.write_times.lock().unwrap());
     let uncertain = std::mem::take(&mut *shared.uncertain_replies.lock().unwrap());
 
-    let finals = final_reads(&nodes);
-    let fresh_finals = fresh_reads(&nodes, &history);
+    // A node that crashed is a failure even if the cluster recovered.
+    for i in 0..nodes.nodes.len() {
+        nodes.reap(i);
+    }
+    let crashes = std::mem::take(&mut nodes.crashes);
+    let mut unread = Vec::new();
+    let finals = final_reads(&nodes, &mut unread);
+    let fresh_finals = fresh_reads(&nodes, &history, &mut unread);
     let disks = (0..nodes.nodes.len())
         .filter_map(|i| Some(format!("node {i}: {}", nodes.disk_counts(i)?)))
         .collect();
@@ -238,6 +244,8 @@ fn run(settings: &Settings) -> bool {
             uncertain,
             finals,
             fresh_finals,
+            unread,
+            crashes,
             disks,
         },
         &windows,
@@ -263,7 +271,10 @@ fn run(settings: &Settings) -> bool {
 
 /// Each node's own value of every counter (READONLY reads are served from the node's state
 /// machine once it has applied the leader's commit index), retried with a deadline.
-fn final_reads(nodes: &nodes::Nodes) -> BTreeMap<String, Vec<Option<i64>>> {
+fn final_reads(
+    nodes: &nodes::Nodes,
+    unread: &mut Vec<String>,
+) -> BTreeMap<String, Vec<Option<i64>>> {
     let mut finals: BTreeMap<String, Vec<Option<i64>>> = (0..workload::COUNTER_KEYS)
         .map(|i| (workload::counter_key(i), Vec::new()))
         .collect();
@@ -287,6 +298,7 @@ fn final_reads(nodes: &nodes::Nodes) -> BTreeMap<String, Vec<Option<i64>>> {
             }
             if Instant::now() > deadline {
                 eprintln!("chaos: could not read the final state of {addr}");
+                unread.push(format!("the final state of {addr}"));
                 break None;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -304,16 +316,22 @@ fn final_reads(nodes: &nodes::Nodes) -> BTreeMap<String, Vec<Option<i64>>> {
 }
 
 /// The value every fresh key has after healing (`None`: absent), read with `MGET` through the
-/// nodes (linearizable); keys that could not be read are left out (inconclusive).
-fn fresh_reads(nodes: &nodes::Nodes, history: &[Op]) -> BTreeMap<String, Option<i64>> {
+/// nodes (linearizable); keys that could not be read are left out (inconclusive). One deadline
+/// covers all of them: a cluster that does not answer ends the reads, it does not stall them
+/// once per chunk.
+fn fresh_reads(
+    nodes: &nodes::Nodes,
+    history: &[Op],
+    unread: &mut Vec<String>,
+) -> BTreeMap<String, Option<i64>> {
     let keys: Vec<&str> = history
         .iter()
         .filter(|op| op.key.starts_with(workload::FRESH_PREFIX))
         .map(|op| op.key.as_str())
         .collect();
     let mut finals = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
     for chunk in keys.chunks(1000) {
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let values = nodes.addrs().iter().find_map(|addr| {
                 let mut con = nodes::connect(addr, Duration::from_secs(5))?;
@@ -329,8 +347,10 @@ fn fresh_reads(nodes: &nodes::Nodes, history: &[Op]) -> BTreeMap<String, Option<
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("chaos: could not read {} fresh keys back", chunk.len());
-                break;
+                let left = format!("{} of {} fresh keys", keys.len() - finals.len(), keys.len());
+                eprintln!("chaos: could not read {left} back");
+                unread.push(left);
+                return finals;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -344,6 +364,10 @@ struct Observed {
     uncertain: Vec<(u64, String)>,
     finals: BTreeMap<String, Vec<Option<i64>>>,
     fresh_finals: BTreeMap<String, Option<i64>>,
+    /// What the healed cluster did not let the final reads see (a failure: it must serve).
+    unread: Vec<String>,
+    /// Nodes that exited without the harness stopping them.
+    crashes: Vec<String>,
     /// What each node's lazy filesystem saw (none on plain directories).
     disks: Vec<String>,
 }
@@ -551,7 +575,18 @@ fn report(
     if !recovered {
         println!("chaos: no leader after healing");
     }
-    let passed = anomalies.is_empty() && inconclusive.is_empty() && enough && recovered;
+    for crash in &observed.crashes {
+        println!("chaos: CRASH {crash}");
+    }
+    for what in &observed.unread {
+        println!("chaos: the healed cluster did not serve {what}");
+    }
+    let passed = anomalies.is_empty()
+        && inconclusive.is_empty()
+        && enough
+        && recovered
+        && observed.unread.is_empty()
+        && observed.crashes.is_empty();
     println!(
         "chaos: VERDICT {} (seed {}, {} anomalies, {unknown} indeterminate)",
         if passed { "PASS" } else { "FAIL" },

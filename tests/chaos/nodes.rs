@@ -47,6 +47,8 @@ pub struct Nodes {
     pub nodes: Vec<Node>,
     binary: String,
     next_id: u64,
+    /// Nodes found to have exited without the harness stopping them (a crash: a failure).
+    pub crashes: Vec<String>,
     /// The shared mount the lazy filesystems are under (dropped after them).
     _shared: Option<SharedMount>,
 }
@@ -83,6 +85,7 @@ impl Nodes {
             nodes,
             binary: binary.to_string(),
             next_id: n as u64 + 1,
+            crashes: Vec::new(),
             _shared: shared,
         };
         let initial: Vec<String> = cluster
@@ -125,8 +128,26 @@ impl Nodes {
         node.paused = false;
     }
 
+    /// Notes node `i` in [`Nodes::crashes`] if its process exited without the harness
+    /// stopping it; it then counts as stopped (a restart starts it again).
+    pub fn reap(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let Some(child) = node.child.as_mut() else {
+            return;
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            self.crashes.push(format!(
+                "node {i} (id {}) exited on its own ({status}); see node{i}.log",
+                node.id
+            ));
+            node.child = None;
+            node.paused = false;
+        }
+    }
+
     /// `kill -9` node `i` (resumed first if paused, so it dies now).
     pub fn kill(&mut self, i: usize) {
+        self.reap(i);
         let node = &mut self.nodes[i];
         if let Some(mut child) = node.child.take() {
             let _ = child.kill();
@@ -137,6 +158,7 @@ impl Nodes {
 
     /// Restarts node `i` on its data directory.
     pub fn restart(&mut self, network: &Network, i: usize) {
+        self.reap(i);
         if self.nodes[i].child.is_none() {
             self.spawn(network, i, &[]);
         }

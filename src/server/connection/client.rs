@@ -33,6 +33,11 @@ pub(super) fn members_reply(view: &crate::node::ClusterView) -> Reply {
                         m.matched_index
                             .map_or(Reply::Nil, |i| Reply::Integer(i as i64)),
                     ),
+                    (
+                        Reply::bulk_str("last-ack-ms"),
+                        m.last_ack
+                            .map_or(Reply::Nil, |ago| Reply::Integer(ago.as_millis() as i64)),
+                    ),
                 ])
             })
             .collect(),

@@ -507,12 +507,14 @@ impl StateMachine {
                     }
                 }
             })?;
+        let snapshots = SnapshotDir {
+            path: snapshot_path,
+        };
+        snapshots.remove_leftovers()?;
         Ok(StateMachine {
             clock,
             shared,
-            snapshots: SnapshotDir {
-                path: snapshot_path,
-            },
+            snapshots,
             disk,
             snapshot_deferred: false,
         })
@@ -801,7 +803,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 fs::rename(&snapshot.path, &final_path)?;
             }
             sync_dir(&snapshots.path)?;
-            snapshots.remove_all_but(&final_path)
+            snapshots.remove_older()
         })
         .await
         .map_err(io_error)??;

@@ -28,29 +28,60 @@ impl SnapshotDir {
 
     /// The newest complete snapshot file, if any (names sort by term then index).
     pub(super) fn newest(&self) -> io::Result<Option<PathBuf>> {
-        let mut newest: Option<PathBuf> = None;
+        Ok(self.complete()?.pop())
+    }
+
+    /// Every complete snapshot file, oldest first.
+    fn complete(&self) -> io::Result<Vec<PathBuf>> {
+        let mut snapshots = Vec::new();
         for entry in fs::read_dir(&self.path)? {
             let path = entry?.path();
             let is_snapshot = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(".snap"));
-            if is_snapshot && newest.as_ref().is_none_or(|n| path > *n) {
-                newest = Some(path);
+            if is_snapshot {
+                snapshots.push(path);
             }
         }
-        Ok(newest)
+        snapshots.sort();
+        Ok(snapshots)
     }
 
-    /// Removes every snapshot file except `keep`, and temp files left by a crash.
-    pub(super) fn remove_all_but(&self, keep: &Path) -> io::Result<()> {
+    /// Removes every complete snapshot file but the newest, once a new one is in place.
+    ///
+    /// Never the newest, whoever put it there: a snapshot is built in the background while one
+    /// from the leader may be installed, and a build that started first (an older state) can
+    /// finish last. Raft keeps the newer one and may already have purged its log up to it, so
+    /// deleting it would leave the log purged past the newest snapshot left on disk. Temp files
+    /// are left alone too: they may be a build or a transfer still being written.
+    pub(super) fn remove_older(&self) -> io::Result<()> {
+        let mut snapshots = self.complete()?;
+        snapshots.pop();
+        snapshots
+            .iter()
+            .try_for_each(|path| remove_if_present(path))
+    }
+
+    /// At open, before raft runs: temp files a crash left half-written (builds and transfers
+    /// from the leader), and snapshots older than the newest.
+    pub(super) fn remove_leftovers(&self) -> io::Result<()> {
+        let newest = self.newest()?;
         for entry in fs::read_dir(&self.path)? {
             let path = entry?.path();
-            if path != keep {
-                fs::remove_file(&path)?;
+            if Some(&path) != newest.as_ref() {
+                remove_if_present(&path)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Removes a file another cleanup may have removed already.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 
@@ -274,7 +305,7 @@ impl SnapshotBuilder {
         }
         fs::rename(&temp_path, &final_path)?;
         sync_dir(&snapshots.path)?;
-        snapshots.remove_all_but(&final_path)?;
+        snapshots.remove_older()?;
         Ok((meta, final_path))
     }
 }
@@ -396,6 +427,46 @@ mod tests {
         body.record(&SnapshotRecord::Sessions(Sessions::default()))
             .unwrap();
         fs::write(path, body.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_build_finishing_after_a_newer_install_never_removes_the_newer_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = SnapshotDir {
+            path: dir.path().to_path_buf(),
+        };
+        let at = |term, index| {
+            snapshots.file_for(&SnapshotMeta {
+                last_log_id: Some(LogId {
+                    leader_id: openraft::vote::leader_id_adv::LeaderId { term, node_id: 2 },
+                    index,
+                }),
+                last_membership: StoredMembership::default(),
+            })
+        };
+        let (oldest, built, installed) = (at(20, 140_018), at(21, 146_574), at(21, 151_027));
+        let (in_flight_build, in_flight_transfer) = (
+            dir.path().join("snapshot-next.tmp"),
+            dir.path().join("receiving-160000-1.tmp"),
+        );
+        for path in [&oldest, &installed, &in_flight_build, &in_flight_transfer] {
+            write_snapshot(path, 1);
+        }
+        // The install cleaned up first; then the build that read the older state renames its
+        // file into place and cleans up in turn.
+        snapshots.remove_older().unwrap();
+        write_snapshot(&built, 1);
+        snapshots.remove_older().unwrap();
+        assert_eq!(snapshots.newest().unwrap(), Some(installed.clone()));
+        assert!(!oldest.exists() && !built.exists());
+        assert!(in_flight_build.exists() && in_flight_transfer.exists());
+        // At the next open, half-written files a crash left behind go too.
+        snapshots.remove_leftovers().unwrap();
+        let left: Vec<PathBuf> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        assert_eq!(left, vec![installed]);
     }
 
     #[test]
