@@ -406,6 +406,86 @@ fn cluster_refuses_a_removal_that_would_leave_no_quorum_of_running_voters() {
 }
 
 #[test]
+fn cluster_encoding_thresholds_set_through_a_follower_reach_every_node() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    // Through a follower (proxied to the leader): it is a write through the log.
+    let reply = cluster.nodes[follower].cli(&[
+        "CONFIG",
+        "SET",
+        "zset-max-ziplist-entries",
+        "2",
+        "set-max-intset-entries",
+        "1",
+    ]);
+    assert_eq!(reply, "OK\n");
+    let mut con = cluster.nodes[follower].client();
+    let _: i64 = redis::cmd("ZADD")
+        .arg("board")
+        .arg(&["1", "a", "2", "b", "3", "c"])
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg("pair")
+        .arg(1)
+        .arg("a")
+        .arg(2)
+        .arg("b")
+        .query(&mut con)
+        .unwrap();
+    let _: i64 = con.sadd("ints", &[1, 2]).unwrap();
+    // Every node read locally (READONLY) once caught up: the same parameters, and the
+    // collections converted at the same entries.
+    let expected = [
+        ("zset-max-listpack-entries", "2"),
+        ("set-max-intset-entries", "1"),
+    ];
+    let check = |cluster: &TestCluster, i: usize| {
+        cluster.wait_caught_up(i, Duration::from_secs(30));
+        let mut con = cluster.nodes[i].client();
+        let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+        for (name, value) in expected {
+            let got: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(got, vec![name.to_string(), value.to_string()], "node {i}");
+        }
+        for (key, encoding) in [
+            ("board", "skiplist"),
+            ("pair", "listpack"),
+            ("ints", "hashtable"),
+        ] {
+            let got: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(key)
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(got, encoding, "{key} on node {i}");
+        }
+    };
+    for i in 0..3 {
+        check(&cluster, i);
+    }
+    // They are state, not a node's memory: a restarted node has them.
+    cluster.restart(follower);
+    check(&cluster, follower);
+    // A SET mixing them with a node's own parameters is refused whole.
+    let reply = cluster.nodes[leader].cli(&[
+        "CONFIG",
+        "SET",
+        "zset-max-listpack-entries",
+        "9",
+        "timeout",
+        "0",
+    ]);
+    assert!(reply.contains("of their own"), "{reply}");
+}
+
+#[test]
 fn cluster_of_five_survives_the_loss_of_two() {
     let _serial = serial();
     let mut cluster = TestCluster::start(5, &[]);

@@ -235,7 +235,9 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
     };
     // The command itself, or its subcommand: unknown subcommand, then arity, as Redis checks.
     let resolved = table::resolve_in(spec, &args)?;
-    if let Some(keyspace) = crate::store::commands::find(resolved) {
+    // CONFIG is the server's, but for a SET of a replicated data-type parameter.
+    let in_store = spec.name != "config" || crate::store::commands::config::routes_here(&args);
+    if in_store && let Some(keyspace) = crate::store::commands::find(resolved) {
         let key = table::first_key_position(resolved, &args).and_then(|i| args.get(i).cloned());
         return Ok(Command::Keyspace {
             write: keyspace.writes(resolved, &args),

@@ -236,6 +236,21 @@ impl Server {
                         pairs.push((Reply::bulk_str(name), Reply::bulk_str(value)));
                     }
                 }
+                // The replicated data-type parameters, as this node has applied them.
+                let mut read = vec![Bytes::from_static(b"config"), Bytes::from_static(b"get")];
+                read.extend(args.iter().cloned());
+                match self
+                    .node
+                    .reader
+                    .read_many(&[crate::store::Read { args: read }])
+                {
+                    Ok(mut replies) => {
+                        if let Some(Reply::Map(replicated)) = replies.pop() {
+                            pairs.extend(replicated);
+                        }
+                    }
+                    Err(err) => return Reply::error(format!("ERR {err}")),
+                }
                 Reply::Map(pairs)
             }
             "set" => {
@@ -243,8 +258,13 @@ impl Server {
                     return crate::redis::table::wrong_arity_error_for("config|set");
                 }
                 let known = self.config_params();
+                let mut replicated = None;
                 for pair in args.chunks(2) {
                     let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+                    if crate::store::commands::config::parameter(&pair[0]).is_some() {
+                        replicated.get_or_insert(name);
+                        continue;
+                    }
                     if !known.iter().any(|(n, _)| *n == name) {
                         return Reply::error(format!(
                             "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -261,6 +281,14 @@ impl Server {
                              redraft does not support changing this parameter at run time"
                         ));
                     }
+                }
+                if let Some(name) = replicated {
+                    // Those go through the log (`store::commands::config`), these do not.
+                    return Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - set \
+                         the data-type parameters in a CONFIG SET of their own: they are \
+                         replicated, the others are this node's"
+                    ));
                 }
                 Reply::ok()
             }

@@ -16,8 +16,8 @@
 //!   deadline order, so active expiry finds due keys without a scan.
 //! - The [`Catalog`]s, replicated like keys and left by FLUSHALL: `scripts` (a script's SHA-1
 //!   in lowercase hex → its body: the script cache, so EVALSHA finds a script on every node),
-//!   `libraries` (a function library's name → its code) and `functions` (a function's name →
-//!   its library's name).
+//!   `libraries` (a function library's name → its code), `functions` (a function's name →
+//!   its library's name) and `settings` (a data-type parameter's name → its value).
 //!
 //! # Time
 //! A [`Keyspace`] carries the time it runs at. In apply that is the time the leader stamped into
@@ -339,7 +339,7 @@ pub trait Keyspace {
 }
 
 /// Replicated state beside the keys, which FLUSHALL leaves: Redis's script cache and function
-/// libraries.
+/// libraries, and the data-type parameters CONFIG SET changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Catalog {
     /// A script's SHA-1 in lowercase hex → its body.
@@ -348,6 +348,8 @@ pub enum Catalog {
     Libraries,
     /// A function's name → its library's name.
     Functions,
+    /// A replicated parameter's name → its value (`commands::config`).
+    Settings,
 }
 
 impl Catalog {
@@ -356,6 +358,7 @@ impl Catalog {
             Catalog::Scripts => Table::Scripts,
             Catalog::Libraries => Table::Libraries,
             Catalog::Functions => Table::Functions,
+            Catalog::Settings => Table::Settings,
         }
     }
 }

@@ -45,6 +45,8 @@ pub const SET_MEMBERS: IndexDefinition = TableDefinition::new("set_members");
 pub const ZSET_SCORES: ValueDefinition = TableDefinition::new("zset_scores");
 /// Sorted-set members in score order → their exact scores.
 pub const ZSET_ORDER: ValueDefinition = TableDefinition::new("zset_order");
+/// Replicated settings (CONFIG SET of the data-type parameters): a name → its value.
+pub const SETTINGS: ValueDefinition = TableDefinition::new("settings");
 
 /// The keyspace's tables. The discriminant is the table's place in [`SCHEMA`] and its tag in
 /// snapshot files, so a new table goes at the end.
@@ -72,6 +74,8 @@ pub enum Table {
     ZsetScores = 9,
     /// Sorted-set members in score order.
     ZsetOrder = 10,
+    /// Replicated settings.
+    Settings = 11,
 }
 
 /// How many tables there are.
@@ -108,7 +112,7 @@ pub struct TableSchema {
 }
 
 /// Every table, in [`Table`] order.
-pub const SCHEMA: [TableSchema; 11] = [
+pub const SCHEMA: [TableSchema; 12] = [
     TableSchema {
         table: Table::Keys,
         definition: Definition::Values(KEYS),
@@ -174,6 +178,12 @@ pub const SCHEMA: [TableSchema; 11] = [
         definition: Definition::Values(ZSET_ORDER),
         stored_data: false,
         keyspace: true,
+    },
+    TableSchema {
+        table: Table::Settings,
+        definition: Definition::Values(SETTINGS),
+        stored_data: false,
+        keyspace: false,
     },
 ];
 

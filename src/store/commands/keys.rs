@@ -35,11 +35,6 @@ const WALK_BATCH: usize = 512;
 const RANDOM_WINDOW: usize = 32;
 /// Hash fields moved per storage call by RENAME and COPY.
 const FIELD_BATCH: usize = 256;
-/// Redis 7.0's built-in `hash-max-listpack-entries` (its sample redis.conf says 128; a server
-/// started without a config file, like the compatibility reference, uses 512).
-const LISTPACK_MAX_ENTRIES: u64 = 512;
-/// Redis's `hash-max-listpack-value` default.
-const LISTPACK_MAX_VALUE: usize = 64;
 /// Longest string Redis stores as `embstr` (`OBJ_ENCODING_EMBSTR_SIZE_LIMIT`).
 const EMBSTR_MAX: usize = 44;
 /// Integers in `0..SHARED_INTEGERS` are Redis's shared objects (`OBJ_SHARED_INTEGERS`).
@@ -601,11 +596,14 @@ fn encoding<K: Keyspace + ?Sized>(
             }
         }
         Kind::Hash => {
-            let small = record.field_count() <= LISTPACK_MAX_ENTRIES
+            let entries = super::config::limit(ks, super::config::HASH_MAX_LISTPACK_ENTRIES)?;
+            let value = super::config::limit(ks, super::config::HASH_MAX_LISTPACK_VALUE)?;
+            let fits = |bytes: &Bytes| bytes.len() as u64 <= value;
+            let small = record.field_count() <= entries
                 && ks
-                    .fields(key, None, LISTPACK_MAX_ENTRIES as usize)?
+                    .fields(key, None, entries.min(usize::MAX as u64) as usize)?
                     .iter()
-                    .all(|(f, v)| f.len() <= LISTPACK_MAX_VALUE && v.len() <= LISTPACK_MAX_VALUE);
+                    .all(|(f, v)| fits(f) && fits(v));
             if small { "listpack" } else { "hashtable" }
         }
         Kind::List => super::lists::encoding(),

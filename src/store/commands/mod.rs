@@ -7,8 +7,9 @@
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
 //! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
-//! [`sort`], [`scripting`].
+//! [`sort`], [`scripting`], [`config`].
 
+pub mod config;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -217,7 +218,7 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 9] = [
+const FAMILIES: [&[KeyspaceCommand]; 10] = [
     strings::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
@@ -226,6 +227,7 @@ const FAMILIES: [&[KeyspaceCommand]; 9] = [
     sorted_sets::COMMANDS,
     sort::COMMANDS,
     scripting::COMMANDS,
+    config::COMMANDS,
     &[command("memory|usage", memory_usage, ReplySize::Small)],
 ];
 

@@ -7,11 +7,11 @@
 //! its bytes, so SISMEMBER, SADD and SREM touch one row, SSCAN's cursor is a hash that
 //! survives inserts and deletes (as SCAN's does), and a random member is the first at or after
 //! a random hash. The record keeps the member count and whether the set ever outgrew an intset
-//! (a non-integer member, or more than [`INTSET_MAX_ENTRIES`] members), which Redis never
-//! undoes.
+//! (a non-integer member, or more than `set-max-intset-entries` members: a replicated
+//! parameter, see [`config`]), which Redis never undoes.
 //!
 //! # Order
-//! A set Redis would hold as an intset (integers only, never more than 512) is listed in
+//! A set Redis would hold as an intset (integers only, never more than that many) is listed in
 //! numeric order, as Redis lists it; any other set in hash order (Redis's hashtable order is
 //! unspecified too). SINTER lists the smallest set's members in that set's order, as Redis does.
 //!
@@ -30,15 +30,12 @@ use bytes::Bytes;
 
 use super::ReplySize::{Data, Small};
 use super::{
-    CountedRecord, KeyspaceCommand, SplitMix, command, parse_cursor, random_count, scan_options,
-    scan_reply, store_collection, syntax_error, typed_meta,
+    CountedRecord, KeyspaceCommand, SplitMix, command, config, parse_cursor, random_count,
+    scan_options, scan_reply, store_collection, syntax_error, typed_meta,
 };
 use crate::redis::glob::glob_match;
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult, scan_hash};
-
-/// Redis's default `set-max-intset-entries`: a larger set is a hashtable.
-pub const INTSET_MAX_ENTRIES: u64 = 512;
 
 /// A set of at most this many members is sampled from a full read.
 const SMALL_SET: u64 = 64;
@@ -136,11 +133,12 @@ fn add<K: Keyspace + ?Sized>(
     key: &[u8],
     meta: &mut SetMeta,
     member: &[u8],
+    max_intset: u64,
 ) -> StoreResult<bool> {
     let added = ks.put_element(Rows::SetMembers, key, &member_key(member), &[])?;
     if added {
         meta.len += 1;
-        if !is_integer(member) || meta.len > INTSET_MAX_ENTRIES {
+        if !is_integer(member) || meta.len > max_intset {
             meta.outgrown = true;
         }
     }
@@ -272,9 +270,10 @@ fn sadd(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         Err(reply) => return Ok(reply),
         Ok(meta) => meta.unwrap_or(SetMeta::EMPTY),
     };
+    let max_intset = config::limit(ks, config::SET_MAX_INTSET_ENTRIES)?;
     let mut added = 0;
     for member in &args[2..] {
-        added += i64::from(add(ks, key, &mut meta, member)?);
+        added += i64::from(add(ks, key, &mut meta, member, max_intset)?);
     }
     store(ks, key, meta)?;
     Ok(Reply::Integer(added))
@@ -495,7 +494,8 @@ fn smove(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         len: 0,
         outgrown: !is_integer(member),
     });
-    add(ks, destination, &mut meta, member)?;
+    let max_intset = config::limit(ks, config::SET_MAX_INTSET_ENTRIES)?;
+    add(ks, destination, &mut meta, member, max_intset)?;
     store(ks, destination, meta)?;
     Ok(Reply::Integer(1))
 }
@@ -591,8 +591,8 @@ fn compute<K: Keyspace + ?Sized>(
 
 /// Orders a computed union or difference as Redis lists the set it builds: numerically when
 /// that set is an intset.
-fn as_built(mut members: Vec<Bytes>) -> Vec<Bytes> {
-    if members.len() as u64 <= INTSET_MAX_ENTRIES && members.iter().all(|m| is_integer(m)) {
+fn as_built(mut members: Vec<Bytes>, max_intset: u64) -> Vec<Bytes> {
+    if members.len() as u64 <= max_intset && members.iter().all(|m| is_integer(m)) {
         members.sort_by_key(|member| string2ll(member).unwrap_or(0));
     }
     members
@@ -610,8 +610,9 @@ fn combine(
         Ok(metas) => metas,
     };
     let mut result = compute(ks, op, keys, &metas, 0)?;
+    let max_intset = config::limit(ks, config::SET_MAX_INTSET_ENTRIES)?;
     if op != Op::Inter {
-        result = as_built(result);
+        result = as_built(result, max_intset);
     }
     let Some(destination) = destination else {
         return Ok(Reply::Set(result.into_iter().map(Reply::Bulk).collect()));
@@ -619,7 +620,7 @@ fn combine(
     ks.delete(destination)?;
     let mut meta = SetMeta::EMPTY;
     for member in &result {
-        add(ks, destination, &mut meta, member)?;
+        add(ks, destination, &mut meta, member, max_intset)?;
     }
     store(ks, destination, meta)?;
     Ok(Reply::Integer(meta.len as i64))

@@ -12,8 +12,9 @@
 //! and its bytes, both holding the exact score. A ZADD, ZINCRBY or ZREM writes those rows and
 //! the record whatever the set's size; ranges by score or from either end read only the rows
 //! they answer. The record keeps the member count and whether the set ever outgrew a listpack
-//! (more than [`LISTPACK_MAX_ENTRIES`] members, or one longer than [`LISTPACK_MAX_VALUE`]
-//! bytes), which ZADD never undoes.
+//! (more than `zset-max-listpack-entries` members, or one longer than
+//! `zset-max-listpack-value` bytes: replicated parameters, see [`config`]), which ZADD never
+//! undoes.
 //!
 //! # Costs unlike Redis's
 //! There is no rank index: ZRANK, ranges starting at a rank and ZCOUNT walk the rows before
@@ -29,9 +30,9 @@ use bytes::Bytes;
 use super::ReplySize::{Data, Small};
 use super::sets::{member_key, pick_hashed, scan_hashed};
 use super::{
-    CountedRecord, KeyspaceCommand, SplitMix, c_str, command, int_arg, mpop_args, parse_cursor,
-    parse_timeout, random_count, scan_options, scan_reply, store_collection, syntax_error,
-    typed_meta,
+    CountedRecord, KeyspaceCommand, SplitMix, c_str, command, config, int_arg, mpop_args,
+    parse_cursor, parse_timeout, random_count, scan_options, scan_reply, store_collection,
+    syntax_error, typed_meta,
 };
 use crate::redis::double::{parse_lenient, parse_strict};
 use crate::redis::glob::glob_match;
@@ -39,10 +40,28 @@ use crate::resp::reply::format_double;
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult, prefix_end};
 
-/// Redis's default `zset-max-listpack-entries`.
-pub const LISTPACK_MAX_ENTRIES: u64 = 128;
-/// Redis's default `zset-max-listpack-value`.
-pub const LISTPACK_MAX_VALUE: usize = 64;
+/// The largest sorted set Redis keeps as a listpack, as configured when a command runs.
+#[derive(Clone, Copy)]
+struct Listpack {
+    /// `zset-max-listpack-entries`.
+    entries: u64,
+    /// `zset-max-listpack-value`.
+    value: u64,
+}
+
+impl Listpack {
+    fn configured<K: Keyspace + ?Sized>(ks: &mut K) -> StoreResult<Listpack> {
+        Ok(Listpack {
+            entries: config::limit(ks, config::ZSET_MAX_LISTPACK_ENTRIES)?,
+            value: config::limit(ks, config::ZSET_MAX_LISTPACK_VALUE)?,
+        })
+    }
+
+    /// Whether `len` members, the longest `longest` bytes, outgrow it.
+    fn outgrown_by(self, len: u64, longest: usize) -> bool {
+        len > self.entries || longest as u64 > self.value
+    }
+}
 
 /// The sorted-set commands: one line each (see [`KeyspaceCommand`]).
 pub const COMMANDS: &[KeyspaceCommand] = &[
@@ -334,12 +353,13 @@ fn put<K: Keyspace + ?Sized>(
     member: &[u8],
     score: f64,
     old: Option<f64>,
+    listpack: Listpack,
 ) -> StoreResult<()> {
     if let Some(old) = old {
         ks.remove_element(Rows::ZsetOrder, key, &order_key(old, member))?;
     } else {
         meta.len += 1;
-        if meta.len > LISTPACK_MAX_ENTRIES || member.len() > LISTPACK_MAX_VALUE {
+        if listpack.outgrown_by(meta.len, member.len()) {
             meta.outgrown = true;
         }
     }
@@ -702,13 +722,14 @@ fn store_members<K: Keyspace + ?Sized>(
     members: &[(Bytes, f64)],
 ) -> StoreResult<i64> {
     ks.delete(destination)?;
+    let listpack = Listpack::configured(ks)?;
     let mut meta = ZsetMeta::EMPTY;
     for (member, score) in members {
-        put(ks, destination, &mut meta, member, *score, None)?;
+        put(ks, destination, &mut meta, member, *score, None, listpack)?;
     }
     // A stored result is a listpack when it is small enough, whatever built it.
-    meta.outgrown = meta.len > LISTPACK_MAX_ENTRIES
-        || members.iter().any(|(m, _)| m.len() > LISTPACK_MAX_VALUE);
+    let longest = members.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
+    meta.outgrown = listpack.outgrown_by(meta.len, longest);
     store(ks, destination, meta)?;
     Ok(meta.len as i64)
 }
@@ -774,12 +795,14 @@ fn zadd(ks: &mut dyn Keyspace, args: &[Bytes], zincrby: bool) -> StoreResult<Rep
         return Ok(if incr { Reply::Nil } else { Reply::Integer(0) });
     }
     let mut meta = existing.unwrap_or(ZsetMeta::EMPTY);
-    // Redis sizes (and may convert) the set for the whole command before adding.
-    if pairs.len() / 2 > LISTPACK_MAX_ENTRIES as usize
-        || pairs
-            .chunks_exact(2)
-            .any(|pair| pair[1].len() > LISTPACK_MAX_VALUE)
-    {
+    // Redis sizes (and may convert) the set for the whole command before adding: a new one by
+    // its members' count and longest member, an existing one by the count.
+    let listpack = Listpack::configured(ks)?;
+    let longest = match created {
+        true => pairs.chunks_exact(2).map(|pair| pair[1].len()).max(),
+        false => None,
+    };
+    if listpack.outgrown_by(pairs.len() as u64 / 2, longest.unwrap_or(0)) {
         meta.outgrown = true;
     }
     let (mut added, mut updated, mut processed) = (0, 0, 0);
@@ -803,7 +826,15 @@ fn zadd(ks: &mut dyn Keyspace, args: &[Bytes], zincrby: bool) -> StoreResult<Rep
                 last_score = new_score;
                 processed += 1;
                 if new_score != current {
-                    put(ks, key, &mut meta, member, new_score, Some(current))?;
+                    put(
+                        ks,
+                        key,
+                        &mut meta,
+                        member,
+                        new_score,
+                        Some(current),
+                        listpack,
+                    )?;
                     updated += 1;
                 }
             }
@@ -811,7 +842,7 @@ fn zadd(ks: &mut dyn Keyspace, args: &[Bytes], zincrby: bool) -> StoreResult<Rep
                 if xx {
                     continue;
                 }
-                put(ks, key, &mut meta, member, score, None)?;
+                put(ks, key, &mut meta, member, score, None, listpack)?;
                 last_score = score;
                 added += 1;
                 processed += 1;
