@@ -97,6 +97,9 @@ COMMANDS = [
     ("blpop", None), ("brpop", None), ("blmove", None), ("brpoplpush", None), ("blmpop", None),
     ("bzpopmin", None), ("bzpopmax", None), ("bzmpop", None),
     ("sort", None), ("sort_ro", None),
+    ("subscribe", None), ("unsubscribe", None), ("psubscribe", None), ("punsubscribe", None),
+    ("ssubscribe", None), ("sunsubscribe", None), ("publish", None), ("spublish", None),
+    ("pubsub", ["channels", "help", "numpat", "numsub", "shardchannels", "shardnumsub"]),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -79,6 +79,14 @@ pub enum Command {
     Time,
     /// `CLUSTER <subcommand> ...`: the arguments after `CLUSTER`.
     Cluster(Vec<Bytes>),
+    /// A Pub/Sub command (`SUBSCRIBE`, `PUBLISH`, `PUBSUB NUMSUB`…), answered by the node the
+    /// client talks to (`server::connection::pubsub`).
+    PubSub {
+        /// The command table's name: `subscribe`, `pubsub|numsub`…
+        name: &'static str,
+        /// The whole command.
+        args: Vec<Bytes>,
+    },
     /// `READONLY`: this connection's reads may be served by a follower (still linearizable).
     ReadOnly,
     /// `READWRITE`: back to reads served through the leader.
@@ -301,6 +309,11 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             }
         }
         "command" => Command::CommandInfo(args),
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" | "publish" | "spublish" | "pubsub" => Command::PubSub {
+            name: resolved.name,
+            args,
+        },
         "info" => Command::Info(args.split_off(1)),
         "time" => Command::Time,
         _ => return Err(table::unknown_command_error(&args)),

@@ -1,5 +1,6 @@
 //! Membership and leadership: the node's view of the cluster, joins and removals, leadership
-//! transfer, and reads served by followers.
+//! transfer, and reads served by followers; the peers' application requests (including
+//! published messages for this node's subscribers) arrive here.
 //!
 //! Membership changes always run on the leader: a node asks the leader over the peer port
 //! ([`AppRequest`]) and the leader's [`MembershipService`] adds a learner, waits for it to catch
@@ -254,13 +255,25 @@ pub struct MembershipService {
     raft: Raft,
     peers: PeerNetwork,
     hint: Arc<LeaderHint>,
+    pubsub: Arc<super::pubsub::Hub>,
 }
 
 impl MembershipService {
-    /// A service acting through `raft`, telling removed nodes through `peers`, and recording in
-    /// `hint` when this node itself is removed.
-    pub fn new(raft: Raft, peers: PeerNetwork, hint: Arc<LeaderHint>) -> MembershipService {
-        MembershipService { raft, peers, hint }
+    /// A service acting through `raft`, telling removed nodes through `peers`, recording in
+    /// `hint` when this node itself is removed, and delivering messages other nodes publish
+    /// to this node's subscribers in `pubsub`.
+    pub fn new(
+        raft: Raft,
+        peers: PeerNetwork,
+        hint: Arc<LeaderHint>,
+        pubsub: Arc<super::pubsub::Hub>,
+    ) -> MembershipService {
+        MembershipService {
+            raft,
+            peers,
+            hint,
+            pubsub,
+        }
     }
 
     fn not_leader(&self) -> Option<AppResponse> {
@@ -284,6 +297,15 @@ impl MembershipService {
             self.hint.mark_removed();
             return AppResponse::Ok;
         }
+        if let AppRequest::Publish(messages) = request {
+            // Any member delivers, leader or not: messages are not raft state.
+            return AppResponse::Delivered(
+                messages
+                    .iter()
+                    .map(|published| self.pubsub.deliver_here(published))
+                    .collect(),
+            );
+        }
         if let Some(redirect) = self.not_leader() {
             return redirect;
         }
@@ -298,7 +320,7 @@ impl MembershipService {
             }
             AppRequest::Join { id, member } => self.join(id, member).await,
             AppRequest::Remove { id } => self.remove(id).await,
-            AppRequest::Removed => AppResponse::Ok,
+            AppRequest::Removed | AppRequest::Publish(_) => AppResponse::Ok,
         }
     }
 

@@ -27,6 +27,7 @@
 mod batch;
 mod maintenance;
 pub mod membership;
+pub mod pubsub;
 mod request_ids;
 mod view;
 
@@ -92,6 +93,8 @@ pub struct Node {
     pub disk: DiskSpace,
     /// Ids of the writes this process proposes or forwards.
     pub request_ids: Arc<RequestIds>,
+    /// This node's Pub/Sub subscribers and its forwarders to the other members.
+    pub pubsub: Arc<pubsub::Hub>,
     heartbeat: Duration,
 }
 
@@ -319,6 +322,7 @@ impl Node {
         .context("cannot start raft")?;
 
         let leader_hint = Arc::new(LeaderHint::default());
+        let hub = pubsub::Hub::new(peers.clone());
         if let Some(listener) = peer_listener {
             let server = Arc::new(PeerServer {
                 raft: raft.clone(),
@@ -329,6 +333,7 @@ impl Node {
                     raft.clone(),
                     peers.clone(),
                     leader_hint.clone(),
+                    hub.clone(),
                 )),
             });
             tokio::spawn(crate::raft::transport::serve_peers(listener, server));
@@ -415,6 +420,7 @@ impl Node {
         ));
         Ok(Arc::new(Node {
             request_ids: Arc::new(RequestIds::new(config.node_id)),
+            pubsub: hub,
             heartbeat: Duration::from_millis(heartbeat),
             disk,
             expired_keys,
@@ -435,6 +441,22 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Publishes a message to the subscribers of every member (see [`pubsub`]); the future
+    /// answers how many it reached.
+    pub fn publish(
+        &self,
+        published: crate::raft::transport::Published,
+    ) -> futures::future::BoxFuture<'static, u64> {
+        let peers: Vec<String> = self
+            .cluster_view()
+            .members
+            .into_iter()
+            .filter(|m| m.id != self.id)
+            .map(|m| m.member.peer_addr)
+            .collect();
+        self.pubsub.publish(published, &peers)
     }
 
     /// The index this node's state machine has applied.

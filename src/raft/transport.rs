@@ -118,6 +118,20 @@ pub enum AppRequest {
     /// Sent by the leader to a node it just removed, which may not learn it from the log
     /// (the leader stops replicating to it).
     Removed,
+    /// Messages published on the sender, in publish order, for the subscribers here
+    /// (`node::pubsub`); answered by [`AppResponse::Delivered`].
+    Publish(Vec<Published>),
+}
+
+/// One message published on a node, as it travels to the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// SPUBLISH (shard channels only) rather than PUBLISH (channels and patterns).
+    pub shard: bool,
+    /// The channel.
+    pub channel: bytes::Bytes,
+    /// The message.
+    pub message: bytes::Bytes,
 }
 
 /// Answers to [`AppRequest`].
@@ -134,6 +148,8 @@ pub enum AppResponse {
     },
     /// The request failed.
     Error(String),
+    /// How many subscribers each published message reached on this node.
+    Delivered(Vec<u64>),
 }
 
 /// Serves [`AppRequest`]s arriving on the peer port.
@@ -294,6 +310,18 @@ impl PeerNetwork {
         PeerNetwork { me, secret }
     }
 
+    /// A client for application requests to the peer at `peer_addr` that keeps its
+    /// connection between requests, so they arrive in the order they are sent.
+    pub fn app_client(&self, peer_addr: &str) -> AppClient {
+        AppClient(PeerClient {
+            target: 0,
+            addr: peer_addr.to_string(),
+            me: self.me,
+            secret: self.secret.clone(),
+            rpc: None,
+        })
+    }
+
     /// Sends one application request to the peer at `peer_addr`.
     pub async fn app_request(
         &self,
@@ -301,14 +329,22 @@ impl PeerNetwork {
         request: AppRequest,
         timeout: Duration,
     ) -> io::Result<AppResponse> {
-        let mut client = PeerClient {
-            target: 0,
-            addr: peer_addr.to_string(),
-            me: self.me,
-            secret: self.secret.clone(),
-            rpc: None,
-        };
-        match tokio::time::timeout(timeout, client.call(RpcRequest::App(request))).await {
+        self.app_client(peer_addr).request(request, timeout).await
+    }
+}
+
+/// Application requests to one peer over one kept connection (see
+/// [`PeerNetwork::app_client`]); a failed or timed-out request drops it, the next reconnects.
+pub struct AppClient(PeerClient);
+
+impl AppClient {
+    /// Sends `request` and waits (at most `timeout`) for its answer.
+    pub async fn request(
+        &mut self,
+        request: AppRequest,
+        timeout: Duration,
+    ) -> io::Result<AppResponse> {
+        match tokio::time::timeout(timeout, self.0.call(RpcRequest::App(request))).await {
             Ok(Ok(RpcResponse::App(response))) => Ok(response),
             Ok(Ok(other)) => Err(io::Error::other(format!("unexpected response {other:?}"))),
             Ok(Err(err)) => Err(err),

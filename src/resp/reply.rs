@@ -53,6 +53,22 @@ pub enum Reply {
     /// A complete reply already encoded, sent as it is (the leader's reply relayed by a
     /// proxying follower, which asked in the connection's own protocol).
     Raw(Bytes),
+    /// `>n` push in RESP3, an array in RESP2: Pub/Sub messages and confirmations.
+    Push(Vec<Reply>),
+    /// Several replies to one command, sent one after another (`SUBSCRIBE a b` confirms each
+    /// channel); inside an aggregate, its replies are elements of it.
+    Frames(Vec<Reply>),
+}
+
+/// Elements an aggregate of `items` has on the wire: [`Reply::Frames`] count as theirs.
+fn element_count(items: &[Reply]) -> usize {
+    items
+        .iter()
+        .map(|item| match item {
+            Reply::Frames(replies) => replies.len(),
+            _ => 1,
+        })
+        .sum()
 }
 
 impl Reply {
@@ -98,16 +114,21 @@ impl Reply {
     pub fn encode(&self, protocol: Protocol, out: &mut BytesMut) {
         match (self, protocol) {
             (Reply::Raw(bytes), _) => out.extend_from_slice(bytes),
-            (Reply::Array(items), _) => {
-                aggregate_header(out, b'*', items.len());
+            (Reply::Frames(replies), _) => replies.iter().for_each(|r| r.encode(protocol, out)),
+            (Reply::Push(items), Protocol::Resp3) => {
+                aggregate_header(out, b'>', element_count(items));
+                items.iter().for_each(|item| item.encode(protocol, out));
+            }
+            (Reply::Array(items) | Reply::Push(items), _) => {
+                aggregate_header(out, b'*', element_count(items));
                 items.iter().for_each(|item| item.encode(protocol, out));
             }
             (Reply::Set(items), Protocol::Resp2) => {
-                aggregate_header(out, b'*', items.len());
+                aggregate_header(out, b'*', element_count(items));
                 items.iter().for_each(|item| item.encode(protocol, out));
             }
             (Reply::Set(items), Protocol::Resp3) => {
-                aggregate_header(out, b'~', items.len());
+                aggregate_header(out, b'~', element_count(items));
                 items.iter().for_each(|item| item.encode(protocol, out));
             }
             (Reply::Pairs(pairs), Protocol::Resp3) => {
@@ -175,7 +196,9 @@ impl Reply {
             | Reply::Set(_)
             | Reply::Map(_)
             | Reply::Pairs(_)
-            | Reply::Raw(_) => Resp2Frame::Null,
+            | Reply::Raw(_)
+            | Reply::Push(_)
+            | Reply::Frames(_) => Resp2Frame::Null,
         }
     }
 
@@ -214,7 +237,9 @@ impl Reply {
             | Reply::Set(_)
             | Reply::Map(_)
             | Reply::Pairs(_)
-            | Reply::Raw(_) => Resp3Frame::Null,
+            | Reply::Raw(_)
+            | Reply::Push(_)
+            | Reply::Frames(_) => Resp3Frame::Null,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct ClientHandle {
     last_command: Mutex<String>,
     /// Woken by CLIENT KILL to close the connection.
     pub killed: Notify,
+    /// Channels, patterns and shard channels subscribed (`sub=`, `psub=`, `ssub=`).
+    subscriptions: [std::sync::atomic::AtomicUsize; 3],
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +79,13 @@ impl ClientHandle {
         }
     }
 
+    /// Records the connection's subscription counts: channels, patterns, shard channels.
+    pub fn set_subscriptions(&self, counts: [usize; 3]) {
+        for (slot, count) in self.subscriptions.iter().zip(counts) {
+            slot.store(count, Ordering::Relaxed);
+        }
+    }
+
     /// One line of CLIENT LIST, in Redis's field order (without the newline).
     pub fn info_line(&self) -> String {
         let text = |b: &Option<Bytes>| {
@@ -87,9 +96,11 @@ impl ClientHandle {
         let age = self.created.elapsed().as_secs();
         let idle_ms = (self.created.elapsed().as_millis() as u64)
             .saturating_sub(self.last_interaction_ms.load(Ordering::Relaxed));
+        let [sub, psub, ssub] = [0, 1, 2].map(|i| self.subscriptions[i].load(Ordering::Relaxed));
+        let flags = if sub + psub + ssub > 0 { "P" } else { "N" };
         format!(
-            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 \
-             multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 \
+            "id={} addr={} laddr={} fd=8 name={} age={} idle={} flags={flags} db=0 sub={sub} \
+             psub={psub} ssub={ssub} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=1024 rbp=0 obl=0 oll=0 omem=0 \
              tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -171,6 +182,7 @@ impl ClientRegistry {
             lib_version: Mutex::new(None),
             last_command: Mutex::new("NULL".into()),
             killed: Notify::new(),
+            subscriptions: Default::default(),
         });
         self.clients.insert(id, handle.clone());
         Some(handle)

@@ -3796,4 +3796,156 @@ pub static COMMANDS: &[CommandSpec] = &[
             .optional(),
             Arg::pure_token("sorting", "ALPHA").optional(),
         ]),
+    CommandSpec::new("subscribe", -2)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .acl(&["pubsub", "slow"])
+        .summary("Listen for messages published to the given channels")
+        .since("2.0.0")
+        .group("pubsub")
+        .complexity("O(N) where N is the number of channels to subscribe to.")
+        .args(&[Arg::string("channel").multiple()]),
+    CommandSpec::new("unsubscribe", -1)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .acl(&["pubsub", "slow"])
+        .summary("Stop listening for messages posted to the given channels")
+        .since("2.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N) where N is the number of clients already subscribed to a channel.",
+        )
+        .args(&[Arg::string("channel").optional().multiple()]),
+    CommandSpec::new("psubscribe", -2)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .acl(&["pubsub", "slow"])
+        .summary(
+            "Listen for messages published to channels matching the given patterns",
+        )
+        .since("2.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N) where N is the number of patterns the client is already subscribed to.",
+        )
+        .args(&[Arg::block("pattern", &[Arg::pattern("pattern")]).multiple()]),
+    CommandSpec::new("punsubscribe", -1)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .acl(&["pubsub", "slow"])
+        .summary(
+            "Stop listening for messages posted to channels matching the given patterns",
+        )
+        .since("2.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N+M) where N is the number of patterns the client is already subscribed and M is the number of total patterns subscribed in the system (by any client).",
+        )
+        .args(&[Arg::pattern("pattern").optional().multiple()]),
+    CommandSpec::new("ssubscribe", -2)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .keys(1, -1, 1)
+        .acl(&["pubsub", "slow"])
+        .key_specs(&[KeySpec::range(&["not_key"], 1, -1, 1, 0)])
+        .summary("Listen for messages published to the given shard channels")
+        .since("7.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N) where N is the number of shard channels to subscribe to.",
+        )
+        .args(&[Arg::string("shardchannel").multiple()]),
+    CommandSpec::new("sunsubscribe", -1)
+        .flags(&["pubsub", "noscript", "loading", "stale"])
+        .keys(1, -1, 1)
+        .acl(&["pubsub", "slow"])
+        .key_specs(&[KeySpec::range(&["not_key"], 1, -1, 1, 0)])
+        .summary(
+            "Stop listening for messages posted to the given shard channels",
+        )
+        .since("7.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N) where N is the number of clients already subscribed to a shard channel.",
+        )
+        .args(&[Arg::string("shardchannel").optional().multiple()]),
+    CommandSpec::new("publish", 3)
+        .flags(&["pubsub", "loading", "stale", "fast"])
+        .acl(&["pubsub", "fast"])
+        .summary("Post a message to a channel")
+        .since("2.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).",
+        )
+        .args(&[Arg::string("channel"), Arg::string("message")]),
+    CommandSpec::new("spublish", 3)
+        .flags(&["pubsub", "loading", "stale", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["pubsub", "fast"])
+        .key_specs(&[KeySpec::range(&["not_key"], 1, 0, 1, 0)])
+        .summary("Post a message to a shard channel")
+        .since("7.0.0")
+        .group("pubsub")
+        .complexity(
+            "O(N) where N is the number of clients subscribed to the receiving shard channel.",
+        )
+        .args(&[Arg::string("shardchannel"), Arg::string("message")]),
+    CommandSpec::new("pubsub", -2)
+        .acl(&["slow"])
+        .summary("A container for Pub/Sub commands")
+        .since("2.8.0")
+        .group("pubsub")
+        .complexity("Depends on subcommand.")
+        .subcommands(&[
+            CommandSpec::new("pubsub|channels", -2)
+                .flags(&["pubsub", "loading", "stale"])
+                .acl(&["pubsub", "slow"])
+                .summary("List active channels")
+                .since("2.8.0")
+                .group("pubsub")
+                .complexity(
+                    "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+                )
+                .args(&[Arg::pattern("pattern").optional()]),
+            CommandSpec::new("pubsub|help", 2)
+                .flags(&["loading", "stale"])
+                .acl(&["slow"])
+                .summary("Show helpful text about the different subcommands")
+                .since("6.2.0")
+                .group("pubsub")
+                .complexity("O(1)"),
+            CommandSpec::new("pubsub|numpat", 2)
+                .flags(&["pubsub", "loading", "stale"])
+                .acl(&["pubsub", "slow"])
+                .summary("Get the count of unique patterns pattern subscriptions")
+                .since("2.8.0")
+                .group("pubsub")
+                .complexity("O(1)"),
+            CommandSpec::new("pubsub|numsub", -2)
+                .flags(&["pubsub", "loading", "stale"])
+                .acl(&["pubsub", "slow"])
+                .summary("Get the count of subscribers for channels")
+                .since("2.8.0")
+                .group("pubsub")
+                .complexity(
+                    "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+                )
+                .args(&[Arg::string("channel").optional().multiple()]),
+            CommandSpec::new("pubsub|shardchannels", -2)
+                .flags(&["pubsub", "loading", "stale"])
+                .acl(&["pubsub", "slow"])
+                .summary("List active shard channels")
+                .since("7.0.0")
+                .group("pubsub")
+                .complexity(
+                    "O(N) where N is the number of active shard channels, and assuming constant time pattern matching (relatively short shard channels).",
+                )
+                .args(&[Arg::pattern("pattern").optional()]),
+            CommandSpec::new("pubsub|shardnumsub", -2)
+                .flags(&["pubsub", "loading", "stale"])
+                .acl(&["pubsub", "slow"])
+                .summary("Get the count of subscribers for shard channels")
+                .since("7.0.0")
+                .group("pubsub")
+                .complexity(
+                    "O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels",
+                )
+                .args(&[Arg::string("shardchannel").optional().multiple()]),
+        ]),
 ];

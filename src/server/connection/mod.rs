@@ -28,6 +28,7 @@
 //! connection stays open.
 
 mod client;
+mod pubsub;
 mod transaction;
 
 use client::members_reply;
@@ -173,6 +174,30 @@ struct Session {
     /// A blocking pop of this connection is waiting (`server::blocking`): as on Redis, nothing
     /// after it runs until it is answered, and the connection closing ends the wait.
     blocking: Arc<std::sync::atomic::AtomicBool>,
+    /// Pub/Sub subscriptions, once the connection subscribed to something.
+    subscription: Option<crate::node::pubsub::Subscription>,
+    /// Where its messages arrive, until the run loop takes it.
+    deliveries: Option<Deliveries>,
+}
+
+/// A subscriber's queue of messages, and its inbox (which counts what is queued).
+type Deliveries = (
+    tokio::sync::mpsc::UnboundedReceiver<crate::node::pubsub::Delivery>,
+    Arc<crate::node::pubsub::Inbox>,
+);
+
+/// The next message for the connection; never, while it has no subscriptions.
+async fn next_delivery(
+    deliveries: &mut Option<Deliveries>,
+) -> Option<crate::node::pubsub::Delivery> {
+    match deliveries {
+        Some((queue, inbox)) => {
+            let delivery = queue.recv().await?;
+            inbox.taken(&delivery);
+            Some(delivery)
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// What dispatching one command produced.
@@ -231,6 +256,8 @@ pub async fn serve(server: Arc<Server>, mut stream: TcpStream, client: Arc<Clien
         gate: Arc::default(),
         route_in_flight: 0,
         blocking: Arc::default(),
+        subscription: None,
+        deliveries: None,
     };
     if let Err(err) = session.run(&mut stream).await {
         tracing::debug!(client = session.client.id, error = %err, "connection ended with an error");
@@ -248,9 +275,16 @@ impl Session {
         let mut eof = false;
         let client = self.client.clone();
         let queue_depth = self.server.node.queue_depth.clone();
+        let mut deliveries: Option<Deliveries> = None;
 
         loop {
             self.dispatch_ready(&mut parser, &mut input, &mut pipeline);
+            if let Some(fresh) = self.deliveries.take() {
+                deliveries = Some(fresh);
+            }
+            // Messages wait for the replies already due, so a SUBSCRIBE is confirmed before
+            // its first message (not for a blocked command, which may wait long).
+            let can_deliver = pipeline.replies.is_empty() || self.blocking.load(Relaxed);
             if pipeline.replies.is_empty() {
                 if let Some(reply) = pipeline.closing.take() {
                     self.encode(&reply, &mut output);
@@ -285,6 +319,27 @@ impl Session {
                             input.reserve(READ_CHUNK_BYTES);
                         }
                     }
+                }
+                Some(delivery) = next_delivery(&mut deliveries), if can_deliver => {
+                    if delivery == crate::node::pubsub::Delivery::Overflow {
+                        tracing::warn!(
+                            client = self.client.id,
+                            "closing a subscriber that fell behind by more than the Pub/Sub \
+                             output limit"
+                        );
+                        return Ok(());
+                    }
+                    self.encode(&delivery.to_reply(), &mut output);
+                    while output.len() < OUTPUT_FLUSH_BYTES {
+                        match next_delivery(&mut deliveries).now_or_never().flatten() {
+                            Some(crate::node::pubsub::Delivery::Overflow) => return Ok(()),
+                            Some(more) => self.encode(&more.to_reply(), &mut output),
+                            None => break,
+                        }
+                    }
+                    writer.write_all(&output).await?;
+                    self.server.stats.net_output_bytes.fetch_add(output.len() as u64, Relaxed);
+                    output.clear();
                 }
                 () = queue_depth.room(), if pipeline.waiting_for_room => {
                     pipeline.waiting_for_room = false;
@@ -620,6 +675,13 @@ impl Session {
                 args, write: true, ..
             } => self.track_write(node.write(args)),
             Command::Keyspace { args, .. } => pending(node.read(Read { args })),
+            // RESP2's subscribed mode answers PING as a message.
+            Command::Ping(message) if self.in_subscribed_mode() => {
+                Outcome::Ready(Reply::Array(vec![
+                    Reply::bulk_str("pong"),
+                    Reply::Bulk(message.unwrap_or_default()),
+                ]))
+            }
             Command::Ping(None) => Outcome::Ready(Reply::simple("PONG")),
             Command::Ping(Some(message)) | Command::Echo(message) => {
                 Outcome::Ready(Reply::Bulk(message))
@@ -628,6 +690,7 @@ impl Session {
             Command::Select(_) => Outcome::Ready(Reply::error("ERR DB index is out of range")),
             Command::Quit => Outcome::Close(Reply::ok()),
             Command::Reset => {
+                self.drop_subscriptions();
                 self.protocol = Protocol::Resp2;
                 self.client.set_resp(2);
                 self.client.set_name(None);
@@ -657,6 +720,7 @@ impl Session {
                     Protocol::Resp3 => Reply::Verbatim(Bytes::from(text)),
                 })
             }
+            Command::PubSub { name, args } => self.pubsub_command(name, args),
             Command::Cluster(args) => Outcome::Ready(topology::cluster_command(
                 &self.server.node.cluster_view(),
                 &args,

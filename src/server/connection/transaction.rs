@@ -27,6 +27,11 @@ impl Session {
     /// A parsed command after the MULTI bookkeeping, or the reply to send instead (a command
     /// refused while a transaction is open makes EXEC answer EXECABORT).
     pub(super) fn prepare(&mut self, args: Vec<Bytes>) -> Result<Command, Reply> {
+        if self.in_subscribed_mode()
+            && let Some(refusal) = self.subscribed_mode_refusal(&args)
+        {
+            return Err(refusal);
+        }
         match crate::command::parse(args) {
             Ok(command) => self.transaction_step(command),
             Err(reply) => {

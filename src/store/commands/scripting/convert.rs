@@ -57,7 +57,8 @@ pub fn reply_to_lua(lua: &Lua, reply: Reply, resp: Resp) -> mlua::Result<Value> 
         (Reply::Bulk(b), _) => string(&b)?,
         (Reply::Simple(s), _) => tagged(lua, "ok", string(&s)?)?,
         (Reply::Error(e), _) => tagged(lua, "err", string(&e)?)?,
-        (Reply::Raw(_), _) => Value::Boolean(false),
+        // Not a command scripts may call (Pub/Sub is `noscript`).
+        (Reply::Raw(_) | Reply::Push(_) | Reply::Frames(_), _) => Value::Boolean(false),
         (Reply::Nil | Reply::NilArray, Resp::Two) => Value::Boolean(false),
         (Reply::Nil | Reply::NilArray, Resp::Three) => Value::Nil,
         (Reply::Bool(b), Resp::Two) => Value::Number(if b { 1.0 } else { 0.0 }),

@@ -1,0 +1,249 @@
+//! Pub/Sub across a cluster: a message published through any node reaches the subscribers of
+//! every node, in publish order per publisher, once each; PUBLISH counts them cluster-wide;
+//! a restarted follower's new subscribers are reached again. Real processes, the `redis`
+//! crate's Pub/Sub client and raw connections.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{TestCluster, serial};
+use common::{RawConnection, resp_command, wait_for};
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const CHANNEL: &str = "events";
+
+/// A subscriber to [`CHANNEL`] on one node, over a raw RESP2 connection.
+struct Subscriber {
+    connection: RawConnection,
+}
+
+impl Subscriber {
+    fn on(cluster: &TestCluster, node: usize) -> Subscriber {
+        let mut connection = RawConnection::connect(cluster.nodes[node].port);
+        connection.send(&resp_command(&[b"SUBSCRIBE", CHANNEL.as_bytes()]));
+        let confirmation = connection.read_reply();
+        assert_eq!(
+            confirmation,
+            b"*3\r\n$9\r\nsubscribe\r\n$6\r\nevents\r\n:1\r\n"
+        );
+        Subscriber { connection }
+    }
+
+    /// The next `count` messages on the channel, skipping probes (`probe…`).
+    fn messages(&mut self, count: usize) -> Vec<String> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let reply = self.connection.read_reply();
+            let text = String::from_utf8(reply).unwrap();
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            assert_eq!(
+                &lines[..5],
+                ["*3", "$7", "message", "$6", CHANNEL],
+                "{text:?}"
+            );
+            let payload = lines[6].to_string();
+            if !payload.starts_with("probe") {
+                out.push(payload);
+            }
+        }
+        out
+    }
+}
+
+/// Publishes `per_publisher` messages through each node (`p<node>-<seq>`), the publishers
+/// running at once, pipelined; every PUBLISH's receiver count is returned.
+fn publish_round(cluster: &TestCluster, round: usize, per_publisher: usize) -> Vec<i64> {
+    let threads: Vec<_> = (0..cluster.nodes.len())
+        .map(|node| {
+            let mut con = cluster.nodes[node].client();
+            std::thread::spawn(move || {
+                let mut pipe = redis::pipe();
+                for seq in 0..per_publisher {
+                    pipe.cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(format!("r{round}-p{node}-{seq}"));
+                }
+                pipe.query::<Vec<i64>>(&mut con).unwrap()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|thread| thread.join().unwrap())
+        .collect()
+}
+
+/// Checks that `messages` hold every publisher's messages of `round`, each once, in order.
+fn assert_complete_in_order(messages: &[String], round: usize, publishers: usize, each: usize) {
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for message in messages {
+        let mut parts = message.split('-');
+        let (r, publisher, seq) = (
+            parts.next().unwrap(),
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().parse::<usize>().unwrap(),
+        );
+        assert_eq!(r, format!("r{round}"), "{message}");
+        let expected = next.entry(publisher.clone()).or_default();
+        assert_eq!(
+            seq, *expected,
+            "{publisher}'s messages out of order or repeated"
+        );
+        *expected += 1;
+    }
+    assert_eq!(next.len(), publishers);
+    assert!(next.values().all(|&n| n == each), "{next:?}");
+}
+
+/// Publishes probes through `node` until one reaches `expected` subscribers.
+fn wait_until_reached(cluster: &TestCluster, node: usize, expected: i64) {
+    let mut con = cluster.nodes[node].client();
+    wait_for(
+        "PUBLISH to reach every subscriber",
+        Duration::from_secs(30),
+        || {
+            let reached: i64 = redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg("probe")
+                .query(&mut con)
+                .ok()?;
+            (reached == expected).then_some(())
+        },
+    );
+}
+
+#[test]
+fn pubsub_messages_reach_every_node_in_order_across_a_follower_restart() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let mut subscribers: Vec<Subscriber> = (0..3).map(|i| Subscriber::on(&cluster, i)).collect();
+    wait_until_reached(&cluster, leader, 3);
+
+    let per_publisher = 300;
+    let counts = publish_round(&cluster, 0, per_publisher);
+    assert!(
+        counts.iter().all(|&n| n == 3),
+        "PUBLISH counts the subscribers of every node: {:?}",
+        counts
+            .iter()
+            .filter(|&&n| n != 3)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    for subscriber in &mut subscribers {
+        let messages = subscriber.messages(3 * per_publisher);
+        assert_complete_in_order(&messages, 0, 3, per_publisher);
+    }
+
+    // A follower restarts; its new subscriber is reached again, the others kept theirs.
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    cluster.restart(follower);
+    cluster.wait_for_leader(LEADER_TIMEOUT);
+    subscribers[follower] = Subscriber::on(&cluster, follower);
+    for node in 0..3 {
+        wait_until_reached(&cluster, node, 3);
+    }
+    let counts = publish_round(&cluster, 1, per_publisher);
+    assert!(counts.iter().all(|&n| n == 3), "after the restart");
+    for subscriber in &mut subscribers {
+        let messages = subscriber.messages(3 * per_publisher);
+        assert_complete_in_order(&messages, 1, 3, per_publisher);
+    }
+
+    // Nothing more arrives: each message was delivered once.
+    let mut con = cluster.nodes[leader].client();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg("r2-last-0")
+        .query(&mut con)
+        .unwrap();
+    for subscriber in &mut subscribers {
+        assert_eq!(subscriber.messages(1), vec!["r2-last-0".to_string()]);
+    }
+}
+
+#[test]
+fn pubsub_counts_only_live_subscribers_and_a_slow_node_does_not_stall_publishers() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let mut here = Subscriber::on(&cluster, leader);
+    let _there = Subscriber::on(&cluster, follower);
+    wait_until_reached(&cluster, leader, 2);
+    // The follower's process stops: PUBLISH still answers, counting what it reached.
+    cluster.nodes[follower].kill9();
+    let mut con = cluster.nodes[leader].client();
+    let started = Instant::now();
+    let reached: i64 = redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg("r9-p0-0")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(reached, 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(here.messages(1), vec!["r9-p0-0".to_string()]);
+}
+
+#[test]
+fn pubsub_redis_py_subscribers_on_a_follower_publishers_on_the_leader() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/redis_py_pubsub.py"
+    );
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(common::python())
+        .arg(script)
+        .arg(cluster.nodes[follower].port.to_string())
+        .arg(cluster.nodes[leader].port.to_string())
+        .output()
+        .expect("python3 with redis-py (bash .ci/test installs it)");
+    assert!(
+        output.status.success(),
+        "redis_py_pubsub.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
+
+#[test]
+fn pubsub_ioredis_subscriber_mode_on_a_follower() {
+    let _serial = serial();
+    // `bash .ci/test` runs `npm ci` there and exports the folder.
+    let dir = std::env::var("REDRAFT_TEST_NODE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/redis-compat/clients/ioredis").to_string()
+    });
+    let dir = std::path::Path::new(&dir);
+    assert!(
+        dir.join("node_modules/ioredis/package.json").is_file(),
+        "ioredis is not installed in {}: run `bash .ci/test` (it runs npm ci there)",
+        dir.display()
+    );
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let output = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("node")
+        .arg(dir.join("pubsub.js"))
+        .arg(cluster.nodes[follower].port.to_string())
+        .arg(cluster.nodes[leader].port.to_string())
+        .output()
+        .expect("timeout and node (run `bash .ci/test`, it installs node when missing)");
+    assert!(
+        output.status.success(),
+        "ioredis pubsub failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
