@@ -247,3 +247,32 @@ fn pubsub_ioredis_subscriber_mode_on_a_follower() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
+
+/// Celery with its Redis broker and result backend (kombu's BRPOP queue, unacked set and
+/// hash; results stored with SET and PUBLISH in MULTI and awaited over Pub/Sub): tasks sent
+/// through one follower, consumed by a worker on the other, results back across nodes.
+#[test]
+fn celery_task_round_trip_through_two_followers_of_a_cluster() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/redis-compat/clients/celery_round_trip.py"
+    );
+    let output = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(common::python())
+        .arg(script)
+        .arg(cluster.nodes[followers[0]].port.to_string())
+        .arg(cluster.nodes[followers[1]].port.to_string())
+        .output()
+        .expect("python3 with celery (bash .ci/test installs it)");
+    assert!(
+        output.status.success(),
+        "celery_round_trip.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
