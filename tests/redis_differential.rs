@@ -121,7 +121,83 @@ fn command(rng: &mut Rng) -> Vec<String> {
         rng.pick(&["a", "b", "c", "hello world", "1", ""])
             .to_string()
     };
-    match rng.below(125) {
+    let bit_offset = |rng: &mut Rng| {
+        rng.pick(&["0", "1", "7", "8", "13", "31", "40", "-1", "x", "#1", "#3"])
+            .to_string()
+    };
+    let bit_type = |rng: &mut Rng| {
+        rng.pick(&[
+            "u8", "i8", "u1", "i1", "u4", "i5", "u16", "i64", "u63", "u64", "x",
+        ])
+        .to_string()
+    };
+    let range_end = |rng: &mut Rng| {
+        rng.pick(&["0", "1", "-1", "-2", "5", "30", "x"])
+            .to_string()
+    };
+    match rng.below(133) {
+        125 => vec![
+            "SETBIT".into(),
+            k(rng),
+            bit_offset(rng),
+            rng.pick(&["0", "1", "1", "2"]).into(),
+        ],
+        126 => vec!["GETBIT".into(), k(rng), bit_offset(rng)],
+        127 => {
+            let mut c = vec!["BITCOUNT".into(), k(rng)];
+            if rng.below(3) > 0 {
+                c.push(range_end(rng));
+                c.push(range_end(rng));
+                if rng.below(2) == 0 {
+                    c.push(rng.pick(&["BIT", "BYTE", "bit"]).into());
+                }
+            }
+            c
+        }
+        128 => {
+            let mut c = vec![
+                "BITPOS".into(),
+                k(rng),
+                rng.pick(&["0", "1", "1", "2"]).into(),
+            ];
+            for _ in 0..rng.below(4) {
+                c.push(range_end(rng));
+            }
+            if c.len() == 6 {
+                c[5] = rng.pick(&["BIT", "BYTE"]).into();
+            }
+            c
+        }
+        129 => {
+            let mut c = vec![
+                "BITOP".into(),
+                rng.pick(&["AND", "OR", "XOR", "NOT", "and"]).into(),
+                k(rng),
+                k(rng),
+            ];
+            if rng.below(2) == 0 {
+                c.push(k(rng));
+            }
+            c
+        }
+        130..=132 => {
+            let mut c = vec![
+                rng.pick(&["BITFIELD", "BITFIELD", "BITFIELD_RO"]).into(),
+                k(rng),
+            ];
+            for _ in 0..=rng.below(3) {
+                match rng.below(5) {
+                    0 => {
+                        c.push("OVERFLOW".into());
+                        c.push(rng.pick(&["WRAP", "SAT", "FAIL"]).into());
+                    }
+                    1 | 2 => c.extend(["GET".into(), bit_type(rng), bit_offset(rng)]),
+                    3 => c.extend(["SET".into(), bit_type(rng), bit_offset(rng), i(rng)]),
+                    _ => c.extend(["INCRBY".into(), bit_type(rng), bit_offset(rng), i(rng)]),
+                }
+            }
+            c
+        }
         0 => vec!["GET".into(), k(rng)],
         1 => {
             let mut c = vec!["SET".into(), k(rng), v(rng)];

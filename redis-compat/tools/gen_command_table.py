@@ -100,6 +100,8 @@ COMMANDS = [
     ("subscribe", None), ("unsubscribe", None), ("psubscribe", None), ("punsubscribe", None),
     ("ssubscribe", None), ("sunsubscribe", None), ("publish", None), ("spublish", None),
     ("pubsub", ["channels", "help", "numpat", "numsub", "shardchannels", "shardnumsub"]),
+    ("setbit", None), ("getbit", None), ("bitcount", None), ("bitpos", None), ("bitop", None),
+    ("bitfield", None), ("bitfield_ro", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

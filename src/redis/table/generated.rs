@@ -3948,4 +3948,205 @@ pub static COMMANDS: &[CommandSpec] = &[
                 )
                 .args(&[Arg::string("shardchannel").optional().multiple()]),
         ]),
+    CommandSpec::new("setbit", 4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "bitmap", "slow"])
+        .key_specs(&[KeySpec::range(&["RW", "access", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Sets or clears the bit at offset in the string value stored at key",
+        )
+        .since("2.2.0")
+        .group("bitmap")
+        .complexity("O(1)")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("offset"),
+            Arg::integer("value"),
+        ]),
+    CommandSpec::new("getbit", 3)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "bitmap", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Returns the bit value at offset in the string value stored at key",
+        )
+        .since("2.2.0")
+        .group("bitmap")
+        .complexity("O(1)")
+        .args(&[Arg::key("key", 0), Arg::integer("offset")]),
+    CommandSpec::new("bitcount", -2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "bitmap", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Count set bits in a string")
+        .since("2.6.0")
+        .group("bitmap")
+        .complexity("O(N)")
+        .history(&[("7.0.0", "Added the `BYTE|BIT` option.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block(
+                "index",
+                &[
+                    Arg::integer("start"),
+                    Arg::integer("end"),
+                    Arg::oneof(
+                        "index_unit",
+                        &[
+                            Arg::pure_token("byte", "BYTE"),
+                            Arg::pure_token("bit", "BIT"),
+                        ],
+                    )
+                    .since("7.0.0")
+                    .optional(),
+                ],
+            )
+            .optional(),
+        ]),
+    CommandSpec::new("bitpos", -3)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["read", "bitmap", "slow"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary("Find first bit set or clear in a string")
+        .since("2.8.7")
+        .group("bitmap")
+        .complexity("O(N)")
+        .history(&[("7.0.0", "Added the `BYTE|BIT` option.")])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("bit"),
+            Arg::block(
+                "index",
+                &[
+                    Arg::integer("start"),
+                    Arg::block(
+                        "end_index",
+                        &[
+                            Arg::integer("end"),
+                            Arg::oneof(
+                                "index_unit",
+                                &[
+                                    Arg::pure_token("byte", "BYTE"),
+                                    Arg::pure_token("bit", "BIT"),
+                                ],
+                            )
+                            .since("7.0.0")
+                            .optional(),
+                        ],
+                    )
+                    .optional(),
+                ],
+            )
+            .optional(),
+        ]),
+    CommandSpec::new("bitop", -4)
+        .flags(&["write", "denyoom"])
+        .keys(2, -1, 1)
+        .acl(&["write", "bitmap", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["OW", "update"], 2, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 3, -1, 1, 0),
+        ])
+        .summary("Perform bitwise operations between strings")
+        .since("2.6.0")
+        .group("bitmap")
+        .complexity("O(N)")
+        .args(&[
+            Arg::string("operation"),
+            Arg::key("destkey", 0),
+            Arg::key("key", 1).multiple(),
+        ]),
+    CommandSpec::new("bitfield", -2)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["write", "bitmap", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "update", "variable_flags"], 1, 0, 1, 0)
+                .notes(
+                    "This command allows both access and modification of the key",
+                ),
+        ])
+        .summary("Perform arbitrary bitfield integer operations on strings")
+        .since("3.2.0")
+        .group("bitmap")
+        .complexity("O(1) for each subcommand specified")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::oneof(
+                "operation",
+                &[
+                    Arg::block(
+                        "encoding_offset",
+                        &[Arg::string("encoding"), Arg::integer("offset")],
+                    )
+                    .token("GET"),
+                    Arg::block(
+                        "write",
+                        &[
+                            Arg::oneof(
+                                "wrap_sat_fail",
+                                &[
+                                    Arg::pure_token("wrap", "WRAP"),
+                                    Arg::pure_token("sat", "SAT"),
+                                    Arg::pure_token("fail", "FAIL"),
+                                ],
+                            )
+                            .token("OVERFLOW")
+                            .optional(),
+                            Arg::oneof(
+                                "write_operation",
+                                &[
+                                    Arg::block(
+                                        "encoding_offset_value",
+                                        &[
+                                            Arg::string("encoding"),
+                                            Arg::integer("offset"),
+                                            Arg::integer("value"),
+                                        ],
+                                    )
+                                    .token("SET"),
+                                    Arg::block(
+                                        "encoding_offset_increment",
+                                        &[
+                                            Arg::string("encoding"),
+                                            Arg::integer("offset"),
+                                            Arg::integer("increment"),
+                                        ],
+                                    )
+                                    .token("INCRBY"),
+                                ],
+                            ),
+                        ],
+                    ),
+                ],
+            )
+            .optional()
+            .multiple(),
+        ]),
+    CommandSpec::new("bitfield_ro", -2)
+        .flags(&["readonly", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["read", "bitmap", "fast"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Perform arbitrary bitfield integer operations on strings. Read-only variant of BITFIELD",
+        )
+        .since("6.0.0")
+        .group("bitmap")
+        .complexity("O(1) for each subcommand specified")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::block(
+                "encoding_offset",
+                &[Arg::string("encoding"), Arg::integer("offset")],
+            )
+            .token("GET")
+            .optional()
+            .multiple()
+            .multiple_token(),
+        ]),
 ];

@@ -7,8 +7,9 @@
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
 //! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
-//! [`sort`], [`scripting`], [`config`].
+//! [`sort`], [`scripting`], [`config`], [`bitmaps`].
 
+pub mod bitmaps;
 pub mod config;
 pub mod hashes;
 pub mod keys;
@@ -218,8 +219,9 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 10] = [
+const FAMILIES: [&[KeyspaceCommand]; 11] = [
     strings::COMMANDS,
+    bitmaps::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,

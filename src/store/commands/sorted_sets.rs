@@ -1032,6 +1032,10 @@ fn zrange(ks: &mut dyn Keyspace, args: &[Bytes], how: RangeCommand) -> StoreResu
         Err(reply) => return Ok(reply),
         Ok(meta) => meta,
     };
+    // A rank range takes no LIMIT; Redis lets `LIMIT <any> -1` through and ignores it.
+    if kind == RangeBy::Rank {
+        offset = 0;
+    }
     let found = match meta {
         None => Vec::new(),
         Some(meta) => select(ks, key, meta, &selection, reverse, offset, limit)?,
