@@ -276,3 +276,75 @@ fn celery_task_round_trip_through_two_followers_of_a_cluster() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
+
+/// Keyspace events are produced as each node applies the log: a subscriber on any node sees
+/// each event once, in log order, expirations included.
+#[test]
+fn pubsub_keyspace_events_reach_every_nodes_subscribers_once_in_log_order() {
+    let _serial = serial();
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    // The setting is replicated: set through a follower, seen by every node.
+    let reply = cluster.nodes[follower].cli(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    assert_eq!(reply, "OK\n");
+    for i in 0..3 {
+        wait_for("the setting on every node", Duration::from_secs(30), || {
+            let reply = cluster.nodes[i].cli(&["CONFIG", "GET", "notify-keyspace-events"]);
+            reply.contains("AKE").then_some(())
+        });
+    }
+    let mut subscribers: Vec<RawConnection> = (0..3)
+        .map(|i| {
+            let mut con = RawConnection::connect(cluster.nodes[i].port);
+            con.send(&resp_command(&[b"PSUBSCRIBE", b"__keyevent@0__:*"]));
+            con.read_reply();
+            con
+        })
+        .collect();
+
+    let mut con = cluster.nodes[follower].client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    for _ in 0..10 {
+        let _: i64 = redis::cmd("INCRBY")
+            .arg("c")
+            .arg(1)
+            .query(&mut con)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("e")
+        .arg("v")
+        .arg("PX")
+        .arg(300)
+        .query(&mut con)
+        .unwrap();
+    // The leader's active expiry removes `e` through the log.
+    let mut expected: Vec<(String, String)> = vec![("set".into(), "k".into())];
+    expected.extend((0..10).map(|_| ("incrby".to_string(), "c".to_string())));
+    expected.extend([
+        ("set".into(), "e".into()),
+        ("expire".into(), "e".into()),
+        ("expired".into(), "e".into()),
+    ]);
+    let event = |subscriber: &mut RawConnection| {
+        let text = String::from_utf8(subscriber.read_reply()).unwrap();
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(lines[2], "pmessage", "{text:?}");
+        let event = lines[6].trim_start_matches("__keyevent@0__:").to_string();
+        (event, lines[8].to_string())
+    };
+    for (i, subscriber) in subscribers.iter_mut().enumerate() {
+        let seen: Vec<(String, String)> = (0..expected.len()).map(|_| event(subscriber)).collect();
+        assert_eq!(seen, expected, "events on node {i}");
+    }
+    // Nothing was sent twice: the next event anyone sees is the next write's.
+    let _: () = redis::cmd("SET")
+        .arg("done")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    for subscriber in &mut subscribers {
+        assert_eq!(event(subscriber), ("set".to_string(), "done".to_string()));
+    }
+}

@@ -286,6 +286,23 @@ impl Node {
         let state_machine = StateMachine::open(dir, config.cache_mb * 1024 * 1024, disk.clone())
             .with_context(|| format!("cannot open the state machine in {}", dir.display()))?;
         let reader = state_machine.reader();
+        let peers = PeerNetwork::new(config.node_id, secret.clone());
+        let hub = pubsub::Hub::new(peers.clone());
+        // Keyspace notifications: every node publishes what it applies to its own subscribers.
+        let (events, mut applied_events) = mpsc::unbounded_channel::<crate::store::Events>();
+        state_machine.publish_events_to(events);
+        let notifications = hub.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = applied_events.recv().await {
+                for (channel, message) in batch {
+                    notifications.deliver_here(&crate::raft::transport::Published {
+                        shard: false,
+                        channel,
+                        message,
+                    });
+                }
+            }
+        });
 
         let heartbeat = config.heartbeat_ms.max(10);
         let raft_config = openraft::Config {
@@ -310,7 +327,6 @@ impl Node {
         }
         .validate()
         .context("invalid raft configuration")?;
-        let peers = PeerNetwork::new(config.node_id, secret.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -322,7 +338,6 @@ impl Node {
         .context("cannot start raft")?;
 
         let leader_hint = Arc::new(LeaderHint::default());
-        let hub = pubsub::Hub::new(peers.clone());
         if let Some(listener) = peer_listener {
             let server = Arc::new(PeerServer {
                 raft: raft.clone(),

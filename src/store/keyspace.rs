@@ -336,6 +336,13 @@ pub trait Keyspace {
     fn catalog_remove(&mut self, catalog: Catalog, name: &[u8]) -> StoreResult<bool>;
     /// Empties a catalog.
     fn catalog_clear(&mut self, catalog: Catalog) -> StoreResult<()>;
+
+    /// Records a keyspace event of `class` (`store::notify`) on `key`, published to this node's
+    /// subscribers once the entry is applied if `notify-keyspace-events` asks for it; nothing
+    /// on the read path.
+    fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
+        let _ = (class, event, key);
+    }
 }
 
 /// Replicated state beside the keys, which FLUSHALL leaves: Redis's script cache and function
@@ -379,6 +386,10 @@ pub struct View {
     /// The record last looked up or written, by key: a command reads a key and then writes
     /// it, and the write needs the old record again. Kept equal to the row in `keys`.
     recent: Option<(Bytes, Option<Record>)>,
+    /// `notify-keyspace-events` as applied, read on the first event.
+    notify_flags: Option<u32>,
+    /// Keyspace notifications of what was applied: (channel, message), in order.
+    events: Vec<(Bytes, Bytes)>,
 }
 
 impl View {
@@ -391,6 +402,8 @@ impl View {
             random_calls: 0,
             writable: false,
             recent: None,
+            notify_flags: None,
+            events: Vec::new(),
         }
     }
 
@@ -427,10 +440,16 @@ impl View {
         match self.raw_record(key)? {
             Some(record) if !is_live(&record, self.now_ms) => {
                 self.remove_all(key, &record)?;
+                self.notify(crate::store::notify::EXPIRED, "expired", key);
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    /// The keyspace notifications recorded since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<(Bytes, Bytes)> {
+        std::mem::take(&mut self.events)
     }
 
     /// Keys whose deadline is at or before `now_ms`, earliest first, at most `limit`.
@@ -520,6 +539,7 @@ impl View {
             Some(record) if is_live(&record, self.now_ms) => Ok(Some(record)),
             Some(record) if self.writable => {
                 self.remove_all(key, &record)?;
+                self.notify(crate::store::notify::EXPIRED, "expired", key);
                 Ok(None)
             }
             _ => Ok(None),
@@ -836,6 +856,28 @@ impl Keyspace for View {
         self.layers.get(catalog.table(), name)
     }
 
+    fn notify(&mut self, class: u32, event: &'static str, key: &[u8]) {
+        if !self.writable {
+            return;
+        }
+        let flags = match self.notify_flags {
+            Some(flags) => flags,
+            None => {
+                let flags = self
+                    .layers
+                    .get(Table::Settings, b"notify-keyspace-events")
+                    .ok()
+                    .flatten()
+                    .and_then(|text| crate::store::notify::parse_flags(&text))
+                    .unwrap_or(0);
+                self.notify_flags = Some(flags);
+                flags
+            }
+        };
+        self.events
+            .extend(crate::store::notify::messages(flags, class, event, key));
+    }
+
     fn catalog_entries(&mut self, catalog: Catalog) -> StoreResult<Vec<(Bytes, Bytes)>> {
         let mut entries = Vec::new();
         self.layers.range(
@@ -852,6 +894,9 @@ impl Keyspace for View {
 
     fn catalog_put(&mut self, catalog: Catalog, name: &[u8], value: &[u8]) -> StoreResult<()> {
         self.writable()?;
+        if catalog == Catalog::Settings {
+            self.notify_flags = None;
+        }
         self.layers.insert(catalog.table(), name, value)?;
         Ok(())
     }
@@ -863,6 +908,9 @@ impl Keyspace for View {
 
     fn catalog_clear(&mut self, catalog: Catalog) -> StoreResult<()> {
         self.writable()?;
+        if catalog == Catalog::Settings {
+            self.notify_flags = None;
+        }
         self.layers
             .remove_range(catalog.table(), Bound::Unbounded, Bound::Unbounded)
     }

@@ -6,8 +6,9 @@
 pub mod commands;
 pub mod keyspace;
 pub mod layers;
+pub mod notify;
 pub mod schema;
 pub mod sessions;
 pub mod state_machine;
 
-pub use state_machine::{Read, StateMachine, StoreReader, verify_snapshot_file};
+pub use state_machine::{Events, Read, StateMachine, StoreReader, verify_snapshot_file};

@@ -12,6 +12,7 @@ use super::strings::MAX_STRING_LEN;
 use super::{KeyspaceCommand, command, int_arg, syntax_error, typed_record};
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
+use crate::store::notify::{GENERIC, STRING};
 
 /// The bitmap commands: one line each (see [`KeyspaceCommand`]).
 pub const COMMANDS: &[KeyspaceCommand] = &[
@@ -96,6 +97,7 @@ fn setbit(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let mut value = grown(&value, offset);
     set_bit(&mut value, offset, on);
     ks.put_string(&args[1], &value, expire)?;
+    ks.notify(STRING, "setbit", &args[1]);
     Ok(Reply::Integer(i64::from(old)))
 }
 
@@ -334,9 +336,12 @@ fn bitop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         })
         .collect();
     if result.is_empty() {
-        ks.delete(&args[2])?;
+        if ks.delete(&args[2])? {
+            ks.notify(GENERIC, "del", &args[2]);
+        }
     } else {
         ks.put_string(&args[2], &result, None)?;
+        ks.notify(STRING, "set", &args[2]);
     }
     Ok(Reply::Integer(result.len() as i64))
 }
@@ -575,5 +580,6 @@ fn bitfield(ks: &mut dyn Keyspace, args: &[Bytes], read_only: bool) -> StoreResu
         replies.push(reply);
     }
     ks.put_string(&args[1], &value, expire)?;
+    ks.notify(STRING, "setbit", &args[1]);
     Ok(Reply::Array(replies))
 }

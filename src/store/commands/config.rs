@@ -1,7 +1,8 @@
 //! The replicated data-type parameters: Redis's encoding thresholds (`hash-max-listpack-*`,
 //! `set-max-intset-entries`, `zset-max-listpack-*`, `list-max-listpack-size`,
 //! `list-compress-depth`, and their `ziplist` aliases), which decide what OBJECT ENCODING
-//! answers and so must agree on every replica.
+//! answers, and `notify-keyspace-events`, which decides what apply publishes: both must agree
+//! on every replica.
 //!
 //! `CONFIG SET` of any of them is a write through the log ([`Catalog::Settings`] holds each
 //! value set by its canonical name), so every node converts a collection at the same entry.
@@ -37,6 +38,8 @@ enum Range {
     Int,
     /// A non-negative C `int`.
     Depth,
+    /// `notify-keyspace-events`'s class characters, kept as Redis prints them.
+    Flags,
 }
 
 /// One replicated parameter.
@@ -48,7 +51,7 @@ pub struct Parameter {
     pub alias: &'static str,
     range: Range,
     /// Redis 7.0's built-in value (a server started without a config file).
-    pub default: i64,
+    pub default: &'static str,
 }
 
 /// `hash-max-listpack-entries`.
@@ -62,49 +65,58 @@ pub const ZSET_MAX_LISTPACK_ENTRIES: &Parameter = &PARAMETERS[3];
 /// `zset-max-listpack-value`.
 pub const ZSET_MAX_LISTPACK_VALUE: &Parameter = &PARAMETERS[4];
 
+/// `notify-keyspace-events`.
+pub const NOTIFY_KEYSPACE_EVENTS: &Parameter = &PARAMETERS[7];
+
 /// Every replicated parameter.
-pub const PARAMETERS: [Parameter; 7] = [
+pub const PARAMETERS: [Parameter; 8] = [
     Parameter {
         name: "hash-max-listpack-entries",
         alias: "hash-max-ziplist-entries",
         range: Range::Count,
-        default: 512,
+        default: "512",
     },
     Parameter {
         name: "hash-max-listpack-value",
         alias: "hash-max-ziplist-value",
         range: Range::Bytes,
-        default: 64,
+        default: "64",
     },
     Parameter {
         name: "set-max-intset-entries",
         alias: "set-max-intset-entries",
         range: Range::Count,
-        default: 512,
+        default: "512",
     },
     Parameter {
         name: "zset-max-listpack-entries",
         alias: "zset-max-ziplist-entries",
         range: Range::Count,
-        default: 128,
+        default: "128",
     },
     Parameter {
         name: "zset-max-listpack-value",
         alias: "zset-max-ziplist-value",
         range: Range::Bytes,
-        default: 64,
+        default: "64",
     },
     Parameter {
         name: "list-max-listpack-size",
         alias: "list-max-ziplist-size",
         range: Range::Int,
-        default: -2,
+        default: "-2",
     },
     Parameter {
         name: "list-compress-depth",
         alias: "list-compress-depth",
         range: Range::Depth,
-        default: 0,
+        default: "0",
+    },
+    Parameter {
+        name: "notify-keyspace-events",
+        alias: "notify-keyspace-events",
+        range: Range::Flags,
+        default: "",
     },
 ];
 
@@ -129,12 +141,19 @@ pub fn routes_here(args: &[Bytes]) -> bool {
             .all(|name| parameter(name).is_some())
 }
 
-/// The value of `parameter` in the applied state (its default until a CONFIG SET).
-pub fn value<K: Keyspace + ?Sized>(ks: &mut K, parameter: &Parameter) -> StoreResult<i64> {
+/// The value of `parameter` in the applied state as CONFIG GET shows it (its default until
+/// a CONFIG SET).
+pub fn text<K: Keyspace + ?Sized>(ks: &mut K, parameter: &Parameter) -> StoreResult<Bytes> {
     Ok(ks
         .catalog_get(Catalog::Settings, parameter.name.as_bytes())?
-        .and_then(|stored| string2ll(&stored))
-        .unwrap_or(parameter.default))
+        .unwrap_or(Bytes::from_static(parameter.default.as_bytes())))
+}
+
+/// The value of a numeric `parameter` in the applied state.
+pub fn value<K: Keyspace + ?Sized>(ks: &mut K, parameter: &Parameter) -> StoreResult<i64> {
+    Ok(string2ll(&text(ks, parameter)?)
+        .or_else(|| string2ll(parameter.default.as_bytes()))
+        .unwrap_or(0))
 }
 
 /// A count or size parameter as a bound on lengths.
@@ -148,7 +167,7 @@ fn config_set(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     if args.len() < 4 || !args.len().is_multiple_of(2) {
         return Ok(crate::redis::table::wrong_arity_error_for("config|set"));
     }
-    let mut changes: Vec<(&Parameter, i64)> = Vec::new();
+    let mut changes: Vec<(&Parameter, String)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     for pair in args[2..].chunks_exact(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
@@ -181,7 +200,7 @@ fn config_set(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         ks.catalog_put(
             Catalog::Settings,
             parameter.name.as_bytes(),
-            value.to_string().as_bytes(),
+            value.as_bytes(),
         )?;
     }
     Ok(Reply::ok())
@@ -215,15 +234,20 @@ fn config_get(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
             continue;
         }
         seen.push(name.to_ascii_lowercase());
-        let current = value(ks, parameter)?.to_string();
-        pairs.push((Reply::Bulk(name), Reply::bulk_str(&current)));
+        pairs.push((Reply::Bulk(name), Reply::Bulk(text(ks, parameter)?)));
     }
     Ok(Reply::Map(pairs))
 }
 
-/// A value as Redis 7.0's CONFIG SET reads it for `range`, or the reason it is refused.
-fn parse(range: Range, text: &[u8]) -> Result<i64, String> {
+/// A value as Redis 7.0's CONFIG SET reads it for `range`, in the form CONFIG GET shows, or
+/// the reason it is refused.
+fn parse(range: Range, text: &[u8]) -> Result<String, String> {
     let (min, max) = match range {
+        Range::Flags => {
+            let flags = crate::store::notify::parse_flags(text)
+                .ok_or("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".to_string())?;
+            return Ok(crate::store::notify::flags_text(flags));
+        }
         Range::Count | Range::Bytes => (0, i64::MAX),
         Range::Int => (i64::from(i32::MIN), i64::from(i32::MAX)),
         Range::Depth => (0, i64::from(i32::MAX)),
@@ -235,6 +259,7 @@ fn parse(range: Range, text: &[u8]) -> Result<i64, String> {
     i64::try_from(value)
         .ok()
         .filter(|value| (min..=max).contains(value))
+        .map(|value| value.to_string())
         .ok_or_else(|| format!("argument must be between {min} and {max} inclusive"))
 }
 
@@ -274,9 +299,9 @@ mod tests {
 
     #[test]
     fn values_are_checked_as_redis_checks_them() {
-        assert_eq!(parse(Range::Bytes, b"1kb"), Ok(1024));
-        assert_eq!(parse(Range::Bytes, b"1GB"), Ok(1 << 30));
-        assert_eq!(parse(Range::Bytes, b"3k"), Ok(3000));
+        assert_eq!(parse(Range::Bytes, b"1kb"), Ok("1024".into()));
+        assert_eq!(parse(Range::Bytes, b"1GB"), Ok((1 << 30).to_string()));
+        assert_eq!(parse(Range::Bytes, b"3k"), Ok("3000".into()));
         assert_eq!(
             parse(Range::Bytes, b"-1"),
             Err("argument must be a memory value".into())
@@ -297,7 +322,8 @@ mod tests {
             parse(Range::Count, b"-1"),
             Err("argument must be between 0 and 9223372036854775807 inclusive".into())
         );
-        assert_eq!(parse(Range::Int, b"-7"), Ok(-7));
+        assert_eq!(parse(Range::Int, b"-7"), Ok("-7".into()));
+        assert_eq!(parse(Range::Flags, b"KEA"), Ok("AKE".into()));
         assert_eq!(
             parse(Range::Int, b"2147483648"),
             Err("argument must be between -2147483648 and 2147483647 inclusive".into())

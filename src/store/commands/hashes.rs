@@ -34,6 +34,7 @@ use crate::redis::table;
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
+use crate::store::notify::{GENERIC, HASH};
 
 /// A hash with at most this many fields is answered whole by HSCAN (Redis's default
 /// `hash-max-listpack-entries`).
@@ -141,6 +142,7 @@ fn hset<K: Keyspace + ?Sized>(ks: &mut K, name: &str, args: &[Bytes]) -> StoreRe
             created += 1;
         }
     }
+    ks.notify(HASH, "hset", key);
     Ok(if name == "hmset" {
         Reply::ok()
     } else {
@@ -159,6 +161,7 @@ fn hsetnx<K: Keyspace + ?Sized>(
         Ok(Some(_)) if ks.field(key, field)?.is_some() => Reply::Integer(0),
         Ok(_) => {
             ks.put_field(key, field, value)?;
+            ks.notify(HASH, "hset", key);
             Reply::Integer(1)
         }
     })
@@ -191,6 +194,12 @@ fn hdel<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], fields: &[Bytes]) -> Store
         // The hash goes with its last field; later deletes then find nothing.
         if ks.delete_field(key, field)? {
             deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        ks.notify(HASH, "hdel", key);
+        if ks.record(key)?.is_none() {
+            ks.notify(GENERIC, "del", key);
         }
     }
     Ok(Reply::Integer(deleted))
@@ -239,6 +248,7 @@ fn hincrby<K: Keyspace + ?Sized>(
     };
     let mut digits = itoa::Buffer::new();
     ks.put_field(key, field, digits.format(new).as_bytes())?;
+    ks.notify(HASH, "hincrby", key);
     Ok(Reply::Integer(new))
 }
 
@@ -270,6 +280,7 @@ fn hincrbyfloat<K: Keyspace + ?Sized>(
     };
     let text = sum.format_human();
     ks.put_field(key, field, text.as_bytes())?;
+    ks.notify(HASH, "hincrbyfloat", key);
     Ok(Reply::Bulk(Bytes::from(text)))
 }
 

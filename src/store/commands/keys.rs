@@ -28,6 +28,7 @@ use crate::redis::glob::glob_match;
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, Record, StoreResult};
+use crate::store::notify::GENERIC;
 
 /// Keys read per storage call while KEYS or RANDOMKEY walk the keyspace.
 const WALK_BATCH: usize = 512;
@@ -119,6 +120,7 @@ fn delete(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let mut removed = 0;
     for key in &args[1..] {
         if ks.delete(key)? {
+            ks.notify(GENERIC, "del", key);
             removed += 1;
         }
     }
@@ -163,7 +165,13 @@ fn persist(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         Some(Record {
             expire_at_ms: Some(_),
             ..
-        }) => i64::from(ks.set_expiry(&args[1], None)?),
+        }) => {
+            let changed = ks.set_expiry(&args[1], None)?;
+            if changed {
+                ks.notify(GENERIC, "persist", &args[1]);
+            }
+            i64::from(changed)
+        }
         _ => 0,
     }))
 }
@@ -255,8 +263,10 @@ fn expire<K: Keyspace + ?Sized>(
     if when <= ks.now_ms() {
         // A deadline already past deletes the key, and still answers 1.
         ks.delete(key)?;
+        ks.notify(GENERIC, "del", key);
     } else {
         ks.set_expiry(key, Some(when.min(i64::MAX - 1)))?;
+        ks.notify(GENERIC, "expire", key);
     }
     Ok(Reply::Integer(1))
 }
@@ -489,6 +499,8 @@ fn rename<K: Keyspace + ?Sized>(
     ks.delete(dst)?;
     copy_value(ks, src, dst, &record)?;
     ks.delete(src)?;
+    ks.notify(GENERIC, "rename_from", src);
+    ks.notify(GENERIC, "rename_to", dst);
     Ok(done)
 }
 
@@ -531,6 +543,7 @@ fn copy(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     }
     ks.delete(dst)?;
     copy_value(ks, src, dst, &record)?;
+    ks.notify(GENERIC, "copy_to", dst);
     Ok(Reply::Integer(1))
 }
 

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::resp::Reply;
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult};
+use crate::store::notify::{GENERIC, LIST};
 
 /// The list commands: one line each (see [`KeyspaceCommand`]).
 pub const COMMANDS: &[KeyspaceCommand] = &[
@@ -147,7 +148,15 @@ fn push_values<K: Keyspace + ?Sized>(
         ks.put_element(Rows::ListItems, key, &position_key(position), value)?;
         meta.len += 1;
     }
-    store(ks, key, *meta)
+    store(ks, key, *meta)?;
+    if !values.is_empty() {
+        let event = match end {
+            End::Left => "lpush",
+            End::Right => "rpush",
+        };
+        ks.notify(LIST, event, key);
+    }
+    Ok(())
 }
 
 /// Removes up to `count` elements from `end` and writes the record; the elements in the order
@@ -182,6 +191,16 @@ fn pop_values<K: Keyspace + ?Sized>(
     }
     meta.len -= popped.len() as u64;
     store(ks, key, *meta)?;
+    if !popped.is_empty() {
+        let event = match end {
+            End::Left => "lpop",
+            End::Right => "rpop",
+        };
+        ks.notify(LIST, event, key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
+    }
     Ok(popped)
 }
 

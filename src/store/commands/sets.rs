@@ -36,6 +36,7 @@ use super::{
 use crate::redis::glob::glob_match;
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult, scan_hash};
+use crate::store::notify::{GENERIC, SET};
 
 /// A set of at most this many members is sampled from a full read.
 const SMALL_SET: u64 = 64;
@@ -276,6 +277,9 @@ fn sadd(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         added += i64::from(add(ks, key, &mut meta, member, max_intset)?);
     }
     store(ks, key, meta)?;
+    if added > 0 {
+        ks.notify(SET, "sadd", key);
+    }
     Ok(Reply::Integer(added))
 }
 
@@ -292,6 +296,10 @@ fn srem(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     }
     if removed > 0 {
         store(ks, key, meta)?;
+        ks.notify(SET, "srem", key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
     }
     Ok(Reply::Integer(removed))
 }
@@ -399,6 +407,8 @@ fn spop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         Some(count) if count >= meta.len => {
             let all = members(ks, key, meta)?;
             ks.delete(key)?;
+            ks.notify(SET, "spop", key);
+            ks.notify(GENERIC, "del", key);
             return Ok(Reply::Set(all.into_iter().map(Reply::Bulk).collect()));
         }
         Some(count) => pick_distinct(ks, key, meta, count, &mut rng)?,
@@ -408,6 +418,12 @@ fn spop(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         remove(ks, key, &mut meta, member)?;
     }
     store(ks, key, meta)?;
+    if !popped.is_empty() {
+        ks.notify(SET, "spop", key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
+    }
     Ok(match count {
         Some(_) => Reply::Set(popped.into_iter().map(Reply::Bulk).collect()),
         None => popped.into_iter().next().map_or(Reply::Nil, Reply::Bulk),

@@ -39,6 +39,7 @@ use crate::redis::glob::glob_match;
 use crate::resp::reply::format_double;
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, Record, Rows, StoreResult, prefix_end};
+use crate::store::notify::{GENERIC, ZSET};
 
 /// The largest sorted set Redis keeps as a listpack, as configured when a command runs.
 #[derive(Clone, Copy)]
@@ -852,6 +853,9 @@ fn zadd(ks: &mut dyn Keyspace, args: &[Bytes], zincrby: bool) -> StoreResult<Rep
     if !created || meta.len > 0 {
         store(ks, key, meta)?;
     }
+    if added + updated > 0 {
+        ks.notify(ZSET, if incr { "zincr" } else { "zadd" }, key);
+    }
     Ok(if incr {
         if processed > 0 {
             Reply::Double(last_score)
@@ -1097,6 +1101,10 @@ fn zrem(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     }
     if removed > 0 {
         store(ks, key, meta)?;
+        ks.notify(ZSET, "zrem", key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
     }
     Ok(Reply::Integer(removed))
 }

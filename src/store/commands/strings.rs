@@ -17,6 +17,7 @@ use crate::redis::table;
 use crate::resp::Reply;
 use crate::resp::string2ll;
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
+use crate::store::notify::{GENERIC, STRING};
 
 /// The largest string a command may build: Redis's default `proto-max-bulk-len` (512 MiB).
 pub const MAX_STRING_LEN: u64 = 512 * 1024 * 1024;
@@ -65,6 +66,7 @@ fn setnx(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(Reply::Integer(0));
     }
     ks.put_string(&args[1], &args[2], None)?;
+    ks.notify(STRING, "set", &args[1]);
     Ok(Reply::Integer(1))
 }
 
@@ -74,6 +76,8 @@ fn set_with_deadline(ks: &mut dyn Keyspace, args: &[Bytes], seconds: bool) -> St
     match expire_deadline(&args[2], seconds, true, ks.now_ms(), name) {
         Ok(deadline) => {
             ks.put_string(&args[1], &args[3], Some(deadline))?;
+            ks.notify(STRING, "set", &args[1]);
+            ks.notify(GENERIC, "expire", &args[1]);
             Ok(Reply::ok())
         }
         Err(reply) => Ok(reply),
@@ -84,6 +88,7 @@ fn getset(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(match string_value(ks, &args[1])? {
         Ok(old) => {
             ks.put_string(&args[1], &args[2], None)?;
+            ks.notify(STRING, "set", &args[1]);
             old.map_or(Reply::Nil, Reply::Bulk)
         }
         Err(reply) => reply,
@@ -94,6 +99,7 @@ fn getdel(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     Ok(match string_value(ks, &args[1])? {
         Ok(Some(value)) => {
             ks.delete(&args[1])?;
+            ks.notify(GENERIC, "del", &args[1]);
             Reply::Bulk(value)
         }
         Ok(None) => Reply::Nil,
@@ -146,6 +152,7 @@ fn mset(ks: &mut dyn Keyspace, args: &[Bytes], nx: bool) -> StoreResult<Reply> {
     }
     for pair in args[1..].chunks(2) {
         ks.put_string(&pair[0], &pair[1], None)?;
+        ks.notify(STRING, "set", &pair[0]);
     }
     Ok(if nx { Reply::Integer(1) } else { Reply::ok() })
 }
@@ -187,6 +194,7 @@ fn incr_by<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], delta: i64) -> StoreRes
     };
     let mut digits = itoa::Buffer::new();
     ks.put_string(key, digits.format(new).as_bytes(), expire)?;
+    ks.notify(STRING, "incrby", key);
     Ok(Reply::Integer(new))
 }
 
@@ -226,6 +234,7 @@ fn incr_by_float<K: Keyspace + ?Sized>(
     };
     let text = Bytes::from(sum.format_human());
     ks.put_string(key, &text, record.and_then(|r| r.expire_at_ms))?;
+    ks.notify(STRING, "incrbyfloat", key);
     Ok(Reply::Bulk(text))
 }
 
@@ -236,6 +245,7 @@ fn append<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreR
     };
     let Some(record) = record else {
         ks.put_string(key, suffix, None)?;
+        ks.notify(STRING, "append", key);
         return Ok(Reply::Integer(suffix.len() as i64));
     };
     let total = record.payload.len() as u64 + suffix.len() as u64;
@@ -246,6 +256,7 @@ fn append<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreR
     value.extend_from_slice(&record.payload);
     value.extend_from_slice(suffix);
     ks.put_string(key, &value, record.expire_at_ms)?;
+    ks.notify(STRING, "append", key);
     Ok(Reply::Integer(value.len() as i64))
 }
 
@@ -313,6 +324,7 @@ fn setrange(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     }
     value[offset..end].copy_from_slice(patch);
     ks.put_string(key, &value, expire)?;
+    ks.notify(STRING, "setrange", key);
     Ok(Reply::Integer(value.len() as i64))
 }
 
@@ -358,9 +370,11 @@ fn getex(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
                 // EXAT/PXAT in the past: the key goes at once.
                 Ok(deadline) if deadline <= now => {
                     ks.delete(key)?;
+                    ks.notify(GENERIC, "del", key);
                 }
                 Ok(deadline) => {
                     ks.set_expiry(key, Some(deadline))?;
+                    ks.notify(GENERIC, "expire", key);
                 }
                 Err(reply) => return Ok(reply),
             }
@@ -368,6 +382,7 @@ fn getex(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         // Only a key that has a deadline is changed (and its revision bumped).
         None if persist && record.expire_at_ms.is_some() => {
             ks.set_expiry(key, None)?;
+            ks.notify(GENERIC, "persist", key);
         }
         None => {}
     }
@@ -475,11 +490,15 @@ fn set(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         None => None,
     };
     ks.put_string(key, value, new_deadline)?;
+    ks.notify(STRING, "set", key);
     if let Some(ms) = new_deadline
         && ms <= ks.now_ms()
     {
         // A deadline already past (EXAT/PXAT in the past): the key is gone at once.
         ks.delete(key)?;
+        ks.notify(GENERIC, "del", key);
+    } else if deadline.is_some() {
+        ks.notify(GENERIC, "expire", key);
     }
     Ok(match old {
         Some(old) => old.map_or(Reply::Nil, Reply::Bulk),

@@ -335,7 +335,13 @@ struct Shared {
     disk: DiskSpace,
     /// Moves after every applied batch and installed snapshot (blocked clients look again).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Where the keyspace notifications of each applied batch go (see
+    /// [`StateMachine::publish_events_to`]).
+    events: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Events>>,
 }
+
+/// Keyspace notifications of one applied batch: (channel, message) pairs in log order.
+pub type Events = Vec<(Bytes, Bytes)>;
 
 /// Locks a mutex; a panic while it was held already stopped the node, so poison is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -454,6 +460,12 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// Sends the keyspace notifications of every batch applied from now on to `sink`
+    /// (`notify-keyspace-events`); the first sink set stays.
+    pub fn publish_events_to(&self, sink: tokio::sync::mpsc::UnboundedSender<Events>) {
+        let _ = self.shared.events.set(sink);
+    }
+
     /// Opens (or creates) `dir/sm.redb` and `dir/snapshots/`; `disk` defers snapshots that would
     /// not fit (one failing half-way for lack of space would stop raft) and learns when flushes
     /// make admitted writes durable.
@@ -493,6 +505,7 @@ impl StateMachine {
             writer: Mutex::new(()),
             disk: disk.clone(),
             changes: tokio::sync::watch::Sender::new(0),
+            events: std::sync::OnceLock::new(),
         });
         // Until the state machine is dropped, flush layers that no apply came to flush.
         let idle = Arc::downgrade(&shared);
@@ -689,6 +702,7 @@ fn apply_batch(
         state.last_applied = Some(entry.log_id);
         applied.push((responder, response));
     }
+    let events = view.take_events();
     published.layers = view.into_layers();
     if let Err(err) = outcome {
         published.applied = state;
@@ -699,6 +713,12 @@ fn apply_batch(
     clock.fetch_max(state.clock, Ordering::AcqRel);
     published.applied = state;
     published.unflushed = true;
+    if !events.is_empty()
+        && let Some(sink) = shared.events.get()
+    {
+        // Still under the published lock: batches' events leave in log order.
+        let _ = sink.send(events);
+    }
     let active = published.layers.active();
     let in_flight = published.layers.frozen().is_some();
     let due = active.bytes() >= FLUSH_BYTES || published.last_freeze.elapsed() >= FLUSH_INTERVAL;
