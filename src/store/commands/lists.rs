@@ -408,6 +408,7 @@ fn lset(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(Reply::error("ERR index out of range"));
     };
     ks.put_element(Rows::ListItems, key, &meta.position(index), &args[3])?;
+    ks.notify(LIST, "lset", key);
     store(ks, key, meta)?;
     Ok(Reply::ok())
 }
@@ -532,6 +533,7 @@ fn linsert(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(Reply::Integer(-1));
     };
     insert_at(ks, key, &mut meta, index + u64::from(after), &args[4])?;
+    ks.notify(LIST, "linsert", key);
     Ok(Reply::Integer(meta.len as i64))
 }
 
@@ -558,6 +560,12 @@ fn lrem(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         indexes.reverse();
     }
     remove_at(ks, key, &mut meta, &indexes)?;
+    if !indexes.is_empty() {
+        ks.notify(LIST, "lrem", key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
+    }
     Ok(Reply::Integer(indexes.len() as i64))
 }
 
@@ -584,6 +592,10 @@ fn ltrim(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     meta.head += first.min(meta.len) as i64;
     meta.len = kept;
     store(ks, key, meta)?;
+    ks.notify(LIST, "ltrim", key);
+    if kept == 0 {
+        ks.notify(GENERIC, "del", key);
+    }
     Ok(Reply::ok())
 }
 

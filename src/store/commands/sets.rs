@@ -506,12 +506,18 @@ fn smove(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
         return Ok(Reply::Integer(0));
     }
     store(ks, source, source_meta)?;
+    ks.notify(SET, "srem", source);
+    if source_meta.len == 0 {
+        ks.notify(GENERIC, "del", source);
+    }
     let mut meta = destination_meta.take().unwrap_or(SetMeta {
         len: 0,
         outgrown: !is_integer(member),
     });
     let max_intset = config::limit(ks, config::SET_MAX_INTSET_ENTRIES)?;
-    add(ks, destination, &mut meta, member, max_intset)?;
+    if add(ks, destination, &mut meta, member, max_intset)? {
+        ks.notify(SET, "sadd", destination);
+    }
     store(ks, destination, meta)?;
     Ok(Reply::Integer(1))
 }

@@ -1132,6 +1132,15 @@ fn zremrange(ks: &mut dyn Keyspace, args: &[Bytes], kind: RangeBy) -> StoreResul
     }
     if !doomed.is_empty() {
         store(ks, key, meta)?;
+        let event = match kind {
+            RangeBy::Rank => "zremrangebyrank",
+            RangeBy::Score => "zremrangebyscore",
+            RangeBy::Lex => "zremrangebylex",
+        };
+        ks.notify(ZSET, event, key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
     }
     Ok(Reply::Integer(doomed.len() as i64))
 }
@@ -1172,6 +1181,12 @@ fn pop_members<K: Keyspace + ?Sized>(
         }
     }
     store(ks, key, *meta)?;
+    if !popped.is_empty() {
+        ks.notify(ZSET, if highest { "zpopmax" } else { "zpopmin" }, key);
+        if meta.len == 0 {
+            ks.notify(GENERIC, "del", key);
+        }
+    }
     Ok(popped)
 }
 
