@@ -15,23 +15,10 @@ use redis::Commands;
 /// Runs a redis-py script of `redis-compat/clients/` against a fresh server; it prints OK.
 fn run_redis_py(script: &str) {
     let server = TestServer::start();
-    let path = format!(
-        "{}/redis-compat/clients/{script}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let output = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(common::python())
-        .arg(&path)
-        .arg(server.port.to_string())
-        .output()
-        .expect("python3 with redis-py (bash .ci/test installs it)");
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("redis-compat/clients")
+        .join(script);
+    common::run_client_script(&common::python(), &path, &[server.port], 120);
 }
 
 #[test]
@@ -48,32 +35,9 @@ fn clients_redis_py_collections_rate_limiter_leaderboard_and_queue() {
 
 #[test]
 fn clients_ioredis_patterns() {
-    // `bash .ci/test` runs `npm ci` there and exports the folder.
-    let dir = std::env::var("REDRAFT_TEST_NODE_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/redis-compat/clients/ioredis").to_string()
-    });
-    let dir = std::path::Path::new(&dir);
-    assert!(
-        dir.join("node_modules/ioredis/package.json").is_file(),
-        "ioredis is not installed in {}: run `bash .ci/test` (it runs npm ci there)",
-        dir.display()
-    );
+    let dir = common::node_clients();
     let server = TestServer::start();
-    let output = std::process::Command::new("timeout")
-        .arg("120")
-        .arg("node")
-        .arg(dir.join("patterns.js"))
-        .arg(server.port.to_string())
-        .output()
-        .expect("timeout and node (run `bash .ci/test`, it installs node when missing)");
-    assert!(
-        output.status.success(),
-        "ioredis patterns failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+    common::run_client_script("node", &dir.join("patterns.js"), &[server.port], 120);
 }
 
 #[test]

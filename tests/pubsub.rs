@@ -14,6 +14,11 @@ use common::{RawConnection, resp_command, wait_for};
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const CHANNEL: &str = "events";
 
+/// Where the client-library scripts are.
+fn clients_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("redis-compat/clients")
+}
+
 /// A subscriber to [`CHANNEL`] on one node, over a raw RESP2 connection.
 struct Subscriber {
     connection: RawConnection,
@@ -194,58 +199,27 @@ fn pubsub_redis_py_subscribers_on_a_follower_publishers_on_the_leader() {
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
     let follower = (0..3).find(|&i| i != leader).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/redis-compat/clients/redis_py_pubsub.py"
+    common::run_client_script(
+        &common::python(),
+        &clients_dir().join("redis_py_pubsub.py"),
+        &[cluster.nodes[follower].port, cluster.nodes[leader].port],
+        120,
     );
-    let output = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(common::python())
-        .arg(script)
-        .arg(cluster.nodes[follower].port.to_string())
-        .arg(cluster.nodes[leader].port.to_string())
-        .output()
-        .expect("python3 with redis-py (bash .ci/test installs it)");
-    assert!(
-        output.status.success(),
-        "redis_py_pubsub.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
 
 #[test]
 fn pubsub_ioredis_subscriber_mode_on_a_follower() {
     let _serial = serial();
-    // `bash .ci/test` runs `npm ci` there and exports the folder.
-    let dir = std::env::var("REDRAFT_TEST_NODE_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/redis-compat/clients/ioredis").to_string()
-    });
-    let dir = std::path::Path::new(&dir);
-    assert!(
-        dir.join("node_modules/ioredis/package.json").is_file(),
-        "ioredis is not installed in {}: run `bash .ci/test` (it runs npm ci there)",
-        dir.display()
-    );
+    let dir = common::node_clients();
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
     let follower = (0..3).find(|&i| i != leader).unwrap();
-    let output = std::process::Command::new("timeout")
-        .arg("120")
-        .arg("node")
-        .arg(dir.join("pubsub.js"))
-        .arg(cluster.nodes[follower].port.to_string())
-        .arg(cluster.nodes[leader].port.to_string())
-        .output()
-        .expect("timeout and node (run `bash .ci/test`, it installs node when missing)");
-    assert!(
-        output.status.success(),
-        "ioredis pubsub failed ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    common::run_client_script(
+        "node",
+        &dir.join("pubsub.js"),
+        &[cluster.nodes[follower].port, cluster.nodes[leader].port],
+        120,
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
 
 /// Celery with its Redis broker and result backend (kombu's BRPOP queue, unacked set and
@@ -257,24 +231,15 @@ fn celery_task_round_trip_through_two_followers_of_a_cluster() {
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT);
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/redis-compat/clients/celery_round_trip.py"
+    common::run_client_script(
+        &common::python(),
+        &clients_dir().join("celery_round_trip.py"),
+        &[
+            cluster.nodes[followers[0]].port,
+            cluster.nodes[followers[1]].port,
+        ],
+        300,
     );
-    let output = std::process::Command::new("timeout")
-        .arg("300")
-        .arg(common::python())
-        .arg(script)
-        .arg(cluster.nodes[followers[0]].port.to_string())
-        .arg(cluster.nodes[followers[1]].port.to_string())
-        .output()
-        .expect("python3 with celery (bash .ci/test installs it)");
-    assert!(
-        output.status.success(),
-        "celery_round_trip.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
 }
 
 /// Keyspace events are produced as each node applies the log: a subscriber on any node sees

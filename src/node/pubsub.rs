@@ -231,45 +231,36 @@ impl Hub {
     /// counts once per matching channel or pattern, as in Redis).
     pub fn deliver_here(&self, published: &Published) -> u64 {
         let registry = lock(&self.registry);
+        let (channel, message) = (&published.channel, &published.message);
         let mut reached = 0;
-        let channel = &published.channel;
-        let message = &published.message;
-        if published.shard {
-            for inbox in registry.scopes[Scope::Shard.index()]
-                .get(channel)
+        let mut deliver = |scope: Scope, name: &Bytes, delivery: &dyn Fn() -> Delivery| {
+            for inbox in registry.scopes[scope.index()]
+                .get(name)
                 .into_iter()
-                .flat_map(|subscribers| subscribers.values())
+                .flat_map(HashMap::values)
             {
-                inbox.deliver(Delivery::Shard {
-                    channel: channel.clone(),
-                    message: message.clone(),
-                });
+                inbox.deliver(delivery());
                 reached += 1;
             }
-            return reached;
-        }
-        for inbox in registry.scopes[Scope::Channel.index()]
-            .get(channel)
-            .into_iter()
-            .flat_map(|subscribers| subscribers.values())
-        {
-            inbox.deliver(Delivery::Message {
+        };
+        if published.shard {
+            deliver(Scope::Shard, channel, &|| Delivery::Shard {
                 channel: channel.clone(),
                 message: message.clone(),
             });
-            reached += 1;
+            return reached;
         }
-        for (pattern, subscribers) in &registry.scopes[Scope::Pattern.index()] {
-            if !glob_match(pattern, channel, false) {
-                continue;
-            }
-            for inbox in subscribers.values() {
-                inbox.deliver(Delivery::Pattern {
+        deliver(Scope::Channel, channel, &|| Delivery::Message {
+            channel: channel.clone(),
+            message: message.clone(),
+        });
+        for pattern in registry.scopes[Scope::Pattern.index()].keys() {
+            if glob_match(pattern, channel, false) {
+                deliver(Scope::Pattern, pattern, &|| Delivery::Pattern {
                     pattern: pattern.clone(),
                     channel: channel.clone(),
                     message: message.clone(),
                 });
-                reached += 1;
             }
         }
         reached

@@ -395,6 +395,44 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// The folder holding ioredis and the other npm clients (`bash .ci/test` runs `npm ci`
+/// there and exports it); asserts they are installed.
+pub fn node_clients() -> std::path::PathBuf {
+    let dir = std::env::var("REDRAFT_TEST_NODE_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/redis-compat/clients/ioredis").to_string()
+    });
+    let dir = std::path::PathBuf::from(dir);
+    assert!(
+        dir.join("node_modules/ioredis/package.json").is_file(),
+        "ioredis is not installed in {}: run `bash .ci/test` (it runs npm ci there)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs a client-library script (`program script ports…`, at most `seconds`) and asserts it
+/// exits successfully printing `OK`, showing what it printed otherwise.
+pub fn run_client_script(program: &str, script: &std::path::Path, ports: &[u16], seconds: u32) {
+    let output = Command::new("timeout")
+        .arg(seconds.to_string())
+        .arg(program)
+        .arg(script)
+        .args(ports.iter().map(u16::to_string))
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("timeout and {program} (run `bash .ci/test`, it installs them): {err}")
+        });
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\n{}{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+}
+
 /// The Python interpreter with redis-py (`bash .ci/test` makes `target/pyenv`).
 pub fn python() -> String {
     if let Ok(python) = std::env::var("REDRAFT_TEST_PYTHON") {

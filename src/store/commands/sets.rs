@@ -639,12 +639,22 @@ fn combine(
     let Some(destination) = destination else {
         return Ok(Reply::Set(result.into_iter().map(Reply::Bulk).collect()));
     };
-    ks.delete(destination)?;
+    let existed = ks.delete(destination)?;
     let mut meta = SetMeta::EMPTY;
     for member in &result {
         add(ks, destination, &mut meta, member, max_intset)?;
     }
     store(ks, destination, meta)?;
+    if meta.len > 0 {
+        let event = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        ks.notify(SET, event, destination);
+    } else if existed {
+        ks.notify(GENERIC, "del", destination);
+    }
     Ok(Reply::Integer(meta.len as i64))
 }
 

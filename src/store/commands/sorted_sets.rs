@@ -716,13 +716,14 @@ fn members_reply(found: Vec<(Bytes, f64)>, with_scores: bool) -> Reply {
 }
 
 /// Replaces whatever `destination` holds with a sorted set of `members` (deleting it when
-/// there are none); the new size.
+/// there are none), notifying `event` (or `del`); the new size.
 fn store_members<K: Keyspace + ?Sized>(
     ks: &mut K,
     destination: &[u8],
     members: &[(Bytes, f64)],
+    event: &'static str,
 ) -> StoreResult<i64> {
-    ks.delete(destination)?;
+    let existed = ks.delete(destination)?;
     let listpack = Listpack::configured(ks)?;
     let mut meta = ZsetMeta::EMPTY;
     for (member, score) in members {
@@ -732,6 +733,11 @@ fn store_members<K: Keyspace + ?Sized>(
     let longest = members.iter().map(|(m, _)| m.len()).max().unwrap_or(0);
     meta.outgrown = listpack.outgrown_by(meta.len, longest);
     store(ks, destination, meta)?;
+    if meta.len > 0 {
+        ks.notify(ZSET, event, destination);
+    } else if existed {
+        ks.notify(GENERIC, "del", destination);
+    }
     Ok(meta.len as i64)
 }
 
@@ -1045,7 +1051,8 @@ fn zrange(ks: &mut dyn Keyspace, args: &[Bytes], how: RangeCommand) -> StoreResu
         Some(meta) => select(ks, key, meta, &selection, reverse, offset, limit)?,
     };
     if how.store {
-        return Ok(Reply::Integer(store_members(ks, &args[1], &found)?));
+        let stored = store_members(ks, &args[1], &found, "zrangestore")?;
+        return Ok(Reply::Integer(stored));
     }
     Ok(members_reply(found, with_scores))
 }
@@ -1539,7 +1546,12 @@ fn combine(ks: &mut dyn Keyspace, args: &[Bytes], op: Op, store: bool) -> StoreR
     }
     let result = compute(ks, op, keys, &sources, &weights, aggregate, 0)?;
     if store {
-        return Ok(Reply::Integer(store_members(ks, &args[1], &result)?));
+        let event = match op {
+            Op::Union => "zunionstore",
+            Op::Inter => "zinterstore",
+            Op::Diff => "zdiffstore",
+        };
+        return Ok(Reply::Integer(store_members(ks, &args[1], &result, event)?));
     }
     Ok(members_reply(result, with_scores))
 }
