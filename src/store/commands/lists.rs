@@ -159,6 +159,29 @@ fn push_values<K: Keyspace + ?Sized>(
     Ok(())
 }
 
+/// Replaces whatever `key` holds with a list of `values` (SORT … STORE), notifying
+/// `sortstore`, or `del` when there are none and the key existed.
+pub fn store_sorted<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    values: &[Bytes],
+) -> StoreResult<()> {
+    let existed = ks.delete(key)?;
+    let mut meta = ListMeta { len: 0, head: 0 };
+    for value in values {
+        let position = meta.head + meta.len as i64;
+        ks.put_element(Rows::ListItems, key, &position_key(position), value)?;
+        meta.len += 1;
+    }
+    store(ks, key, meta)?;
+    if meta.len > 0 {
+        ks.notify(LIST, "sortstore", key);
+    } else if existed {
+        ks.notify(GENERIC, "del", key);
+    }
+    Ok(())
+}
+
 /// Removes up to `count` elements from `end` and writes the record; the elements in the order
 /// they were popped.
 fn pop_values<K: Keyspace + ?Sized>(

@@ -249,12 +249,11 @@ fn sort(ks: &mut dyn Keyspace, args: &[Bytes], read_only: bool) -> StoreResult<R
                 .collect(),
         ));
     };
-    ks.delete(&destination)?;
-    for chunk in out.chunks(1024) {
-        let mut push = vec![Bytes::from_static(b"RPUSH"), destination.clone()];
-        push.extend(chunk.iter().map(|value| value.clone().unwrap_or_default()));
-        execute(ks, &push)?;
-    }
+    let values: Vec<Bytes> = out
+        .iter()
+        .map(|value| value.clone().unwrap_or_default())
+        .collect();
+    super::lists::store_sorted(ks, &destination, &values)?;
     Ok(Reply::Integer(out.len() as i64))
 }
 
