@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use super::ReplySize::Small;
-use super::strings::MAX_STRING_LEN;
+use super::strings::{MAX_STRING_LEN, clamp_range};
 use super::{KeyspaceCommand, command, int_arg, syntax_error, typed_record};
 use crate::resp::{Reply, string2ll};
 use crate::store::keyspace::{Keyspace, Kind, StoreResult};
@@ -126,16 +126,9 @@ struct Range {
 }
 
 impl Range {
-    fn resolve(mut start: i64, mut end: i64, bits: bool, len: i64) -> Range {
+    fn resolve(start: i64, end: i64, bits: bool, len: i64) -> Range {
         let len = if bits { len << 3 } else { len };
-        if start < 0 {
-            start += len;
-        }
-        if end < 0 {
-            end += len;
-        }
-        start = start.max(0);
-        end = end.max(0).min(len - 1);
+        let (mut start, mut end) = clamp_range(start, end, len);
         let (mut first_outside, mut last_outside) = (0, 0);
         if bits && start <= end {
             first_outside = !((1u16 << (8 - (start & 7))) - 1) as u8;

@@ -263,7 +263,7 @@ fn append<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], suffix: &[u8]) -> StoreR
 /// GETRANGE with Redis 7.0's index rules: negative indexes count from the end, both ends are
 /// clamped into the string, and a range that ends up empty gives `""`.
 fn getrange(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
-    let (mut start, mut end) = match (int_arg(&args[2]), int_arg(&args[3])) {
+    let (start, end) = match (int_arg(&args[2]), int_arg(&args[3])) {
         (Ok(start), Ok(end)) => (start, end),
         (Err(reply), _) | (_, Err(reply)) => return Ok(reply),
     };
@@ -277,18 +277,24 @@ fn getrange(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     }
     // At most 512 MiB, so these sums cannot overflow.
     let len = value.len() as i64;
+    let (start, end) = clamp_range(start, end, len);
+    if start > end || len == 0 {
+        return Ok(empty);
+    }
+    Ok(Reply::Bulk(value.slice(start as usize..=end as usize)))
+}
+
+/// Redis's string range rule (GETRANGE, BITCOUNT, BITPOS): a negative index counts from the
+/// end of `len` items, then both ends are clamped into `0..len` (the range is empty when the
+/// start ends up past the end).
+pub fn clamp_range(mut start: i64, mut end: i64, len: i64) -> (i64, i64) {
     if start < 0 {
         start += len;
     }
     if end < 0 {
         end += len;
     }
-    start = start.max(0);
-    end = end.max(0).min(len - 1);
-    if start > end || len == 0 {
-        return Ok(empty);
-    }
-    Ok(Reply::Bulk(value.slice(start as usize..=end as usize)))
+    (start.max(0), end.max(0).min(len - 1))
 }
 
 /// SETRANGE: overwrite from `offset`, zero-padding a shorter string; the key keeps its
