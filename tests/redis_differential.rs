@@ -135,7 +135,23 @@ fn command(rng: &mut Rng) -> Vec<String> {
         rng.pick(&["0", "1", "-1", "-2", "5", "30", "x"])
             .to_string()
     };
-    match rng.below(133) {
+    let element = |rng: &mut Rng| format!("el{}", rng.below(400));
+    match rng.below(137) {
+        133 | 134 => {
+            let mut c = vec!["PFADD".into(), k(rng)];
+            for _ in 0..rng.below(40) {
+                c.push(element(rng));
+            }
+            c
+        }
+        135 => {
+            let mut c = vec!["PFCOUNT".into(), k(rng)];
+            if rng.below(3) == 0 {
+                c.push(k(rng));
+            }
+            c
+        }
+        136 => vec!["PFMERGE".into(), k(rng), k(rng), k(rng)],
         125 => vec![
             "SETBIT".into(),
             k(rng),

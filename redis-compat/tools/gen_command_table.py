@@ -102,6 +102,8 @@ COMMANDS = [
     ("pubsub", ["channels", "help", "numpat", "numsub", "shardchannels", "shardnumsub"]),
     ("setbit", None), ("getbit", None), ("bitcount", None), ("bitpos", None), ("bitop", None),
     ("bitfield", None), ("bitfield_ro", None),
+    ("pfadd", None), ("pfcount", None), ("pfmerge", None), ("pfdebug", None),
+    ("pfselftest", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

@@ -4149,4 +4149,70 @@ pub static COMMANDS: &[CommandSpec] = &[
             .multiple()
             .multiple_token(),
         ]),
+    CommandSpec::new("pfadd", -2)
+        .flags(&["write", "denyoom", "fast"])
+        .keys(1, 1, 1)
+        .acl(&["write", "hyperloglog", "fast"])
+        .key_specs(&[KeySpec::range(&["RW", "insert"], 1, 0, 1, 0)])
+        .summary("Adds the specified elements to the specified HyperLogLog.")
+        .since("2.8.9")
+        .group("hyperloglog")
+        .complexity("O(1) to add every element.")
+        .args(&[
+            Arg::key("key", 0),
+            Arg::string("element").optional().multiple(),
+        ]),
+    CommandSpec::new("pfcount", -2)
+        .flags(&["readonly"])
+        .keys(1, -1, 1)
+        .acl(&["read", "hyperloglog", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access"], 1, -1, 1, 0)
+                .notes(
+                    "RW because it may change the internal representation of the key, and propagate to replicas",
+                ),
+        ])
+        .summary(
+            "Return the approximated cardinality of the set(s) observed by the HyperLogLog at key(s).",
+        )
+        .since("2.8.9")
+        .group("hyperloglog")
+        .complexity(
+            "O(1) with a very small average constant time when called with a single key. O(N) with N being the number of keys, and much bigger constant times, when called with multiple keys.",
+        )
+        .args(&[Arg::key("key", 0).multiple()]),
+    CommandSpec::new("pfmerge", -2)
+        .flags(&["write", "denyoom"])
+        .keys(1, -1, 1)
+        .acl(&["write", "hyperloglog", "slow"])
+        .key_specs(&[
+            KeySpec::range(&["RW", "access", "insert"], 1, 0, 1, 0),
+            KeySpec::range(&["RO", "access"], 2, -1, 1, 0),
+        ])
+        .summary("Merge N different HyperLogLogs into a single one.")
+        .since("2.8.9")
+        .group("hyperloglog")
+        .complexity(
+            "O(N) to merge N HyperLogLogs, but with high constant times.",
+        )
+        .args(&[Arg::key("destkey", 0), Arg::key("sourcekey", 1).multiple()]),
+    CommandSpec::new("pfdebug", 3)
+        .flags(&["write", "denyoom", "admin"])
+        .keys(2, 2, 1)
+        .acl(&["write", "hyperloglog", "admin", "slow", "dangerous"])
+        .key_specs(&[KeySpec::range(&["RW", "access"], 2, 0, 1, 0)])
+        .summary("Internal commands for debugging HyperLogLog values")
+        .since("2.8.9")
+        .group("hyperloglog")
+        .complexity("N/A")
+        .doc_flags(&["syscmd"])
+        .args(&[Arg::string("subcommand"), Arg::key("key", 0)]),
+    CommandSpec::new("pfselftest", 1)
+        .flags(&["admin"])
+        .acl(&["hyperloglog", "admin", "slow", "dangerous"])
+        .summary("An internal command for testing HyperLogLog values")
+        .since("2.8.9")
+        .group("hyperloglog")
+        .complexity("N/A")
+        .doc_flags(&["syscmd"]),
 ];

@@ -47,7 +47,7 @@ fn bit_offset(arg: &[u8], hash_bits: Option<u64>) -> Result<u64, Reply> {
 }
 
 /// The string at `key` (empty when missing) or WRONGTYPE, with its deadline.
-type StringValue = Result<Option<(Bytes, Option<i64>)>, Reply>;
+pub(super) type StringValue = Result<Option<(Bytes, Option<i64>)>, Reply>;
 
 fn string_at<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8]) -> StoreResult<StringValue> {
     Ok(typed_record(ks, key, Kind::String)?

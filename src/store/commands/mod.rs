@@ -7,11 +7,12 @@
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
 //! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
-//! [`sort`], [`scripting`], [`config`], [`bitmaps`].
+//! [`sort`], [`scripting`], [`config`], [`bitmaps`], [`hyperloglog`].
 
 pub mod bitmaps;
 pub mod config;
 pub mod hashes;
+pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
 pub mod scripting;
@@ -219,9 +220,10 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 11] = [
+const FAMILIES: [&[KeyspaceCommand]; 12] = [
     strings::COMMANDS,
     bitmaps::COMMANDS,
+    hyperloglog::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,
