@@ -671,6 +671,9 @@ impl Keyspace for View {
         self.writable()?;
         let old = self.raw_record(key)?;
         let mut existed = old.is_some();
+        if old.is_none() {
+            self.notify(crate::store::notify::NEW, "new", key);
+        }
         match old {
             Some(old) if old.kind != Kind::String => {
                 self.remove_all(key, &old)?;
@@ -734,6 +737,9 @@ impl Keyspace for View {
         self.writable()?;
         let live = self.live_record(key)?;
         let existed = live.is_some();
+        if !existed {
+            self.notify(crate::store::notify::NEW, "new", key);
+        }
         let mut record = match live {
             Some(record) => record,
             None => Record {
@@ -789,6 +795,9 @@ impl Keyspace for View {
             revision: self.revision,
             payload: Bytes::copy_from_slice(meta),
         };
+        if !existed {
+            self.notify(crate::store::notify::NEW, "new", key);
+        }
         self.write_record(key, &record, existed)
     }
 
