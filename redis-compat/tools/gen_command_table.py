@@ -103,7 +103,7 @@ COMMANDS = [
     ("setbit", None), ("getbit", None), ("bitcount", None), ("bitpos", None), ("bitop", None),
     ("bitfield", None), ("bitfield_ro", None),
     ("pfadd", None), ("pfcount", None), ("pfmerge", None), ("pfdebug", None),
-    ("pfselftest", None),
+    ("pfselftest", None), ("dump", None), ("restore", None),
 ]
 
 # Rust getkeys hooks (functions in table.rs) standing in for Redis's getkeys_proc.

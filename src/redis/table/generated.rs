@@ -4215,4 +4215,56 @@ pub static COMMANDS: &[CommandSpec] = &[
         .group("hyperloglog")
         .complexity("N/A")
         .doc_flags(&["syscmd"]),
+    CommandSpec::new("dump", 2)
+        .flags(&["readonly"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "read", "slow"])
+        .tips(&["nondeterministic_output"])
+        .key_specs(&[KeySpec::range(&["RO", "access"], 1, 0, 1, 0)])
+        .summary(
+            "Return a serialized version of the value stored at the specified key.",
+        )
+        .since("2.6.0")
+        .group("generic")
+        .complexity(
+            "O(1) to access the key and additional O(N*M) to serialize it, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1).",
+        )
+        .args(&[Arg::key("key", 0)]),
+    CommandSpec::new("restore", -4)
+        .flags(&["write", "denyoom"])
+        .keys(1, 1, 1)
+        .acl(&["keyspace", "write", "slow", "dangerous"])
+        .key_specs(&[KeySpec::range(&["OW", "update"], 1, 0, 1, 0)])
+        .summary(
+            "Create a key using the provided serialized value, previously obtained using DUMP.",
+        )
+        .since("2.6.0")
+        .group("generic")
+        .complexity(
+            "O(1) to create the new key and additional O(N*M) to reconstruct the serialized value, where N is the number of Redis objects composing the value and M their average size. For small string values the time complexity is thus O(1)+O(1*M) where M is small, so simply O(1). However for sorted set values the complexity is O(N*M*log(N)) because inserting values into sorted sets is O(log(N)).",
+        )
+        .history(&[
+            ("3.0.0", "Added the `REPLACE` modifier."),
+            ("5.0.0", "Added the `ABSTTL` modifier."),
+            ("5.0.0", "Added the `IDLETIME` and `FREQ` options."),
+        ])
+        .args(&[
+            Arg::key("key", 0),
+            Arg::integer("ttl"),
+            Arg::string("serialized-value"),
+            Arg::pure_token("replace", "REPLACE")
+                .since("3.0.0")
+                .optional(),
+            Arg::pure_token("absttl", "ABSTTL")
+                .since("5.0.0")
+                .optional(),
+            Arg::integer("seconds")
+                .token("IDLETIME")
+                .since("5.0.0")
+                .optional(),
+            Arg::integer("frequency")
+                .token("FREQ")
+                .since("5.0.0")
+                .optional(),
+        ]),
 ];

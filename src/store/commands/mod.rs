@@ -7,10 +7,11 @@
 //! 7.0's. Storage failures are `Err` and stop the node; command failures are error replies.
 //!
 //! One file per family: [`strings`], [`keys`], [`hashes`], [`lists`], [`sets`], [`sorted_sets`],
-//! [`sort`], [`scripting`], [`config`], [`bitmaps`], [`hyperloglog`].
+//! [`sort`], [`scripting`], [`config`], [`bitmaps`], [`hyperloglog`], [`dump`].
 
 pub mod bitmaps;
 pub mod config;
+pub mod dump;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
@@ -220,10 +221,11 @@ impl KeyspaceCommand {
 }
 
 /// Every family's registry.
-const FAMILIES: [&[KeyspaceCommand]; 12] = [
+const FAMILIES: [&[KeyspaceCommand]; 13] = [
     strings::COMMANDS,
     bitmaps::COMMANDS,
     hyperloglog::COMMANDS,
+    dump::COMMANDS,
     keys::COMMANDS,
     hashes::COMMANDS,
     lists::COMMANDS,

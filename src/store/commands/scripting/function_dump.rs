@@ -6,7 +6,7 @@
 /// `RDB_OPCODE_FUNCTION2`: a library's code follows.
 const FUNCTION_OPCODE: u8 = 245;
 /// The RDB version Redis 7.0 writes.
-const RDB_VERSION: u16 = 10;
+pub(crate) const RDB_VERSION: u16 = 10;
 
 /// Redis's CRC-64 (Jones polynomial, reflected, no final xor).
 pub fn crc64(data: &[u8]) -> u64 {
@@ -26,7 +26,7 @@ pub fn crc64(data: &[u8]) -> u64 {
 }
 
 /// An RDB length.
-fn write_length(len: usize, out: &mut Vec<u8>) {
+pub(crate) fn write_length(len: usize, out: &mut Vec<u8>) {
     if len < 1 << 6 {
         out.push(len as u8);
     } else if len < 1 << 14 {
@@ -48,10 +48,7 @@ pub fn dump<'a>(libraries: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
         write_length(code.len(), &mut out);
         out.extend_from_slice(code);
     }
-    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
-    let crc = crc64(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    seal(out)
 }
 
 /// Why a payload was refused, as Redis words it.
@@ -65,8 +62,17 @@ pub enum BadPayload {
     Corrupt,
 }
 
-/// The libraries' code in a payload.
-pub fn restore(payload: &[u8]) -> Result<Vec<Vec<u8>>, BadPayload> {
+/// Appends the footer of a DUMP payload to `body`: the RDB version and the CRC-64.
+pub(crate) fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    body.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    body
+}
+
+/// The body of a DUMP payload whose RDB version Redis 7.0 reads and whose checksum matches
+/// (`verifyDumpPayload`).
+pub(crate) fn verified_body(payload: &[u8]) -> Result<&[u8], BadPayload> {
     if payload.len() < 10 {
         return Err(BadPayload::VersionOrChecksum);
     }
@@ -76,6 +82,12 @@ pub fn restore(payload: &[u8]) -> Result<Vec<Vec<u8>>, BadPayload> {
     if version > RDB_VERSION || crc64(&payload[..payload.len() - 8]) != crc {
         return Err(BadPayload::VersionOrChecksum);
     }
+    Ok(body)
+}
+
+/// The libraries' code in a payload.
+pub fn restore(payload: &[u8]) -> Result<Vec<Vec<u8>>, BadPayload> {
+    let body = verified_body(payload)?;
     let mut reader = Reader { data: body, at: 0 };
     let mut libraries = Vec::new();
     while reader.at < body.len() {
@@ -87,13 +99,17 @@ pub fn restore(payload: &[u8]) -> Result<Vec<Vec<u8>>, BadPayload> {
     Ok(libraries)
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
+/// Reads RDB items from a payload's body.
+pub(crate) struct Reader<'a> {
+    /// The body.
+    pub(crate) data: &'a [u8],
+    /// Where the next item starts.
+    pub(crate) at: usize,
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, BadPayload> {
+    /// One byte.
+    pub(crate) fn byte(&mut self) -> Result<u8, BadPayload> {
         let byte = *self.data.get(self.at).ok_or(BadPayload::Corrupt)?;
         self.at += 1;
         Ok(byte)
@@ -131,7 +147,7 @@ impl Reader<'_> {
     }
 
     /// An RDB string: plain, an integer, or LZF-compressed.
-    fn string(&mut self) -> Result<Vec<u8>, BadPayload> {
+    pub(crate) fn string(&mut self) -> Result<Vec<u8>, BadPayload> {
         match self.length()? {
             Ok(len) => Ok(self.take(len)?.to_vec()),
             Err(0) => Ok((self.byte()? as i8).to_string().into_bytes()),

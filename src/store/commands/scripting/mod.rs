@@ -21,7 +21,7 @@
 mod cjson;
 mod cmsgpack;
 mod convert;
-mod function_dump;
+pub(crate) mod function_dump;
 mod functions;
 mod libs;
 mod state;
