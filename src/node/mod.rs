@@ -464,13 +464,19 @@ impl Node {
         &self,
         published: crate::raft::transport::Published,
     ) -> futures::future::BoxFuture<'static, u64> {
-        let peers: Vec<String> = self
-            .cluster_view()
-            .members
-            .into_iter()
-            .filter(|m| m.id != self.id)
-            .map(|m| m.member.peer_addr)
-            .collect();
+        // The members' addresses straight from the metrics: no copy of the whole cluster view
+        // for every message.
+        let peers: Vec<String> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(_, member)| member.peer_addr.clone())
+                .collect()
+        };
         self.pubsub.publish(published, &peers)
     }
 

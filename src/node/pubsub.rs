@@ -172,6 +172,19 @@ struct Registry {
     scopes: [HashMap<Bytes, HashMap<u64, Arc<Inbox>>>; 3],
 }
 
+impl Registry {
+    /// Takes subscriber `id` off `name` in `scope`, and the name with its last subscriber.
+    fn remove(&mut self, scope: Scope, name: &Bytes, id: u64) {
+        let map = &mut self.scopes[scope.index()];
+        if let Some(subscribers) = map.get_mut(name) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                map.remove(name);
+            }
+        }
+    }
+}
+
 /// A message waiting for a peer, and where to say how many subscribers it reached there.
 struct Forward {
     published: Published,
@@ -305,7 +318,7 @@ impl Hub {
     /// peer's queue is full (the message is not sent there).
     fn forward(&self, peer: &str, forward: Forward) -> bool {
         let mut forwarders = lock(&self.forwarders);
-        let forwarder = forwarders.entry(peer.to_string()).or_insert_with(|| {
+        if !forwarders.contains_key(peer) {
             let (queue, receiver) = mpsc::unbounded_channel();
             let queued = Arc::new(AtomicUsize::new(0));
             tokio::spawn(run_forwarder(
@@ -313,8 +326,9 @@ impl Hub {
                 receiver,
                 queued.clone(),
             ));
-            Forwarder { queue, queued }
-        });
+            forwarders.insert(peer.to_string(), Forwarder { queue, queued });
+        }
+        let forwarder = &forwarders[peer];
         if forwarder.queued.load(Ordering::Relaxed) >= FORWARD_QUEUE_MAX {
             return false;
         }
@@ -405,6 +419,11 @@ impl Subscription {
         self.names[scope.index()].len()
     }
 
+    /// Channels, patterns and shard channels subscribed (CLIENT LIST's `sub`, `psub`, `ssub`).
+    pub fn counts(&self) -> [usize; 3] {
+        Scope::ALL.map(|scope| self.count_in(scope))
+    }
+
     /// Whether any subscription is active (RESP2's subscribed mode).
     pub fn active(&self) -> bool {
         self.names.iter().any(|names| !names.is_empty())
@@ -471,14 +490,7 @@ impl Subscription {
             return;
         };
         names.remove(at);
-        let mut registry = lock(&self.hub.registry);
-        let map = &mut registry.scopes[scope.index()];
-        if let Some(subscribers) = map.get_mut(name) {
-            subscribers.remove(&self.inbox.id);
-            if subscribers.is_empty() {
-                map.remove(name);
-            }
-        }
+        lock(&self.hub.registry).remove(scope, name, self.inbox.id);
     }
 }
 
@@ -486,14 +498,8 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let mut registry = lock(&self.hub.registry);
         for scope in Scope::ALL {
-            let map = &mut registry.scopes[scope.index()];
             for name in self.names[scope.index()].drain(..) {
-                if let Some(subscribers) = map.get_mut(&name) {
-                    subscribers.remove(&self.inbox.id);
-                    if subscribers.is_empty() {
-                        map.remove(&name);
-                    }
-                }
+                registry.remove(scope, &name, self.inbox.id);
             }
         }
     }

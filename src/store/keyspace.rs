@@ -873,8 +873,7 @@ impl Keyspace for View {
             Some(flags) => flags,
             None => {
                 let flags = self
-                    .layers
-                    .get(Table::Settings, b"notify-keyspace-events")
+                    .catalog_get(Catalog::Settings, crate::store::notify::SETTING.as_bytes())
                     .ok()
                     .flatten()
                     .and_then(|text| crate::store::notify::parse_flags(&text))

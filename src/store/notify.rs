@@ -6,6 +6,9 @@
 
 use bytes::Bytes;
 
+/// The replicated setting naming the classes to publish (`commands::config`).
+pub const SETTING: &str = "notify-keyspace-events";
+
 /// `K`: events on `__keyspace@0__:<key>`.
 pub const KEYSPACE: u32 = 1 << 0;
 /// `E`: events on `__keyevent@0__:<event>`.

@@ -138,9 +138,7 @@ impl Session {
 
     /// Shows the connection's subscription counts in CLIENT LIST.
     fn subscriptions_changed(&self) {
-        let counts = self.subscription.as_ref().map_or([0; 3], |s| {
-            [Scope::Channel, Scope::Pattern, Scope::Shard].map(|scope| s.count_in(scope))
-        });
+        let counts = self.subscription.as_ref().map_or([0; 3], |s| s.counts());
         self.client.set_subscriptions(counts);
     }
 

@@ -113,8 +113,8 @@ pub const PARAMETERS: [Parameter; 8] = [
         default: "0",
     },
     Parameter {
-        name: "notify-keyspace-events",
-        alias: "notify-keyspace-events",
+        name: crate::store::notify::SETTING,
+        alias: crate::store::notify::SETTING,
         range: Range::Flags,
         default: "",
     },

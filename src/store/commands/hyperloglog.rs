@@ -424,18 +424,8 @@ fn pfadd(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 fn pfcount(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     if args.len() > 2 {
         let mut max = vec![0u8; REGISTERS];
-        for key in &args[1..] {
-            let value = match hll_at(ks, key)? {
-                Err(reply) => return Ok(reply),
-                Ok(None) => continue,
-                Ok(Some((value, _))) => value,
-            };
-            let Some(registers) = registers(&value) else {
-                return Ok(corrupted());
-            };
-            for (m, r) in max.iter_mut().zip(registers) {
-                *m = (*m).max(r);
-            }
+        if let Err(reply) = merge_registers(ks, &args[1..], &mut max)? {
+            return Ok(reply);
         }
         return Ok(Reply::Integer(count_registers(&max) as i64));
     }
@@ -461,27 +451,16 @@ fn pfcount(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
 
 fn pfmerge(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     let mut max = vec![0u8; REGISTERS];
-    let mut dense = false;
-    for key in &args[1..] {
-        let value = match hll_at(ks, key)? {
-            Err(reply) => return Ok(reply),
-            Ok(None) => continue,
-            Ok(Some((value, _))) => value,
-        };
-        dense |= value[4] == DENSE;
-        let Some(registers) = registers(&value) else {
-            return Ok(corrupted());
-        };
-        for (m, r) in max.iter_mut().zip(registers) {
-            *m = (*m).max(r);
-        }
-    }
-    let (mut value, expire) = match hll_at(ks, &args[1])? {
+    // The destination is merged too, as the first source.
+    let merged = match merge_registers(ks, &args[1..], &mut max)? {
+        Ok(merged) => merged,
         Err(reply) => return Ok(reply),
-        Ok(None) => (empty(), None),
-        Ok(Some((value, expire))) => (value.to_vec(), expire),
     };
-    if dense {
+    let (mut value, expire) = match merged.first {
+        None => (empty(), None),
+        Some((value, expire)) => (value.to_vec(), expire),
+    };
+    if merged.any_dense {
         match to_dense(&value) {
             Some(converted) => value = converted,
             None => return Ok(corrupted()),
@@ -496,6 +475,45 @@ fn pfmerge(ks: &mut dyn Keyspace, args: &[Bytes]) -> StoreResult<Reply> {
     ks.put_string(&args[1], &value, expire)?;
     ks.notify(STRING, "pfadd", &args[1]);
     Ok(Reply::ok())
+}
+
+/// What [`merge_registers`] found besides the registers.
+struct Merged {
+    /// The first key's value and deadline, if it exists.
+    first: Option<(Bytes, Option<i64>)>,
+    /// Whether any value was dense.
+    any_dense: bool,
+}
+
+/// Raises `max` to every register of the HyperLogLogs at `keys` (a missing key is empty, as
+/// Redis's `hllMerge` takes it), or the reply refusing one of them.
+fn merge_registers<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    keys: &[Bytes],
+    max: &mut [u8],
+) -> StoreResult<Result<Merged, Reply>> {
+    let mut merged = Merged {
+        first: None,
+        any_dense: false,
+    };
+    for (i, key) in keys.iter().enumerate() {
+        let (value, expire) = match hll_at(ks, key)? {
+            Err(reply) => return Ok(Err(reply)),
+            Ok(None) => continue,
+            Ok(Some(found)) => found,
+        };
+        merged.any_dense |= value[4] == DENSE;
+        let Some(registers) = registers(&value) else {
+            return Ok(Err(corrupted()));
+        };
+        for (m, r) in max.iter_mut().zip(registers) {
+            *m = (*m).max(r);
+        }
+        if i == 0 {
+            merged.first = Some((value, expire));
+        }
+    }
+    Ok(Ok(merged))
 }
 
 /// PFDEBUG GETREG, DECODE, ENCODING and TODENSE, as Redis's tests use them (GETREG and

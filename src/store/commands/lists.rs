@@ -129,8 +129,28 @@ fn store<K: Keyspace + ?Sized>(ks: &mut K, key: &[u8], meta: ListMeta) -> StoreR
     store_collection(ks, key, Kind::List, &meta.encode())
 }
 
-/// Adds `values` at `end`, one after the other (so LPUSH reverses them), and writes the record.
+/// Adds `values` at `end`, one after the other (so LPUSH reverses them), writes the record
+/// and notifies the push.
 fn push_values<K: Keyspace + ?Sized>(
+    ks: &mut K,
+    key: &[u8],
+    meta: &mut ListMeta,
+    end: End,
+    values: &[Bytes],
+) -> StoreResult<()> {
+    put_values(ks, key, meta, end, values)?;
+    if !values.is_empty() {
+        let event = match end {
+            End::Left => "lpush",
+            End::Right => "rpush",
+        };
+        ks.notify(LIST, event, key);
+    }
+    Ok(())
+}
+
+/// Adds `values` at `end`, one after the other, and writes the record.
+fn put_values<K: Keyspace + ?Sized>(
     ks: &mut K,
     key: &[u8],
     meta: &mut ListMeta,
@@ -148,15 +168,7 @@ fn push_values<K: Keyspace + ?Sized>(
         ks.put_element(Rows::ListItems, key, &position_key(position), value)?;
         meta.len += 1;
     }
-    store(ks, key, *meta)?;
-    if !values.is_empty() {
-        let event = match end {
-            End::Left => "lpush",
-            End::Right => "rpush",
-        };
-        ks.notify(LIST, event, key);
-    }
-    Ok(())
+    store(ks, key, *meta)
 }
 
 /// Replaces whatever `key` holds with a list of `values` (SORT … STORE), notifying
@@ -168,12 +180,7 @@ pub fn store_sorted<K: Keyspace + ?Sized>(
 ) -> StoreResult<()> {
     let existed = ks.delete(key)?;
     let mut meta = ListMeta { len: 0, head: 0 };
-    for value in values {
-        let position = meta.head + meta.len as i64;
-        ks.put_element(Rows::ListItems, key, &position_key(position), value)?;
-        meta.len += 1;
-    }
-    store(ks, key, meta)?;
+    put_values(ks, key, &mut meta, End::Right, values)?;
     if meta.len > 0 {
         ks.notify(LIST, "sortstore", key);
     } else if existed {
