@@ -97,6 +97,15 @@ pub struct Config {
     #[arg(long, env = "REDRAFT_MAXCLIENTS", default_value_t = 10_000)]
     pub maxclients: usize,
 
+    /// Threads that run connections, raft and apply (Redis's option name). 1, the default,
+    /// runs them all on one thread as Redis's main thread does: handing a request between
+    /// tasks then costs no thread wake-up. More gives a work-stealing pool of that many, for
+    /// machines with cores to spare. Log fsyncs, state machine flushes and large applies have
+    /// threads of their own either way.
+    #[arg(long, env = "REDRAFT_IO_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=128))]
+    pub io_threads: u16,
+
     /// redb page cache for the state machine, in MiB.
     #[arg(long, env = "REDRAFT_CACHE_MB", default_value_t = 256)]
     pub cache_mb: usize,

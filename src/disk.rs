@@ -9,8 +9,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -25,6 +26,10 @@ const BYTES_PER_REQUEST: u64 = 8 * 1024;
 const FULL_MARGIN_BYTES: u64 = 1024 * 1024;
 /// Free space beyond what [`DiskSpace::is_tight_for`] counts under which it says tight.
 const TIGHT_MARGIN_BYTES: u64 = 16 * 1024 * 1024;
+/// How long a reading of the filesystem's free space is used before it is read again: every
+/// write batch and apply batch consults it, and a `statvfs` each would cost a system call per
+/// batch. What the node itself writes meanwhile is counted in `unsettled`.
+const FREE_SPACE_FRESH: Duration = Duration::from_millis(10);
 
 /// The data directory's filesystem and the space kept free on it; clones share their claims.
 #[derive(Clone, Debug)]
@@ -37,6 +42,8 @@ pub struct DiskSpace {
     /// disk only at the next one (all at once), so the free space seen now overstates what is
     /// left until then.
     unsettled: Arc<AtomicU64>,
+    /// The last reading of the filesystem's free bytes and when it was taken.
+    free_reading: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
 /// Space promised to one piece of work; given back when dropped.
@@ -60,12 +67,36 @@ impl DiskSpace {
             reserve_bytes,
             claimed: Arc::new(AtomicU64::new(0)),
             unsettled: Arc::new(AtomicU64::new(0)),
+            free_reading: Arc::default(),
         }
+    }
+
+    /// Bytes an unprivileged writer may use on the filesystem, as read at most
+    /// [`FREE_SPACE_FRESH`] ago.
+    fn filesystem_free_bytes(&self) -> io::Result<u64> {
+        let mut reading = self
+            .free_reading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, free)) = *reading
+            && at.elapsed() < FREE_SPACE_FRESH
+        {
+            return Ok(free);
+        }
+        let stat = rustix::fs::statvfs(&self.dir)?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        *reading = Some((Instant::now(), free));
+        Ok(free)
     }
 
     /// The state machine made everything applied so far durable: what was admitted before is
     /// now on disk and seen in the free space.
     pub fn settle(&self) {
+        // A reading from before the commit would not show the pages it wrote.
+        *self
+            .free_reading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.unsettled.store(0, Ordering::Release);
     }
 
@@ -77,8 +108,7 @@ impl DiskSpace {
     /// Bytes an unprivileged writer may still use on the data directory's filesystem, less
     /// what is claimed by work in progress and what admitted writes have yet to take.
     pub fn available_bytes(&self) -> io::Result<u64> {
-        let stat = rustix::fs::statvfs(&self.dir)?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let free = self.filesystem_free_bytes()?;
         Ok(free
             .saturating_sub(self.claimed.load(Ordering::Acquire))
             .saturating_sub(self.unsettled.load(Ordering::Acquire)))
@@ -116,13 +146,8 @@ impl DiskSpace {
             .saturating_add(pending)
             .saturating_mul(2)
             .saturating_add(TIGHT_MARGIN_BYTES);
-        match rustix::fs::statvfs(&self.dir) {
-            Ok(stat) => {
-                stat.f_bavail
-                    .saturating_mul(stat.f_frsize)
-                    .saturating_sub(self.claimed.load(Ordering::Acquire))
-                    < needed
-            }
+        match self.filesystem_free_bytes() {
+            Ok(free) => free.saturating_sub(self.claimed.load(Ordering::Acquire)) < needed,
             Err(_) => false,
         }
     }

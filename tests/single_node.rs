@@ -508,6 +508,58 @@ fn single_node_taken_port_is_a_one_line_error() {
 }
 
 #[test]
+fn single_node_io_threads_one_by_default_and_a_pool_on_request() {
+    let default = TestServer::start();
+    assert_eq!(
+        default.redis_cli(&["CONFIG", "GET", "io-threads"]),
+        "io-threads\n1\n"
+    );
+    assert!(
+        default
+            .redis_cli(&["INFO", "server"])
+            .contains("io_threads_active:0")
+    );
+
+    // A pool of 4: concurrent clients' increments all count, none twice.
+    let pooled = TestServer::start_with(&["--io-threads", "4"]);
+    assert_eq!(
+        pooled.redis_cli(&["CONFIG", "GET", "io-threads"]),
+        "io-threads\n4\n"
+    );
+    assert!(
+        pooled
+            .redis_cli(&["INFO", "server"])
+            .contains("io_threads_active:1")
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let mut con = pooled.client();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let _: i64 = con.incr("pooled", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    let total: i64 = pooled.client().get("pooled").unwrap();
+    assert_eq!(total, 1600);
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args(["--port", "0", "--io-threads", "0", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--io-threads"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn single_node_unusable_data_dir_is_a_one_line_error() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let output = std::process::Command::new(common::binary())

@@ -312,10 +312,13 @@ pub(super) async fn run_read_batcher(
             let (reads, replies): (Vec<Read>, Vec<_>) =
                 round.into_iter().map(|r| (r.read, r.reply)).unzip();
             let result = match raft.ensure_linearizable(policy).await {
-                Ok(_) => tokio::task::spawn_blocking(move || reader.read_many(&reads))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))
-                    .and_then(|r| r.map_err(|e| Error::Internal(e.to_string()))),
+                Ok(_) => match reader.read_many_in_place(&reads) {
+                    Some(read) => read.map_err(|e| Error::Internal(e.to_string())),
+                    None => tokio::task::spawn_blocking(move || reader.read_many(&reads))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))
+                        .and_then(|r| r.map_err(|e| Error::Internal(e.to_string()))),
+                },
                 Err(err) => Err(read_error(err)),
             };
             drop(permit);

@@ -594,18 +594,25 @@ impl Node {
     /// internal error), with the reason; never while it runs or after an asked-for shutdown.
     /// The server then exits: a node whose raft stopped can serve nothing, and a restart
     /// recovers from what is durable on disk.
+    ///
+    /// It waits on the server metrics, which end when raft's core does (the full metrics
+    /// change on every write and would wake this task for each).
     pub async fn raft_failure(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        let mut server = self.raft.server_metrics();
         loop {
-            let failure = match &metrics.borrow_watched().running_state {
+            let failure = match &self.raft.metrics().borrow_watched().running_state {
                 Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
                 Err(fatal) => Some(fatal.to_string()),
             };
             if let Some(failure) = failure {
                 return failure;
             }
-            if metrics.changed().await.is_err() {
-                return std::future::pending().await;
+            if server.changed().await.is_err() {
+                // The core has stopped: its last metrics say why.
+                return match &self.raft.metrics().borrow_watched().running_state {
+                    Err(openraft::error::Fatal::Stopped) | Ok(()) => std::future::pending().await,
+                    Err(fatal) => fatal.to_string(),
+                };
             }
         }
     }

@@ -124,7 +124,10 @@ impl Server {
                         .unwrap_or_default(),
                 ),
                 ("config_file", String::new()),
-                ("io_threads_active", "0".into()),
+                (
+                    "io_threads_active",
+                    u8::from(self.config.io_threads > 1).to_string(),
+                ),
                 ("redraft_version", env!("CARGO_PKG_VERSION").into()),
             ],
         )

@@ -326,6 +326,7 @@ impl Server {
             ("bind", self.config.bind.clone()),
             ("databases", "1".into()),
             ("dir", self.config.dir.display().to_string()),
+            ("io-threads", self.config.io_threads.to_string()),
             ("maxclients", self.config.maxclients.to_string()),
             ("maxmemory", "0".into()),
             ("maxmemory-policy", "noeviction".into()),

@@ -225,6 +225,30 @@ impl StoreReader {
         Ok(out)
     }
 
+    /// [`Self::read_many`] on the calling task, for a round of small reads (commands Redis
+    /// flags `fast`, at most [`LIGHT_BATCH_REQUESTS_MAX`]) while no apply holds the state:
+    /// `None` otherwise, and the caller reads on the blocking pool. A thread hand-off costs
+    /// more than such a round.
+    pub fn read_many_in_place(&self, reads: &[Read]) -> Option<io::Result<Vec<Reply>>> {
+        let fast = |read: &Read| {
+            read.args
+                .first()
+                .and_then(|name| crate::redis::table::lookup(name))
+                .is_some_and(|spec| spec.flags.contains(&"fast"))
+        };
+        if reads.len() > LIGHT_BATCH_REQUESTS_MAX || !reads.iter().all(fast) {
+            return None;
+        }
+        let layers = self.shared.published.try_lock().ok()?.layers.clone();
+        let mut view = View::reader(layers, self.now_ms());
+        Some(
+            reads
+                .iter()
+                .map(|read| commands::execute(&mut view, &read.args).map_err(io_error))
+                .collect(),
+        )
+    }
+
     /// Keys past their deadline at `now_ms` (for the leader's active expiry), at most `limit`.
     pub fn due_keys(&self, now_ms: i64, limit: usize) -> io::Result<Vec<Bytes>> {
         View::reader(self.shared.layers(), now_ms)
@@ -559,6 +583,28 @@ impl StateMachine {
         Ok(bytes)
     }
 
+    /// Applies `batch` on the calling task when it is small work with nothing to wait for
+    /// (no flush asked, none in flight, the writer lock free): handing it to the blocking pool
+    /// and back would cost more than the work, two thread wake-ups per batch. Gives the batch
+    /// back otherwise.
+    #[allow(clippy::type_complexity)]
+    fn apply_in_place(
+        &self,
+        batch: Vec<EntryResponder<TypeConfig>>,
+        flush: bool,
+    ) -> io::Result<Result<Applied, Vec<EntryResponder<TypeConfig>>>> {
+        if flush || !is_light(&batch) {
+            return Ok(Err(batch));
+        }
+        let Ok(writer) = self.shared.writer.try_lock() else {
+            return Ok(Err(batch));
+        };
+        if lock(&self.shared.published).layers.frozen().is_some() {
+            return Ok(Err(batch));
+        }
+        apply_batch(&self.shared, writer, batch, false, &self.clock).map(Ok)
+    }
+
     /// A handle for reads outside of raft.
     pub fn reader(&self) -> StoreReader {
         StoreReader {
@@ -654,22 +700,100 @@ fn stamped_ms(request: &Request) -> i64 {
     }
 }
 
+/// Most requests, and most payload bytes, of an apply batch run in place on the state machine
+/// task (see [`is_light`]): about a millisecond of work at most.
+const LIGHT_BATCH_REQUESTS_MAX: usize = 2048;
+const LIGHT_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Commands whose cost grows only with their own arguments, not with the data they touch,
+/// besides those Redis flags `fast` (SET is not `fast` in Redis's table, for its options).
+const PROPORTIONAL_TO_ARGUMENTS: &[&str] = &[
+    "set",
+    "setex",
+    "psetex",
+    "setnx",
+    "getset",
+    "getdel",
+    "getex",
+    "mset",
+    "msetnx",
+    "append",
+    "setrange",
+    "incrbyfloat",
+    "hset",
+    "hmset",
+    "hsetnx",
+    "hdel",
+    "lpush",
+    "rpush",
+    "lpushx",
+    "rpushx",
+    "lpop",
+    "rpop",
+    "sadd",
+    "srem",
+    "zadd",
+    "zrem",
+    "zincrby",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "persist",
+    "pfadd",
+];
+
+/// Whether applying `batch` is cheap enough to run on the state machine's task rather than on
+/// the blocking pool: every request is a command Redis flags `fast` or one that costs only
+/// its arguments (scripts, transactions, multi-key set algebra, DEL of what may be a large
+/// key, FLUSHALL and the like go to the pool), and the batch is small.
+fn is_light(batch: &[EntryResponder<TypeConfig>]) -> bool {
+    fn light(request: &Request, budget: &mut (usize, usize)) -> bool {
+        match request {
+            Request::Command { args, .. } => {
+                budget.0 = budget.0.saturating_sub(1);
+                let bytes: usize = args.iter().map(Bytes::len).sum();
+                budget.1 = budget.1.saturating_sub(bytes);
+                args.first()
+                    .and_then(|name| crate::redis::table::lookup(name))
+                    .is_some_and(|spec| {
+                        spec.flags.contains(&"fast")
+                            || PROPORTIONAL_TO_ARGUMENTS.contains(&spec.name)
+                    })
+            }
+            Request::Expire { keys, .. } => {
+                budget.0 = budget.0.saturating_sub(keys.len());
+                true
+            }
+            Request::Exec { .. } => false,
+            Request::Batch(requests) => requests.iter().all(|r| light(r, budget)),
+            Request::Identified { request, .. } => light(request, budget),
+        }
+    }
+    let mut budget = (LIGHT_BATCH_REQUESTS_MAX, LIGHT_BATCH_BYTES_MAX);
+    batch.iter().all(|(entry, _)| match &entry.payload {
+        EntryPayload::Normal(request) => light(request, &mut budget),
+        EntryPayload::Blank | EntryPayload::Membership(_) => true,
+    }) && budget.0 > 0
+        && budget.1 > 0
+}
+
 /// The outcome of one applied entry: its response, to send once the batch is committed.
 type Applied = Vec<(
     Option<openraft::storage::ApplyResponder<TypeConfig>>,
     Response,
 )>;
 
-/// Applies a batch of entries to the active layer (blocking); with `flush`, or once the layer
+/// Applies a batch of entries to the active layer, holding `writer`; with `flush`, or once the layer
 /// is large or old enough, freezes it and writes it to redb: at once with `flush`, otherwise on
 /// a flush thread.
 fn apply_batch(
     shared: &Arc<Shared>,
+    writer: MutexGuard<'_, ()>,
     entries: Vec<EntryResponder<TypeConfig>>,
     flush: bool,
     clock: &AtomicI64,
 ) -> io::Result<Applied> {
-    let writer = lock(&shared.writer);
     // Readers wait for the batch (they copy the view under this lock): apply then changes the
     // only copy of the active layer in place instead of copying every node it touches.
     let mut published = lock(&shared.published);
@@ -763,12 +887,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // On a nearly full disk every batch is flushed at once, so the space it takes shows.
         let pending = lock(&self.shared.published).layers.active().bytes() as u64;
         let flush = self.disk.is_tight_for(pending);
-        let shared = self.shared.clone();
-        let clock = self.clock.clone();
-        let applied =
-            tokio::task::spawn_blocking(move || apply_batch(&shared, batch, flush, &clock))
+        let applied = match self.apply_in_place(batch, flush)? {
+            Ok(applied) => applied,
+            Err(batch) => {
+                let shared = self.shared.clone();
+                let clock = self.clock.clone();
+                tokio::task::spawn_blocking(move || {
+                    apply_batch(&shared, lock(&shared.writer), batch, flush, &clock)
+                })
                 .await
-                .map_err(io_error)??;
+                .map_err(io_error)??
+            }
+        };
         for (responder, response) in applied {
             if let Some(responder) = responder {
                 responder.send(response);
