@@ -117,7 +117,12 @@ pub(super) fn detach_small_buffers(request: &mut Request) {
             commands.iter_mut().flatten().for_each(detach);
             watched.iter_mut().for_each(|(key, _)| detach(key));
         }
-        Request::Batch(requests) => requests.iter_mut().for_each(detach_small_buffers),
+        Request::Batch(requests) => {
+            // A shared batch is already in the log: detached when it was queued.
+            if let Some(requests) = Arc::get_mut(requests) {
+                requests.iter_mut().for_each(detach_small_buffers);
+            }
+        }
         Request::Identified { request, .. } => detach_small_buffers(request),
     }
 }
@@ -232,7 +237,7 @@ pub(super) async fn run_write_batcher(
         let payload = if requests.len() == 1 {
             requests.into_iter().next().expect("one request")
         } else {
-            Request::Batch(requests)
+            Request::Batch(requests.into())
         };
         let (responder, outcome) = ProgressResponder::complete_only();
         if let Err(fatal) = raft.client_write_ff(payload, Some(responder)).await {

@@ -530,6 +530,13 @@ impl Node {
     /// Queues any request now.
     pub fn propose(&self, mut request: Request) -> Pending {
         detach_small_buffers(&mut request);
+        self.propose_detached(request)
+    }
+
+    /// [`Self::propose`] for a request whose small arguments are already copied out of the
+    /// connection's read buffer (see [`detach_small`]): copying them again would cost an
+    /// allocation per argument.
+    pub fn propose_detached(&self, request: Request) -> Pending {
         let (reply, pending) = oneshot::channel();
         let write = QueuedWrite {
             request,

@@ -42,8 +42,10 @@ pub enum Request {
         now_ms: i64,
     },
     /// Several requests from concurrent or pipelined clients sharing one log entry; applied in
-    /// order, answered with [`Response::Batch`] in the same order.
-    Batch(Vec<Request>),
+    /// order, answered with [`Response::Batch`] in the same order. Shared, not copied: the log
+    /// cache, apply and every follower's replication each hold the entry (the encoding is a
+    /// plain sequence, as a `Vec`'s).
+    Batch(std::sync::Arc<[Request]>),
     /// A request with the id its sender gives it, so that sending it again after a lost reply
     /// never applies it twice (see `store::sessions`).
     Identified {
@@ -108,4 +110,44 @@ pub enum Response {
     Reply(Reply),
     /// Answers to a [`Request::Batch`], in order.
     Batch(Vec<Response>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log and the peer wire hold batches written as a `Vec`: sharing the batch must not
+    /// change a byte of its encoding.
+    #[test]
+    fn a_shared_batch_encodes_as_the_vec_it_was() {
+        #[derive(Serialize)]
+        enum AsVec {
+            #[allow(dead_code)]
+            Command { args: Vec<Bytes>, now_ms: i64 },
+            #[allow(dead_code)]
+            Expire { keys: Vec<Bytes>, now_ms: i64 },
+            #[allow(dead_code)]
+            Exec {
+                commands: Vec<Vec<Bytes>>,
+                watched: Vec<(Bytes, u64)>,
+                now_ms: i64,
+            },
+            Batch(Vec<Request>),
+        }
+        let requests = vec![
+            Request::Command {
+                args: vec![Bytes::from_static(b"INCR"), Bytes::from_static(b"k")],
+                now_ms: 7,
+            },
+            Request::Expire {
+                keys: vec![Bytes::from_static(b"gone")],
+                now_ms: 8,
+            },
+        ];
+        let shared = postcard::to_stdvec(&Request::Batch(requests.clone().into())).unwrap();
+        let as_vec = postcard::to_stdvec(&AsVec::Batch(requests)).unwrap();
+        assert_eq!(shared, as_vec);
+        let decoded: Request = postcard::from_bytes(&as_vec).unwrap();
+        assert!(matches!(decoded, Request::Batch(batch) if batch.len() == 2));
+    }
 }

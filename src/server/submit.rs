@@ -353,7 +353,8 @@ async fn run_here(submission: &Submission, command: &Command, lease: Option<&IdL
     let node = &submission.server.node;
     let pending = match (lease, command) {
         (Some(lease), command) => match write_request(command, wall_clock_ms()) {
-            Some(request) => node.propose(lease.wrap(request)),
+            // `submit` detached the command's arguments already.
+            Some(request) => node.propose_detached(lease.wrap(request)),
             None => {
                 return Attempt::Answered(Error::Internal("not a write".into()).to_resp());
             }

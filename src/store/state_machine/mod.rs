@@ -226,7 +226,7 @@ impl StoreReader {
     }
 
     /// [`Self::read_many`] on the calling task, for a round of small reads (commands Redis
-    /// flags `fast`, at most [`LIGHT_BATCH_REQUESTS_MAX`]) while no apply holds the state:
+    /// flags `fast`, a bounded number of them) while no apply holds the state:
     /// `None` otherwise, and the caller reads on the blocking pool. A thread hand-off costs
     /// more than such a round.
     pub fn read_many_in_place(&self, reads: &[Read]) -> Option<io::Result<Vec<Reply>>> {
