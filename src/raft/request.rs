@@ -123,9 +123,15 @@ mod tests {
         #[derive(Serialize)]
         enum AsVec {
             #[allow(dead_code)]
-            Command { args: Vec<Bytes>, now_ms: i64 },
+            Command {
+                args: Vec<Bytes>,
+                now_ms: i64,
+            },
             #[allow(dead_code)]
-            Expire { keys: Vec<Bytes>, now_ms: i64 },
+            Expire {
+                keys: Vec<Bytes>,
+                now_ms: i64,
+            },
             #[allow(dead_code)]
             Exec {
                 commands: Vec<Vec<Bytes>>,

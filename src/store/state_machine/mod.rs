@@ -757,7 +757,9 @@ fn is_light(batch: &[EntryResponder<TypeConfig>]) -> bool {
                 args.first()
                     .and_then(|name| crate::redis::table::lookup(name))
                     .is_some_and(|spec| {
-                        spec.flags.contains(&"fast")
+                        // UNLINK is `fast` because Redis frees in the background; here it
+                        // removes every row of what may be a large key.
+                        (spec.flags.contains(&"fast") && spec.name != "unlink")
                             || PROPORTIONAL_TO_ARGUMENTS.contains(&spec.name)
                     })
             }
