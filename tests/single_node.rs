@@ -509,28 +509,22 @@ fn single_node_taken_port_is_a_one_line_error() {
 
 #[test]
 fn single_node_io_threads_one_by_default_and_a_pool_on_request() {
-    let default = TestServer::start();
-    assert_eq!(
-        default.redis_cli(&["CONFIG", "GET", "io-threads"]),
-        "io-threads\n1\n"
-    );
-    assert!(
-        default
-            .redis_cli(&["INFO", "server"])
-            .contains("io_threads_active:0")
-    );
+    let reports = |server: &TestServer, threads: &str, active: &str| {
+        assert_eq!(
+            server.redis_cli(&["CONFIG", "GET", "io-threads"]),
+            format!("io-threads\n{threads}\n")
+        );
+        let info = server.redis_cli(&["INFO", "server"]);
+        assert!(
+            info.contains(&format!("io_threads_active:{active}")),
+            "{info}"
+        );
+    };
+    reports(&TestServer::start(), "1", "0");
 
     // A pool of 4: concurrent clients' increments all count, none twice.
     let pooled = TestServer::start_with(&["--io-threads", "4"]);
-    assert_eq!(
-        pooled.redis_cli(&["CONFIG", "GET", "io-threads"]),
-        "io-threads\n4\n"
-    );
-    assert!(
-        pooled
-            .redis_cli(&["INFO", "server"])
-            .contains("io_threads_active:1")
-    );
+    reports(&pooled, "4", "1");
     let clients: Vec<_> = (0..8)
         .map(|_| {
             let mut con = pooled.client();

@@ -606,21 +606,11 @@ impl Node {
     /// change on every write and would wake this task for each).
     pub async fn raft_failure(&self) -> String {
         let mut server = self.raft.server_metrics();
-        loop {
-            let failure = match &self.raft.metrics().borrow_watched().running_state {
-                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
-                Err(fatal) => Some(fatal.to_string()),
-            };
-            if let Some(failure) = failure {
-                return failure;
-            }
-            if server.changed().await.is_err() {
-                // The core has stopped: its last metrics say why.
-                return match &self.raft.metrics().borrow_watched().running_state {
-                    Err(openraft::error::Fatal::Stopped) | Ok(()) => std::future::pending().await,
-                    Err(fatal) => fatal.to_string(),
-                };
-            }
+        // The sender goes when the core stops (at once if it already has).
+        while server.changed().await.is_ok() {}
+        match &self.raft.metrics().borrow_watched().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => std::future::pending().await,
+            Err(fatal) => fatal.to_string(),
         }
     }
 }

@@ -225,18 +225,12 @@ impl StoreReader {
         Ok(out)
     }
 
-    /// [`Self::read_many`] on the calling task, for a round of small reads (commands Redis
-    /// flags `fast`, a bounded number of them) while no apply holds the state:
+    /// [`Self::read_many`] on the calling task, for a round of small reads (each one that
+    /// `runs_in_place`, a bounded number of them) while no apply holds the state:
     /// `None` otherwise, and the caller reads on the blocking pool. A thread hand-off costs
     /// more than such a round.
     pub fn read_many_in_place(&self, reads: &[Read]) -> Option<io::Result<Vec<Reply>>> {
-        let fast = |read: &Read| {
-            read.args
-                .first()
-                .and_then(|name| crate::redis::table::lookup(name))
-                .is_some_and(|spec| spec.flags.contains(&"fast"))
-        };
-        if reads.len() > LIGHT_BATCH_REQUESTS_MAX || !reads.iter().all(fast) {
+        if reads.len() > LIGHT_BATCH_REQUESTS_MAX || !reads.iter().all(|r| runs_in_place(&r.args)) {
             return None;
         }
         let layers = self.shared.published.try_lock().ok()?.layers.clone();
@@ -587,12 +581,7 @@ impl StateMachine {
     /// (no flush asked, none in flight, the writer lock free): handing it to the blocking pool
     /// and back would cost more than the work, two thread wake-ups per batch. Gives the batch
     /// back otherwise.
-    #[allow(clippy::type_complexity)]
-    fn apply_in_place(
-        &self,
-        batch: Vec<EntryResponder<TypeConfig>>,
-        flush: bool,
-    ) -> io::Result<Result<Applied, Vec<EntryResponder<TypeConfig>>>> {
+    fn apply_in_place(&self, batch: Entries, flush: bool) -> io::Result<Result<Applied, Entries>> {
         if flush || !is_light(&batch) {
             return Ok(Err(batch));
         }
@@ -743,28 +732,40 @@ const PROPORTIONAL_TO_ARGUMENTS: &[&str] = &[
     "pfadd",
 ];
 
-/// Whether applying `batch` is cheap enough to run on the state machine's task rather than on
-/// the blocking pool: every request is a command Redis flags `fast` or one that costs only
-/// its arguments (scripts, transactions, multi-key set algebra, DEL of what may be a large
-/// key, FLUSHALL and the like go to the pool), and the batch is small.
+/// Whether the command `args` is cheap enough to run on the runtime thread rather than on the
+/// blocking pool: one Redis flags `fast` or one that costs only its arguments (scripts,
+/// transactions, multi-key set algebra, DEL of what may be a large key, FLUSHALL and the like
+/// are not).
+fn runs_in_place(args: &[Bytes]) -> bool {
+    args.first()
+        .and_then(|name| crate::redis::table::lookup(name))
+        .is_some_and(|spec| {
+            // UNLINK is `fast` because Redis frees in the background; here it removes every row
+            // of what may be a large key.
+            (spec.flags.contains(&"fast") && spec.name != "unlink")
+                || PROPORTIONAL_TO_ARGUMENTS.contains(&spec.name)
+        })
+}
+
+/// Whether applying `batch` can run on the state machine's task: every request
+/// [`runs_in_place`], and the batch stays under [`LIGHT_BATCH_REQUESTS_MAX`] requests and
+/// [`LIGHT_BATCH_BYTES_MAX`] bytes of arguments.
 fn is_light(batch: &[EntryResponder<TypeConfig>]) -> bool {
-    fn light(request: &Request, budget: &mut (usize, usize)) -> bool {
+    /// What is left of the batch's allowance.
+    struct Budget {
+        requests: usize,
+        bytes: usize,
+    }
+    fn light(request: &Request, budget: &mut Budget) -> bool {
         match request {
             Request::Command { args, .. } => {
-                budget.0 = budget.0.saturating_sub(1);
+                budget.requests = budget.requests.saturating_sub(1);
                 let bytes: usize = args.iter().map(Bytes::len).sum();
-                budget.1 = budget.1.saturating_sub(bytes);
-                args.first()
-                    .and_then(|name| crate::redis::table::lookup(name))
-                    .is_some_and(|spec| {
-                        // UNLINK is `fast` because Redis frees in the background; here it
-                        // removes every row of what may be a large key.
-                        (spec.flags.contains(&"fast") && spec.name != "unlink")
-                            || PROPORTIONAL_TO_ARGUMENTS.contains(&spec.name)
-                    })
+                budget.bytes = budget.bytes.saturating_sub(bytes);
+                runs_in_place(args)
             }
             Request::Expire { keys, .. } => {
-                budget.0 = budget.0.saturating_sub(keys.len());
+                budget.requests = budget.requests.saturating_sub(keys.len());
                 true
             }
             Request::Exec { .. } => false,
@@ -772,13 +773,19 @@ fn is_light(batch: &[EntryResponder<TypeConfig>]) -> bool {
             Request::Identified { request, .. } => light(request, budget),
         }
     }
-    let mut budget = (LIGHT_BATCH_REQUESTS_MAX, LIGHT_BATCH_BYTES_MAX);
+    let mut budget = Budget {
+        requests: LIGHT_BATCH_REQUESTS_MAX,
+        bytes: LIGHT_BATCH_BYTES_MAX,
+    };
     batch.iter().all(|(entry, _)| match &entry.payload {
         EntryPayload::Normal(request) => light(request, &mut budget),
         EntryPayload::Blank | EntryPayload::Membership(_) => true,
-    }) && budget.0 > 0
-        && budget.1 > 0
+    }) && budget.requests > 0
+        && budget.bytes > 0
 }
+
+/// A batch of committed entries to apply, each with its responder.
+type Entries = Vec<EntryResponder<TypeConfig>>;
 
 /// The outcome of one applied entry: its response, to send once the batch is committed.
 type Applied = Vec<(
@@ -792,7 +799,7 @@ type Applied = Vec<(
 fn apply_batch(
     shared: &Arc<Shared>,
     writer: MutexGuard<'_, ()>,
-    entries: Vec<EntryResponder<TypeConfig>>,
+    entries: Entries,
     flush: bool,
     clock: &AtomicI64,
 ) -> io::Result<Applied> {
